@@ -1,0 +1,80 @@
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+
+const DRIVER_NAME = /^[a-zA-Z][A-Za-z0-9-._]{0,61}[a-zA-Z]$/;
+
+export const ConfigSchema = z.object({
+  endpoint: z.string().startsWith('unix:///', 'endpoint must be unix:///absolute/path.sock'),
+  nodeId: z.string().min(1).max(128),
+  stateDir: z.string().startsWith('/', 'state-dir must be an absolute path'),
+  mode: z.enum(['all', 'controller', 'node']),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
+  driverName: z
+    .string()
+    .regex(DRIVER_NAME, 'driver-name must be 2-63 characters, start and end with a letter'),
+  memCacheDir: z.string().startsWith('/', 'mem-cache-dir must be an absolute path'),
+  rcloneBinary: z.string().min(1),
+});
+
+export type Config = z.infer<typeof ConfigSchema>;
+
+export const DEFAULTS = {
+  stateDir: '/var/lib/dataset-cache-csi',
+  mode: 'all',
+  logLevel: 'info',
+  driverName: 'dataset-cache.csi.dev',
+  memCacheDir: '/dev/shm/dataset-cache-csi',
+  rcloneBinary: 'rclone',
+} as const;
+
+export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock --node-id NAME [options]
+  --state-dir DIR        node and controller state (default ${DEFAULTS.stateDir})
+  --mode MODE            all | controller | node (default ${DEFAULTS.mode})
+  --driver-name NAME     CSI plugin name (default ${DEFAULTS.driverName})
+  --mem-cache-dir DIR    tmpfs directory for MEM caches (default ${DEFAULTS.memCacheDir})
+  --rclone PATH          rclone binary (default ${DEFAULTS.rcloneBinary})
+  --log-level LEVEL      trace | debug | info | warn | error (default ${DEFAULTS.logLevel})
+  dataset-cache-csi demo  runs the local demo (see README)`;
+
+export class ConfigError extends Error {}
+
+/** The one place configuration is read: flags, then KUBE_NODE_NAME for the node id, then defaults. */
+export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        endpoint: { type: 'string' },
+        'node-id': { type: 'string' },
+        'state-dir': { type: 'string' },
+        mode: { type: 'string' },
+        'log-level': { type: 'string' },
+        'driver-name': { type: 'string' },
+        'mem-cache-dir': { type: 'string' },
+        rclone: { type: 'string' },
+      },
+    }));
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  const str = (key: string): string | undefined => values[key] as string | undefined;
+  const result = ConfigSchema.safeParse({
+    endpoint: str('endpoint') ?? env.CSI_ENDPOINT,
+    nodeId: str('node-id') ?? env.KUBE_NODE_NAME,
+    stateDir: str('state-dir') ?? DEFAULTS.stateDir,
+    mode: str('mode') ?? DEFAULTS.mode,
+    logLevel: str('log-level') ?? DEFAULTS.logLevel,
+    driverName: str('driver-name') ?? DEFAULTS.driverName,
+    memCacheDir: str('mem-cache-dir') ?? DEFAULTS.memCacheDir,
+    rcloneBinary: str('rclone') ?? DEFAULTS.rcloneBinary,
+  });
+  if (!result.success) {
+    const problems = result.error.issues.map(
+      (issue) => `${issue.path.join('.') || 'config'}: ${issue.message}`,
+    );
+    throw new ConfigError(problems.join('; '));
+  }
+  return result.data;
+}

@@ -1,0 +1,71 @@
+import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { toServiceError } from './errors.js';
+
+type UnaryImpl<H> =
+  H extends grpc.handleUnaryCall<infer Req, infer Res> ? (request: Req) => Promise<Res> : never;
+
+/**
+ * The async implementation of a generated `*Handlers` interface: one typed function per RPC,
+ * request in, response out. The generated interfaces carry a string index signature from grpc-js;
+ * it is dropped here so that a missing or misspelt RPC is a compile error.
+ */
+export type ServiceImpl<Handlers> = {
+  [K in keyof Handlers as string extends K ? never : K]: UnaryImpl<Handlers[K]>;
+};
+
+export interface RequestSummary {
+  volumeId?: string;
+  dataset?: string;
+}
+
+/** Log fields worth a line per call; secrets are never read from the request here. */
+function summarize(request: unknown): RequestSummary {
+  if (typeof request !== 'object' || request === null) return {};
+  const r = request as Record<string, unknown>;
+  const summary: RequestSummary = {};
+  const volumeId = r.volume_id ?? r.name;
+  if (typeof volumeId === 'string' && volumeId !== '') summary.volumeId = volumeId;
+  return summary;
+}
+
+/** Adapts async implementations to grpc-js callbacks, with one log line per call and error mapping. */
+export function toGrpcHandlers<Handlers>(
+  service: string,
+  impl: ServiceImpl<Handlers>,
+  log: Logger,
+): grpc.UntypedServiceImplementation {
+  const handlers: grpc.UntypedServiceImplementation = {};
+  for (const [method, fn] of Object.entries(impl) as [
+    string,
+    (req: unknown) => Promise<unknown>,
+  ][]) {
+    const handler: grpc.handleUnaryCall<unknown, unknown> = (call, callback) => {
+      const started = process.hrtime.bigint();
+      const fields = { rpc: `${service}/${method}`, ...summarize(call.request) };
+      fn.call(impl, call.request).then(
+        (response) => {
+          const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+          log.info({ ...fields, code: 'OK', durationMs }, 'rpc');
+          callback(null, response);
+        },
+        (err: unknown) => {
+          const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
+          const shaped = toServiceError(err, (internal) => {
+            const reference = randomBytes(4).toString('hex');
+            log.error({ ...fields, err: internal, reference }, 'unexpected error');
+            return reference;
+          });
+          log.info(
+            { ...fields, code: grpc.status[shaped.code], durationMs, message: shaped.details },
+            'rpc',
+          );
+          callback({ code: shaped.code, details: shaped.details, metadata: new grpc.Metadata() });
+        },
+      );
+    };
+    handlers[method] = handler;
+  }
+  return handlers;
+}

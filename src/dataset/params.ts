@@ -1,0 +1,169 @@
+import { createHash } from 'node:crypto';
+import { posix } from 'node:path';
+import { parseDuration, parseQuantity } from './quantity.js';
+import { formatSource, parseSource, SourceError, type Source } from './source.js';
+
+export const ENGINES = ['rclone'] as const;
+export type EngineName = (typeof ENGINES)[number];
+export type CacheMedium = 'MEM' | 'SSD' | 'HDD';
+export type Layout = 'shared' | 'subdir';
+
+export const DEFAULT_CACHE_QUOTA_BYTES = 2 * 2 ** 30;
+
+/** What a cache client needs to serve one Dataset on a node. */
+export interface DatasetSpec {
+  source: Source;
+  engine: EngineName;
+  readOnly: boolean;
+  cache: { medium: CacheMedium; path?: string; quotaBytes: number };
+  /** Bytes per second on the remote link; undefined means unlimited. */
+  bandwidthLimit?: number;
+}
+
+/** What a volume adds on top of its Dataset. */
+export interface VolumeParameters {
+  dataset: DatasetSpec;
+  layout: Layout;
+  onDelete: 'retain' | 'delete';
+  /** Directory of the dataset that this volume exposes ('' for the whole dataset). */
+  subPath: string;
+}
+
+export class ParameterError extends Error {}
+
+/** Keys an administrator may set on a StorageClass or a PV's volumeAttributes. */
+const KNOWN_KEYS = new Set([
+  'source',
+  'engine',
+  'cacheMedium',
+  'cachePath',
+  'cacheQuota',
+  'layout',
+  'onDelete',
+  'readOnly',
+  'prefetch',
+  'bandwidthLimit',
+  'keepWarm',
+  'subPath',
+]);
+/** Keys this version validates but cannot honour yet: refused rather than silently ignored. */
+const NOT_YET_SUPPORTED = new Set(['prefetch', 'keepWarm']);
+/** Added by csi-provisioner (--extra-create-metadata) and by kubelet (podInfoOnMount). */
+const KUBERNETES_PREFIX = 'csi.storage.k8s.io/';
+
+function oneOf<T extends string>(
+  key: string,
+  value: string | undefined,
+  allowed: readonly T[],
+  fallback: T,
+): T {
+  if (value === undefined) return fallback;
+  if ((allowed as readonly string[]).includes(value)) return value as T;
+  throw new ParameterError(
+    `parameter ${key}="${value}" is invalid; expected one of ${allowed.join(', ')}`,
+  );
+}
+
+function parseBool(key: string, value: string | undefined): boolean {
+  if (value === undefined) return false;
+  if (value === 'true') return true;
+  if (value === 'false') return false;
+  throw new ParameterError(`parameter ${key}="${value}" is invalid; expected true or false`);
+}
+
+/** A relative directory inside the dataset; never escapes it. */
+export function normalizeSubPath(key: string, value: string | undefined): string {
+  if (value === undefined || value === '' || value === '/') return '';
+  if (/[\0\n\r]/.test(value))
+    throw new ParameterError(`parameter ${key} contains control characters`);
+  if (value.startsWith('/'))
+    throw new ParameterError(`parameter ${key}="${value}" must be a relative path`);
+  if (value.split('/').includes('..'))
+    throw new ParameterError(`parameter ${key}="${value}" must not contain '..'`);
+  const normalized = posix.normalize(value).replace(/\/+$/, '');
+  return normalized === '.' ? '' : normalized;
+}
+
+export function parseVolumeParameters(params: Record<string, string>): VolumeParameters {
+  for (const key of Object.keys(params)) {
+    if (key.startsWith(KUBERNETES_PREFIX)) continue;
+    if (!KNOWN_KEYS.has(key)) {
+      throw new ParameterError(
+        `unknown parameter "${key}"; known parameters: ${[...KNOWN_KEYS].join(', ')}`,
+      );
+    }
+    if (NOT_YET_SUPPORTED.has(key)) {
+      throw new ParameterError(`parameter ${key} is not supported by this driver version`);
+    }
+  }
+  const rawSource = params.source;
+  if (rawSource === undefined || rawSource === '')
+    throw new ParameterError('parameter source is required');
+  let source: Source;
+  try {
+    source = parseSource(rawSource);
+  } catch (err) {
+    if (err instanceof SourceError) throw new ParameterError(`parameter ${err.message}`);
+    throw err;
+  }
+  const engine = oneOf('engine', params.engine, ENGINES, 'rclone');
+  const medium = oneOf('cacheMedium', params.cacheMedium, ['MEM', 'SSD', 'HDD'] as const, 'MEM');
+  let quotaBytes = DEFAULT_CACHE_QUOTA_BYTES;
+  if (params.cacheQuota !== undefined) {
+    const parsed = parseQuantity(params.cacheQuota);
+    if (parsed === undefined || parsed <= 0) {
+      throw new ParameterError(
+        `parameter cacheQuota="${params.cacheQuota}" is not a size such as 15Gi or 500Mi`,
+      );
+    }
+    quotaBytes = parsed;
+  }
+  const cache: DatasetSpec['cache'] = { medium, quotaBytes };
+  if (params.cachePath !== undefined) {
+    if (medium === 'MEM')
+      throw new ParameterError('parameter cachePath applies only to cacheMedium SSD or HDD');
+    const path = params.cachePath;
+    if (!path.startsWith('/') || /[\0\n\r]/.test(path) || path.split('/').includes('..')) {
+      throw new ParameterError(
+        `parameter cachePath="${path}" must be an absolute path without '..'`,
+      );
+    }
+    cache.path = posix.normalize(path);
+  }
+  const dataset: DatasetSpec = {
+    source,
+    engine,
+    // An HTTP source cannot take writes, whatever was asked.
+    readOnly: parseBool('readOnly', params.readOnly) || source.kind === 'http',
+    cache,
+  };
+  if (params.bandwidthLimit !== undefined) {
+    const limit = parseQuantity(params.bandwidthLimit);
+    if (limit === undefined || limit <= 0) {
+      throw new ParameterError(
+        `parameter bandwidthLimit="${params.bandwidthLimit}" is not a rate in bytes/s such as 100M`,
+      );
+    }
+    dataset.bandwidthLimit = limit;
+  }
+  if (params.keepWarm !== undefined && parseDuration(params.keepWarm) === undefined) {
+    throw new ParameterError(
+      `parameter keepWarm="${params.keepWarm}" is not a duration such as 10m`,
+    );
+  }
+  return {
+    dataset,
+    layout: oneOf('layout', params.layout, ['shared', 'subdir'] as const, 'shared'),
+    onDelete: oneOf('onDelete', params.onDelete, ['retain', 'delete'] as const, 'retain'),
+    subPath: normalizeSubPath('subPath', params.subPath),
+  };
+}
+
+/**
+ * The sharing key of a Dataset: what decides the bytes a reader sees (source, engine, writability),
+ * never credentials or tuning. Equal keys share one cache client on a node.
+ */
+export function datasetKey(spec: DatasetSpec): string {
+  const identity = JSON.stringify([formatSource(spec.source), spec.engine, spec.readOnly]);
+  return `ds-${createHash('sha256').update(identity).digest('hex').slice(0, 16)}`;
+}

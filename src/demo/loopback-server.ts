@@ -1,0 +1,103 @@
+import { connect, createServer } from 'node:net';
+import { execa, type ResultPromise } from 'execa';
+import { sleep } from '../util/proc.js';
+
+export type ServeProtocol = 'webdav' | 'http' | 'sftp';
+
+/** A free TCP port on loopback (the kernel picks it; the brief window before reuse is acceptable here). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address
+          ? resolve(address.port)
+          : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (open) return;
+    await sleep(25);
+  }
+  throw new Error(`server on 127.0.0.1:${port} did not come up within ${timeoutMs} ms`);
+}
+
+/** `rclone serve` of a directory on 127.0.0.1: the remote of demos and tests. */
+export class LoopbackServer {
+  private constructor(
+    private readonly child: ResultPromise,
+    readonly port: number,
+    readonly protocol: ServeProtocol,
+  ) {}
+
+  static async start(
+    directory: string,
+    protocol: ServeProtocol,
+    extraArgs: string[] = [],
+  ): Promise<LoopbackServer> {
+    const port = await freePort();
+    const child = execa(
+      'rclone',
+      [
+        'serve',
+        protocol,
+        directory,
+        '--addr',
+        `127.0.0.1:${port}`,
+        '--config',
+        '/dev/null',
+        ...extraArgs,
+      ],
+      {
+        reject: false,
+        stdin: 'ignore',
+        stdout: 'ignore',
+        stderr: 'pipe',
+        extendEnv: false,
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: directory },
+      },
+    );
+    const server = new LoopbackServer(child, port, protocol);
+    try {
+      await waitForPort(port, 10_000);
+    } catch (err) {
+      await server.stop();
+      throw err;
+    }
+    return server;
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  url(path = '/'): string {
+    return `${this.protocol}://127.0.0.1:${this.port}${path}`;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.pid !== undefined && this.child.exitCode === null) {
+      try {
+        process.kill(this.child.pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+    await this.child;
+  }
+}

@@ -1,0 +1,57 @@
+import type { DatasetSpec, EngineName } from '../dataset/params.js';
+
+/** Where a cache client lives on the node. */
+export interface ClientPaths {
+  /** FUSE mount point of the dataset. */
+  mountPoint: string;
+  /** The engine's own cache (on tmpfs for MEM). */
+  cacheDir: string;
+  /** Private 0700 directory for config, logs and other runtime files. */
+  runtimeDir: string;
+  logFile: string;
+}
+
+export interface LaunchPlan {
+  command: string;
+  args: string[];
+  /** The whole environment of the client: credentials travel here or in files, never in args. */
+  env: Record<string, string>;
+  /** Written 0600 into the runtime directory before start. */
+  files: { path: string; content: string }[];
+}
+
+/** A cache-client plug-in. */
+export interface Engine {
+  readonly name: EngineName;
+  /** Filesystem type its mount shows in mountinfo: the type every bind must come from. */
+  readonly fsType: string;
+  plan(
+    spec: DatasetSpec,
+    paths: ClientPaths,
+    secrets: Record<string, string>,
+    deviceName: string,
+  ): LaunchPlan;
+}
+
+export class EngineRegistry {
+  private readonly engines = new Map<EngineName, Engine>();
+
+  constructor(engines: Engine[]) {
+    for (const engine of engines) this.engines.set(engine.name, engine);
+  }
+
+  get(name: EngineName): Engine {
+    const engine = this.engines.get(name);
+    if (!engine) throw new Error(`engine ${name} is not available on this node`);
+    return engine;
+  }
+}
+
+/** A minimal PATH and nothing else from the driver: stray variables (AWS_CA_BUNDLE…) break clients. */
+export function baseEnvironment(home: string): Record<string, string> {
+  return {
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    HOME: home,
+    LC_ALL: 'C',
+  };
+}

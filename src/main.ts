@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+import { ConfigError, parseConfig, USAGE } from './config.js';
+import { startDriver } from './driver.js';
+import { createLogger } from './log.js';
+
+async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'demo') {
+    const { runDemo } = await import('./demo/demo.js');
+    return runDemo(argv.slice(1));
+  }
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  let config;
+  try {
+    config = parseConfig(argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`dataset-cache-csi: ${err.message}\n${USAGE}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+  const driver = await startDriver(config, log);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals): void => {
+      log.info({ signal }, 'shutting down');
+      resolve();
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  await driver.close();
+  log.info('stopped');
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(
+      `dataset-cache-csi: ${err instanceof Error ? err.message : String(err)}\n`,
+    );
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,96 @@
+import { join } from 'node:path';
+import type { DatasetSpec } from '../dataset/params.js';
+import { readJson, writeJson } from '../state/json-file.js';
+
+/** A running (or last known) cache client of a Dataset. */
+export interface ClientRecord {
+  key: string;
+  spec: DatasetSpec;
+  pid: number;
+  /** With the PID, tells our client from a later process that reuses the PID. */
+  startTime: string;
+  mountPoint: string;
+  cacheDir: string;
+  runtimeDir: string;
+  startedAt: string;
+}
+
+export interface VolumeRecord {
+  volumeId: string;
+  datasetKey: string;
+  subPath: string;
+  stagingPath: string;
+  readOnly: boolean;
+  targets: Record<string, { readOnly: boolean }>;
+}
+
+interface JournalDocument {
+  version: 1;
+  datasets: Record<string, ClientRecord>;
+  volumes: Record<string, VolumeRecord>;
+}
+
+/**
+ * The node's durable record of clients, staged volumes and published targets. Changes are made
+ * in memory and then saved whole; saves are chained so the file always holds the latest state.
+ */
+export class Journal {
+  private doc: JournalDocument = { version: 1, datasets: {}, volumes: {} };
+  private saving: Promise<void> = Promise.resolve();
+
+  constructor(private readonly path: string) {}
+
+  static inStateDir(stateDir: string): Journal {
+    return new Journal(join(stateDir, 'journal.json'));
+  }
+
+  async load(): Promise<void> {
+    const doc = await readJson<JournalDocument>(this.path, this.doc);
+    if (doc.version !== 1)
+      throw new Error(`${this.path}: unsupported journal version ${String(doc.version)}`);
+    this.doc = doc;
+  }
+
+  save(): Promise<void> {
+    const next = this.saving.then(() => writeJson(this.path, this.doc));
+    // A failed save must not poison the chain; the caller still sees the failure.
+    this.saving = next.catch(() => undefined);
+    return next;
+  }
+
+  client(key: string): ClientRecord | undefined {
+    return this.doc.datasets[key];
+  }
+
+  clients(): ClientRecord[] {
+    return Object.values(this.doc.datasets);
+  }
+
+  setClient(record: ClientRecord): void {
+    this.doc.datasets[record.key] = record;
+  }
+
+  deleteClient(key: string): void {
+    delete this.doc.datasets[key];
+  }
+
+  volume(volumeId: string): VolumeRecord | undefined {
+    return this.doc.volumes[volumeId];
+  }
+
+  volumes(): VolumeRecord[] {
+    return Object.values(this.doc.volumes);
+  }
+
+  volumesOf(datasetKey: string): VolumeRecord[] {
+    return this.volumes().filter((volume) => volume.datasetKey === datasetKey);
+  }
+
+  setVolume(record: VolumeRecord): void {
+    this.doc.volumes[record.volumeId] = record;
+  }
+
+  deleteVolume(volumeId: string): void {
+    delete this.doc.volumes[volumeId];
+  }
+}

@@ -1,0 +1,60 @@
+import { stat } from 'node:fs/promises';
+import type { ProcessRunner } from '../supervisor/runner.js';
+import { MountTable } from './mountinfo.js';
+
+export interface Mounter {
+  bind(source: string, target: string, options: { readOnly: boolean }): Promise<void>;
+  /** Detaches the topmost mount at target; lazy detaches even when busy or dead. */
+  unmount(target: string, options?: { lazy?: boolean }): Promise<void>;
+  table(): Promise<MountTable>;
+}
+
+export class MountError extends Error {}
+
+/** mount(8)/umount(8) from util-linux; `-c` skips path canonicalization, which hangs on dead FUSE mounts. */
+export class SystemMounter implements Mounter {
+  constructor(private readonly runner: ProcessRunner) {}
+
+  async bind(source: string, target: string, options: { readOnly: boolean }): Promise<void> {
+    const flags = options.readOnly ? 'bind,ro' : 'bind';
+    const result = await this.runner.run('mount', ['-c', '-o', flags, '--', source, target]);
+    if (result.exitCode !== 0) {
+      throw new MountError(`bind mount ${source} -> ${target} failed: ${result.stderr.trim()}`);
+    }
+  }
+
+  async unmount(target: string, options: { lazy?: boolean } = {}): Promise<void> {
+    const args = options.lazy ? ['-c', '-l', '--', target] : ['-c', '--', target];
+    const result = await this.runner.run('umount', args);
+    if (result.exitCode !== 0) {
+      throw new MountError(`unmount ${target} failed: ${result.stderr.trim()}`);
+    }
+  }
+
+  table(): Promise<MountTable> {
+    return MountTable.read();
+  }
+}
+
+/**
+ * Whether a mounted path answers. A dead FUSE server gives ENOTCONN or EIO, or never answers;
+ * the latter is caught by the timeout (the stuck stat keeps one libuv thread until the kernel
+ * gives up, which is why callers do not probe a path they already know is dead).
+ */
+export async function isResponsive(path: string, timeoutMs = 2000): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), timeoutMs);
+  });
+  try {
+    return await Promise.race([
+      stat(path).then(
+        () => true,
+        () => false,
+      ),
+      timeout,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,75 @@
+import { closeSync, openSync } from 'node:fs';
+import { execa } from 'execa';
+
+export interface CommandResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface DetachedProcess {
+  pid: number;
+  /** Settles with the exit code (or null on a signal) while this driver process is its parent. */
+  exited: Promise<number | null>;
+}
+
+export interface SpawnOptions {
+  /** The complete environment: nothing of the driver's own environment is passed on. */
+  env: Record<string, string>;
+  cwd: string;
+  /** stdout and stderr of the client are appended here (created 0600). */
+  logFile: string;
+}
+
+/** The narrow door to the operating system's processes; tests may pass their own. */
+export interface ProcessRunner {
+  run(command: string, args: string[], timeoutMs?: number): Promise<CommandResult>;
+  spawnDetached(command: string, args: string[], options: SpawnOptions): DetachedProcess;
+}
+
+export class ExecaRunner implements ProcessRunner {
+  async run(command: string, args: string[], timeoutMs = 30_000): Promise<CommandResult> {
+    const result = await execa(command, args, {
+      reject: false,
+      timeout: timeoutMs,
+      stdin: 'ignore',
+      env: { LC_ALL: 'C', PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+      extendEnv: false,
+    });
+    return {
+      exitCode: result.exitCode ?? -1,
+      stdout: String(result.stdout ?? ''),
+      stderr: String(result.stderr ?? result.message ?? ''),
+    };
+  }
+
+  /**
+   * Own session and process group, no pipes to us: the client outlives the driver process
+   * (an upgrade or crash of the driver must not stop pod I/O).
+   */
+  spawnDetached(command: string, args: string[], options: SpawnOptions): DetachedProcess {
+    // The log file is handed over as a file descriptor, not piped through us: a pipe would break
+    // (SIGPIPE) the moment the driver exits. execa's types only admit literal descriptors 3-9.
+    const logFd = openSync(options.logFile, 'a', 0o600) as 3;
+    try {
+      const child = execa(command, args, {
+        detached: true,
+        cleanup: false,
+        reject: false,
+        buffer: false,
+        env: options.env,
+        extendEnv: false,
+        cwd: options.cwd,
+        stdin: 'ignore',
+        stdout: logFd,
+        stderr: logFd,
+      });
+      if (child.pid === undefined) throw new Error(`could not start ${command}`);
+      child.unref();
+      const exited = child.then((result) => result.exitCode ?? null);
+      return { pid: child.pid, exited };
+    } finally {
+      closeSync(logFd);
+    }
+  }
+}
