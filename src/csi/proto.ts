@@ -1,3 +1,4 @@
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -24,7 +25,23 @@ export function loadCsiPackage(protoPath = CSI_PROTO_PATH): CsiPackage {
   return loaded.csi.v1;
 }
 
+interface ProtoJson {
+  nested: { google: { nested: { protobuf: { nested: protobuf.INamespace['nested'] } } } };
+}
+
+/** csi.proto extends google/protobuf/descriptor.proto, which protobufjs only ships as JSON. */
+function registerDescriptorProto(): void {
+  const descriptor = createRequire(import.meta.url)(
+    'protobufjs/google/protobuf/descriptor.json',
+  ) as ProtoJson;
+  protobuf.common(
+    'descriptor',
+    descriptor.nested.google.nested.protobuf.nested as Record<string, protobuf.INamespace>,
+  );
+}
+
 export function loadCsiReflection(protoPath = CSI_PROTO_PATH): protobuf.Root {
+  registerDescriptorProto();
   const root = new protobuf.Root();
   root.loadSync(protoPath, { keepCase: true });
   root.resolveAll();

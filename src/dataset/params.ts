@@ -128,7 +128,7 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
         `parameter cachePath="${path}" must be an absolute path without '..'`,
       );
     }
-    cache.path = posix.normalize(path);
+    cache.path = posix.normalize(path).replace(/(.)\/+$/, '$1');
   }
   const dataset: DatasetSpec = {
     source,

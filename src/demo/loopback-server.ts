@@ -1,24 +1,9 @@
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { execa, type ResultPromise } from 'execa';
+import { freePort } from '../util/net.js';
 import { sleep } from '../util/proc.js';
 
 export type ServeProtocol = 'webdav' | 'http' | 'sftp';
-
-/** A free TCP port on loopback (the kernel picks it; the brief window before reuse is acceptable here). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address
-          ? resolve(address.port)
-          : reject(new Error('no port')),
-      );
-    });
-  });
-}
 
 async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;

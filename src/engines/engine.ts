@@ -20,17 +20,29 @@ export interface LaunchPlan {
   files: { path: string; content: string }[];
 }
 
+/** A loopback control API of a client (rclone's rc), authenticated with per-client credentials. */
+export interface ControlEndpoint {
+  port: number;
+  user: string;
+  password: string;
+}
+
 /** A cache-client plug-in. */
 export interface Engine {
   readonly name: EngineName;
   /** Filesystem type its mount shows in mountinfo: the type every bind must come from. */
   readonly fsType: string;
+  /** Whether the client serves a control API (then it gets a ControlEndpoint at launch). */
+  readonly hasControl: boolean;
   plan(
     spec: DatasetSpec,
     paths: ClientPaths,
     secrets: Record<string, string>,
     deviceName: string,
+    control?: ControlEndpoint,
   ): LaunchPlan;
+  /** Files written through the mount that have not reached the remote yet. */
+  pendingWrites?(control: ControlEndpoint): Promise<number>;
 }
 
 export class EngineRegistry {

@@ -1,7 +1,14 @@
 import { join } from 'node:path';
 import type { DatasetSpec } from '../dataset/params.js';
 import type { Source } from '../dataset/source.js';
-import { baseEnvironment, type ClientPaths, type Engine, type LaunchPlan } from './engine.js';
+import {
+  baseEnvironment,
+  type ClientPaths,
+  type ControlEndpoint,
+  type Engine,
+  type LaunchPlan,
+} from './engine.js';
+import { rcCall, type VfsStats } from './rclone-rc.js';
 import { rcloneObscure } from './rclone-obscure.js';
 
 /** The remote is defined through RCLONE_CONFIG_SRC_* variables: no URL or credential in argv. */
@@ -57,6 +64,7 @@ function remoteConfig(
 export class RcloneEngine implements Engine {
   readonly name = 'rclone' as const;
   readonly fsType = 'fuse.rclone';
+  readonly hasControl = true;
 
   constructor(private readonly binary = 'rclone') {}
 
@@ -65,6 +73,7 @@ export class RcloneEngine implements Engine {
     paths: ClientPaths,
     secrets: Record<string, string>,
     deviceName: string,
+    control?: ControlEndpoint,
   ): LaunchPlan {
     const remote = remoteConfig(spec.source, secrets);
     const configFile = join(paths.runtimeDir, 'rclone.conf');
@@ -92,6 +101,13 @@ export class RcloneEngine implements Engine {
       'NOTICE',
     ];
     if (spec.readOnly) args.push('--read-only');
+    const controlEnv: Record<string, string> = {};
+    if (control) {
+      // Credentials through the environment (RCLONE_RC_*), never argv.
+      args.push('--rc', '--rc-addr', `127.0.0.1:${control.port}`);
+      controlEnv.RCLONE_RC_USER = control.user;
+      controlEnv.RCLONE_RC_PASS = control.password;
+    }
     if (spec.bandwidthLimit !== undefined)
       args.push('--bwlimit', `${Math.max(1, Math.floor(spec.bandwidthLimit / 1024))}K`);
     return {
@@ -105,8 +121,14 @@ export class RcloneEngine implements Engine {
         GOGC: '400',
         GOMEMLIMIT: '512MiB',
         ...remote.env,
+        ...controlEnv,
       },
       files: [{ path: configFile, content: '' }],
     };
+  }
+
+  async pendingWrites(control: ControlEndpoint): Promise<number> {
+    const stats = await rcCall<VfsStats>(control, 'vfs/stats');
+    return (stats.diskCache?.uploadsInProgress ?? 0) + (stats.diskCache?.uploadsQueued ?? 0);
   }
 }

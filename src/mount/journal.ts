@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { DatasetSpec } from '../dataset/params.js';
+import type { ControlEndpoint } from '../engines/engine.js';
 import { readJson, writeJson } from '../state/json-file.js';
 
 /** A running (or last known) cache client of a Dataset. */
@@ -13,6 +14,8 @@ export interface ClientRecord {
   cacheDir: string;
   runtimeDir: string;
   startedAt: string;
+  /** The client's loopback control API, when its engine has one (journal is 0600). */
+  control?: ControlEndpoint;
 }
 
 export interface VolumeRecord {

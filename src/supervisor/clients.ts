@@ -1,11 +1,13 @@
+import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, rm, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { unavailable } from '../csi/errors.js';
 import type { DatasetSpec } from '../dataset/params.js';
-import type { ClientPaths, Engine, EngineRegistry } from '../engines/engine.js';
+import type { ClientPaths, ControlEndpoint, Engine, EngineRegistry } from '../engines/engine.js';
 import type { ClientRecord } from '../mount/journal.js';
 import { isResponsive, type Mounter } from '../mount/mounter.js';
+import { freePort } from '../util/net.js';
 import { isSameProcess, processStartTime, sleep } from '../util/proc.js';
 import type { ProcessRunner } from './runner.js';
 
@@ -18,9 +20,15 @@ export interface ClientLayout {
 export interface ClientTimings {
   readyTimeoutMs: number;
   stopTimeoutMs: number;
+  /** How long a stop waits for written files to reach the remote. */
+  flushTimeoutMs: number;
 }
 
-const DEFAULT_TIMINGS: ClientTimings = { readyTimeoutMs: 30_000, stopTimeoutMs: 5_000 };
+const DEFAULT_TIMINGS: ClientTimings = {
+  readyTimeoutMs: 30_000,
+  stopTimeoutMs: 5_000,
+  flushTimeoutMs: 120_000,
+};
 
 export function clientPaths(layout: ClientLayout, key: string, spec: DatasetSpec): ClientPaths {
   const base = join(layout.stateDir, 'datasets', key);
@@ -94,6 +102,29 @@ export class CacheClients {
     spec: DatasetSpec,
     secrets: Record<string, string>,
   ): Promise<ClientRecord> {
+    try {
+      return await this.startOnce(key, spec, secrets);
+    } catch (err) {
+      // The control port was free when chosen but taken before the client bound it: once more.
+      if (!(err instanceof Error) || !/remote control/.test(err.message)) throw err;
+      return this.startOnce(key, spec, secrets);
+    }
+  }
+
+  private async newControlEndpoint(engine: Engine): Promise<ControlEndpoint | undefined> {
+    if (!engine.hasControl) return undefined;
+    return {
+      port: await freePort(),
+      user: 'dataset-cache-csi',
+      password: randomBytes(24).toString('base64url'),
+    };
+  }
+
+  private async startOnce(
+    key: string,
+    spec: DatasetSpec,
+    secrets: Record<string, string>,
+  ): Promise<ClientRecord> {
     const started = Date.now();
     const engine = this.engineOf(spec);
     const paths = clientPaths(this.layout, key, spec);
@@ -102,7 +133,8 @@ export class CacheClients {
     await mkdir(paths.cacheDir, { recursive: true, mode: 0o700 });
     await mkdir(paths.runtimeDir, { recursive: true, mode: 0o700 });
     await chmod(paths.runtimeDir, 0o700);
-    const plan = engine.plan(spec, paths, secrets, deviceName(key));
+    const control = await this.newControlEndpoint(engine);
+    const plan = engine.plan(spec, paths, secrets, deviceName(key), control);
     for (const file of plan.files) await writeFile(file.path, file.content, { mode: 0o600 });
 
     const child = this.runner.spawnDetached(plan.command, plan.args, {
@@ -152,6 +184,7 @@ export class CacheClients {
       runtimeDir: paths.runtimeDir,
       startedAt: new Date().toISOString(),
     };
+    if (control) record.control = control;
     this.log.info(
       { dataset: key, pid: child.pid, engine: spec.engine, durationMs: Date.now() - started },
       'cache client started',
@@ -159,14 +192,25 @@ export class CacheClients {
     return record;
   }
 
-  /** Unmounts, stops the process, removes runtime files (they may hold credentials) and RAM caches. */
+  /**
+   * Waits for written files to reach the remote, unmounts, stops the process, removes runtime files
+   * (they may hold credentials) and a RAM cache. A cache that may still hold unsent writes is kept:
+   * the next client of the dataset sends them.
+   */
   async stop(record: ClientRecord): Promise<void> {
     const started = Date.now();
+    const flushed = await this.flush(record);
     await this.detachAll(record.mountPoint);
     await this.terminate(record.pid, record.startTime);
     await rm(record.runtimeDir, { recursive: true, force: true });
-    if (record.spec.cache.medium === 'MEM')
+    if (!flushed) {
+      this.log.error(
+        { dataset: record.key, cacheDir: record.cacheDir },
+        'writes may not have reached the remote; cache kept for the next client of this dataset',
+      );
+    } else if (record.spec.cache.medium === 'MEM') {
       await rm(record.cacheDir, { recursive: true, force: true });
+    }
     // Empty directories only: an SSD cache kept under the dataset directory stays warm for later.
     await rmdir(record.mountPoint).catch(() => undefined);
     await rmdir(dirname(record.mountPoint)).catch(() => undefined);
@@ -174,6 +218,34 @@ export class CacheClients {
       { dataset: record.key, pid: record.pid, durationMs: Date.now() - started },
       'cache client stopped',
     );
+  }
+
+  /** True when nothing written through the mount is still waiting for upload. */
+  private async flush(record: ClientRecord): Promise<boolean> {
+    if (record.spec.readOnly) return true;
+    const engine = this.engineOf(record.spec);
+    if (!engine.pendingWrites || !record.control) return true;
+    if (!(await isSameProcess(record.pid, record.startTime))) return false;
+    const deadline = Date.now() + this.timings.flushTimeoutMs;
+    let logged = false;
+    while (Date.now() < deadline) {
+      let pending: number;
+      try {
+        pending = await engine.pendingWrites(record.control);
+      } catch (err) {
+        this.log.warn(
+          { dataset: record.key, err: String(err) },
+          'could not ask the client for pending writes',
+        );
+        return false;
+      }
+      if (pending === 0) return true;
+      if (!logged)
+        this.log.info({ dataset: record.key, pending }, 'waiting for writes to reach the remote');
+      logged = true;
+      await sleep(200);
+    }
+    return false;
   }
 
   /** Removes every mount stacked at a path; a busy or dead mount is detached lazily. */

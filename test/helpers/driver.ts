@@ -1,0 +1,79 @@
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Config } from '../../src/config.js';
+import { CsiClient } from '../../src/csi/client.js';
+import { startDriver, type Driver } from '../../src/driver.js';
+import { createLogger } from '../../src/log.js';
+import { cleanupUnder } from './cleanup.js';
+
+export interface TestDriver {
+  work: string;
+  endpoint: string;
+  stateDir: string;
+  memCacheDir: string;
+  logFile: string;
+  client: CsiClient;
+  config: Config;
+  /** Stops the driver process part only (clients keep running, as in production). */
+  stopDriver(): Promise<void>;
+  /** Starts the driver again on the same state, as after a crash or upgrade. */
+  restartDriver(): Promise<void>;
+  /** Everything: driver, mounts under the work dir, cache clients, files. */
+  dispose(): Promise<void>;
+  log(): Promise<string>;
+}
+
+/** A real driver on a real unix socket in a fresh temporary directory. */
+export async function startTestDriver(options: Partial<Config> = {}): Promise<TestDriver> {
+  const work = await mkdtemp('/tmp/dcsi-test-');
+  const memCacheDir = join('/dev/shm', `dcsi-test-${work.slice(-6)}`);
+  const config: Config = {
+    endpoint: `unix://${work}/csi.sock`,
+    nodeId: 'test-node',
+    stateDir: join(work, 'state'),
+    mode: 'all',
+    logLevel: 'debug',
+    driverName: 'dataset-cache.csi.dev',
+    memCacheDir,
+    rcloneBinary: 'rclone',
+    ...options,
+  };
+  const logFile = join(work, 'driver.log');
+  await mkdir(work, { recursive: true });
+  let driver: Driver | undefined = await startDriver(
+    config,
+    createLogger(config.logLevel, logFile),
+  );
+  const client = new CsiClient(config.endpoint);
+  return {
+    work,
+    endpoint: config.endpoint,
+    stateDir: config.stateDir,
+    memCacheDir,
+    logFile,
+    client,
+    config,
+    async stopDriver() {
+      await driver?.close();
+      driver = undefined;
+    },
+    async restartDriver() {
+      await driver?.close();
+      driver = await startDriver(config, createLogger(config.logLevel, logFile));
+    },
+    async dispose() {
+      client.close();
+      await driver?.close();
+      driver = undefined;
+      await cleanupUnder(work, config.stateDir);
+      await rm(memCacheDir, { recursive: true, force: true });
+      await rm(work, { recursive: true, force: true });
+    },
+    log: () => readFile(logFile, 'utf8'),
+  };
+}
+
+export const mountCapability = (mode = 'SINGLE_NODE_WRITER') => ({
+  mount: { fs_type: '', mount_flags: [] },
+  access_mode: { mode: mode as 'SINGLE_NODE_WRITER' },
+});

@@ -1,0 +1,54 @@
+import { createHash, randomFillSync } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+
+export async function writeRandomFile(path: string, bytes: number): Promise<void> {
+  const handle = await open(path, 'w');
+  const chunk = Buffer.alloc(1 << 20);
+  try {
+    for (let written = 0; written < bytes; written += chunk.length) {
+      randomFillSync(chunk);
+      await handle.write(chunk, 0, Math.min(chunk.length, bytes - written));
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }))
+    hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** A tree of small files with distinct contents, as a small-file dataset has. */
+export async function writeTree(root: string, dirs: number, filesPerDir: number): Promise<void> {
+  for (let d = 0; d < dirs; d += 1) {
+    await mkdir(join(root, `d${d}`), { recursive: true });
+    for (let f = 0; f < filesPerDir; f += 1) {
+      await writeFile(
+        join(root, `d${d}`, `f${f}.txt`),
+        `dir ${d} file ${f} ${'x'.repeat((d * 31 + f * 17) % 3000)}\n`,
+      );
+    }
+  }
+}
+
+/** relative path -> sha256 of every file below root. */
+export async function treeDigest(root: string): Promise<Record<string, string>> {
+  const result: Record<string, string> = {};
+  const walk = async (dir: string): Promise<void> => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) await walk(path);
+      else
+        result[relative(root, path)] = createHash('sha256')
+          .update(await readFile(path))
+          .digest('hex');
+    }
+  };
+  await walk(root);
+  return result;
+}

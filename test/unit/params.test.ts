@@ -1,0 +1,137 @@
+import { datasetKey, parseVolumeParameters, ParameterError } from '../../src/dataset/params.js';
+import { parseDuration, parseQuantity } from '../../src/dataset/quantity.js';
+import { formatSource, parseSource } from '../../src/dataset/source.js';
+
+describe('parseSource', () => {
+  it.each([
+    ['s3://bucket/prefix/', 's3', 'bucket', '/prefix'],
+    ['sftp://alice@Host.example:2222/data', 'sftp', 'host.example:2222', '/data'],
+    ['webdav://127.0.0.1:8080/dav//sets/', 'webdav', '127.0.0.1:8080', '/dav/sets'],
+    ['webdavs://nas/x', 'webdav', 'nas', '/x'],
+    ['https://example.org/files', 'http', 'example.org', '/files'],
+    ['local:///mnt/nfs/imagenet', 'local', '', '/mnt/nfs/imagenet'],
+  ])('%s', (url, kind, authority, path) => {
+    const source = parseSource(url);
+    expect(source).toMatchObject({ kind, authority, path });
+  });
+
+  it('normalizes equal locations to equal text', () => {
+    expect(formatSource(parseSource('webdav://HOST:80/a/b/'))).toBe(
+      formatSource(parseSource('webdav://host:80/a//b')),
+    );
+    expect(formatSource(parseSource('sftp://bob@h/p'))).toBe('sftp://bob@h/p');
+  });
+
+  it.each([
+    ['ftp://host/x', /scheme/],
+    ['not a url', /not a URL/],
+    ['webdav://user:pw@host/x', /password/],
+    ['local://host/x', /local:\/\/\/absolute/],
+    ['local:///', /below \//],
+    ['local:///data/../etc', /'\.\.'/],
+    ['webdav://host/a%2F..%2Fb', /'\.\.'/],
+    ['http://host/x?token=1', /query/],
+    ['s3://bucket:9000/x', /endpoint/],
+  ])('rejects %s', (url, message) => {
+    expect(() => parseSource(url)).toThrow(message);
+  });
+});
+
+describe('parseVolumeParameters', () => {
+  it('applies defaults', () => {
+    const params = parseVolumeParameters({ source: 'webdav://h/x' });
+    expect(params.dataset).toMatchObject({
+      engine: 'rclone',
+      readOnly: false,
+      cache: { medium: 'MEM', quotaBytes: 2 * 2 ** 30 },
+    });
+    expect(params).toMatchObject({ layout: 'shared', onDelete: 'retain', subPath: '' });
+  });
+
+  it('reads every supported key', () => {
+    const params = parseVolumeParameters({
+      source: 'sftp://h/data',
+      engine: 'rclone',
+      cacheMedium: 'SSD',
+      cachePath: '/var/cache/dcsi/',
+      cacheQuota: '15Gi',
+      layout: 'subdir',
+      onDelete: 'delete',
+      readOnly: 'true',
+      bandwidthLimit: '100M',
+      subPath: 'team-a/./set/',
+      'csi.storage.k8s.io/pvc/name': 'claim',
+    });
+    expect(params.dataset.cache).toEqual({
+      medium: 'SSD',
+      path: '/var/cache/dcsi',
+      quotaBytes: 15 * 2 ** 30,
+    });
+    expect(params.dataset.bandwidthLimit).toBe(100e6);
+    expect(params.dataset.readOnly).toBe(true);
+    expect(params.subPath).toBe('team-a/set');
+    expect(params.layout).toBe('subdir');
+  });
+
+  it('makes HTTP sources read-only', () => {
+    expect(parseVolumeParameters({ source: 'http://h/x' }).dataset.readOnly).toBe(true);
+  });
+
+  it.each([
+    [{}, /source is required/],
+    [{ source: 'webdav://h/x', colour: 'blue' }, /unknown parameter "colour"/],
+    [{ source: 'webdav://h/x', engine: 'juicefs' }, /engine="juicefs"/],
+    [{ source: 'webdav://h/x', cacheMedium: 'RAM' }, /cacheMedium="RAM"/],
+    [{ source: 'webdav://h/x', cacheQuota: '15 GB' }, /cacheQuota="15 GB"/],
+    [{ source: 'webdav://h/x', cacheQuota: '0' }, /cacheQuota="0"/],
+    [{ source: 'webdav://h/x', cachePath: '/x' }, /cachePath applies only/],
+    [{ source: 'webdav://h/x', cacheMedium: 'SSD', cachePath: 'rel' }, /cachePath="rel"/],
+    [{ source: 'webdav://h/x', readOnly: 'yes' }, /readOnly="yes"/],
+    [{ source: 'webdav://h/x', subPath: '../other' }, /subPath/],
+    [{ source: 'webdav://h/x', subPath: '/abs' }, /subPath/],
+    [{ source: 'webdav://h/x', bandwidthLimit: 'fast' }, /bandwidthLimit="fast"/],
+    [{ source: 'webdav://h/x', prefetch: '**/*.jpg' }, /prefetch is not supported/],
+    [{ source: 'webdav://h/x', layout: 'nested' }, /layout="nested"/],
+  ])('rejects %j', (params, message) => {
+    expect(() => parseVolumeParameters(params as Record<string, string>)).toThrow(ParameterError);
+    expect(() => parseVolumeParameters(params as Record<string, string>)).toThrow(message);
+  });
+});
+
+describe('datasetKey', () => {
+  const key = (params: Record<string, string>) => datasetKey(parseVolumeParameters(params).dataset);
+
+  it('is shared by equal data and ignores tuning', () => {
+    expect(key({ source: 'webdav://h/x/' })).toBe(
+      key({ source: 'webdav://H/x', cacheQuota: '9Gi', bandwidthLimit: '1M' }),
+    );
+    expect(key({ source: 'webdav://h/x' })).toMatch(/^ds-[0-9a-f]{16}$/);
+  });
+
+  it('differs for other data or writability', () => {
+    expect(key({ source: 'webdav://h/x' })).not.toBe(key({ source: 'webdav://h/y' }));
+    expect(key({ source: 'webdav://h/x' })).not.toBe(
+      key({ source: 'webdav://h/x', readOnly: 'true' }),
+    );
+  });
+});
+
+describe('quantities', () => {
+  it.each([
+    ['1Gi', 2 ** 30],
+    ['500Mi', 500 * 2 ** 20],
+    ['1.5Ki', 1536],
+    ['100M', 1e8],
+    ['42', 42],
+    ['1e3', undefined],
+    ['-1Gi', undefined],
+    ['Gi', undefined],
+  ])('parseQuantity(%s)', (text, bytes) => expect(parseQuantity(text)).toBe(bytes));
+
+  it.each([
+    ['10m', 600_000],
+    ['1h30m', 5_400_000],
+    ['250ms', 250],
+    ['10', undefined],
+  ])('parseDuration(%s)', (text, ms) => expect(parseDuration(text)).toBe(ms));
+});
