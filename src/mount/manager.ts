@@ -82,8 +82,11 @@ export class MountManager {
         await this.journal.save();
       } catch (err) {
         if (bound) await this.clients.detachAll(stagingPath);
-        this.journal.deleteVolume(volumeId);
-        await this.releaseIfUnused(key);
+        // A failed repair keeps the record (kubelet still considers the volume staged).
+        if (!existing) {
+          this.journal.deleteVolume(volumeId);
+          await this.releaseIfUnused(key);
+        }
         throw err;
       }
     });
@@ -261,12 +264,19 @@ export class MountManager {
     await this.mounter.bind(source, target, { readOnly });
   }
 
+  /**
+   * Whether the mount at path comes from the client's live dataset mount: same filesystem type,
+   * our device name and the same device number (a stale bind of a crashed client has the old one).
+   */
   private isBindOf(table: MountTable, path: string, client: ClientRecord): boolean {
+    const origin = table.at(client.mountPoint);
     const mount = table.at(path);
     return (
+      origin !== undefined &&
       mount !== undefined &&
-      mount.fsType === this.clients.engineOf(client.spec).fsType &&
-      mount.source === deviceName(client.key)
+      origin.fsType === this.clients.engineOf(client.spec).fsType &&
+      origin.source === deviceName(client.key) &&
+      mount.device === origin.device
     );
   }
 

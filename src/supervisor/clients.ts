@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { unavailable } from '../csi/errors.js';
@@ -63,6 +63,25 @@ async function logTail(file: string, bytes = 2048): Promise<string> {
     }
   } catch {
     return '';
+  }
+}
+
+/** Lists a directory within a time limit; returns why it could not, or undefined on success. */
+async function listsWithin(path: string, timeoutMs: number): Promise<string | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve(`no answer within ${timeoutMs} ms`), timeoutMs);
+  });
+  try {
+    return await Promise.race([
+      readdir(path).then(
+        () => undefined,
+        (err: NodeJS.ErrnoException) => err.code ?? String(err),
+      ),
+      timeout,
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -163,6 +182,13 @@ export class CacheClients {
           );
         }
         await sleep(15);
+      }
+      // A mount comes up even when the remote is unreachable; one listing of the root tells.
+      const listing = await listsWithin(paths.mountPoint, Math.max(1000, deadline - Date.now()));
+      if (listing !== undefined) {
+        throw unavailable(
+          `cache client for dataset ${key} mounted but cannot list the remote (${listing}): ${await logTail(paths.logFile)}`,
+        );
       }
     } catch (err) {
       await this.terminate(child.pid, startTime);
