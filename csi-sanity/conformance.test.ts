@@ -4,7 +4,7 @@
  * test here. Like csi-sanity, every spec gets a fresh mount dir M (target M/target, which the
  * driver must create and remove) and staging dir S (which the driver must leave empty).
  */
-import { mkdir, mkdtemp, readdir, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { MountTable } from '../src/mount/mountinfo.js';

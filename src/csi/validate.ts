@@ -2,6 +2,10 @@ import { posix } from 'node:path';
 import type { VolumeCapability__Output } from './generated/csi/v1/VolumeCapability.js';
 import { invalidArgument } from './errors.js';
 
+/** Control characters (NUL, newline, escape…) have no place in ids or paths and break log lines. */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\0-\x1f\x7f]/;
+
 /** CSI recommends ids and names of at most 128 bytes; kubelet and sidecars store them in objects. */
 export const MAX_ID_BYTES = 128;
 
@@ -12,14 +16,14 @@ export function requireId(value: string, field: string): string {
       `${field} is ${Buffer.byteLength(value)} bytes; at most ${MAX_ID_BYTES} are allowed`,
     );
   }
-  if (/[\0-\x1f]/.test(value)) throw invalidArgument(`${field} contains control characters`);
+  if (CONTROL.test(value)) throw invalidArgument(`${field} contains control characters`);
   return value;
 }
 
 /** An absolute path, normalized, without '..' segments or control characters. */
 export function requirePath(value: string, field: string): string {
   if (value === '') throw invalidArgument(`${field} is required`);
-  if (/[\0-\x1f]/.test(value)) throw invalidArgument(`${field} contains control characters`);
+  if (CONTROL.test(value)) throw invalidArgument(`${field} contains control characters`);
   if (!value.startsWith('/'))
     throw invalidArgument(`${field} must be an absolute path, got "${value}"`);
   if (value.split('/').includes('..')) throw invalidArgument(`${field} must not contain '..'`);

@@ -1,0 +1,107 @@
+/** The installed command: flags, socket handling and graceful shutdown of the real process. */
+import { lstat, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { CsiClient } from '../../src/csi/client.js';
+import { sleep } from '../../src/util/proc.js';
+
+const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
+let work: string;
+
+beforeAll(async () => {
+  work = await mkdtemp('/tmp/dcsi-cli-');
+});
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+async function waitForProbe(client: CsiClient): Promise<boolean> {
+  for (let i = 0; i < 100; i += 1) {
+    try {
+      return (await client.identity.Probe({}, { timeoutMs: 1000 })).ready?.value ?? false;
+    } catch {
+      await sleep(50);
+    }
+  }
+  return false;
+}
+
+it('replaces a stale socket, serves, and shuts down on SIGTERM removing its socket', async () => {
+  const socket = join(work, 'csi.sock');
+  // A socket file left by a killed predecessor.
+  await new Promise<void>((resolve) => {
+    const stale = createServer().listen(socket, () => {
+      stale.close();
+      resolve();
+    });
+  });
+  await writeFile(join(work, 'marker'), '');
+  const child = execa(
+    'node',
+    [
+      MAIN,
+      '--endpoint',
+      `unix://${socket}`,
+      '--node-id',
+      'cli-node',
+      '--state-dir',
+      join(work, 'state'),
+      '--mode',
+      'controller',
+    ],
+    {
+      reject: false,
+    },
+  );
+  const client = new CsiClient(`unix://${socket}`);
+  try {
+    expect(await waitForProbe(client)).toBe(true);
+    const info = await client.identity.GetPluginInfo({});
+    expect(info).toEqual({
+      name: 'dataset-cache.csi.dev',
+      vendor_version: expect.stringMatching(/^\d+\.\d+\.\d+$/),
+      manifest: {},
+    });
+    expect((await client.identity.GetPluginCapabilities({})).capabilities).toEqual([
+      { service: { type: 'CONTROLLER_SERVICE' }, type: 'service' },
+    ]);
+  } finally {
+    client.close();
+    child.kill('SIGTERM');
+  }
+  const result = await child;
+  expect(result.exitCode).toBe(0);
+  expect(String(result.stderr)).toMatch(/"msg":"shutting down"/);
+  await expect(lstat(socket)).rejects.toMatchObject({ code: 'ENOENT' });
+});
+
+it('refuses what it cannot serve, with a message and a non-zero exit', async () => {
+  const long = `unix:///${'d/'.repeat(60)}csi.sock`;
+  const tooLong = await execa(
+    'node',
+    [MAIN, '--endpoint', long, '--node-id', 'n', '--state-dir', join(work, 's2')],
+    { reject: false },
+  );
+  expect(tooLong.exitCode).toBe(1);
+  expect(String(tooLong.stderr)).toMatch(/unix sockets allow at most 107/);
+
+  const notSocket = join(work, 'regular-file');
+  await writeFile(notSocket, 'keep me');
+  const refused = await execa(
+    'node',
+    [MAIN, '--endpoint', `unix://${notSocket}`, '--node-id', 'n', '--state-dir', join(work, 's3')],
+    { reject: false },
+  );
+  expect(refused.exitCode).toBe(1);
+  expect(String(refused.stderr)).toMatch(/is not a socket; refusing to remove it/);
+  expect((await lstat(notSocket)).isFile()).toBe(true);
+
+  const usage = await execa('node', [MAIN, '--endpoint', 'unix:///tmp/x.sock'], {
+    reject: false,
+    env: { KUBE_NODE_NAME: '' },
+  });
+  expect(usage.exitCode).toBe(2);
+  expect(String(usage.stderr)).toMatch(/nodeId.*\n.*usage: dataset-cache-csi/s);
+});
