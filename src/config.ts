@@ -13,7 +13,13 @@ export const ConfigSchema = z.object({
     .string()
     .regex(DRIVER_NAME, 'driver-name must be 2-63 characters, start and end with a letter'),
   memCacheDir: z.string().startsWith('/', 'mem-cache-dir must be an absolute path'),
+  runtimeDir: z.string().startsWith('/', 'runtime-dir must be an absolute path'),
+  /** When set, staging and target paths must lie below it (kubelet's root directory). */
+  kubeletDir: z.string().startsWith('/', 'kubelet-dir must be an absolute path').optional(),
+  healthIntervalMs: z.number().int().min(100).max(60_000),
   rcloneBinary: z.string().min(1),
+  /** Test only: the process kills itself at this point, as a crash would (DATASET_CACHE_CSI_FAULT_POINT). */
+  faultPoint: z.string().optional(),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -24,6 +30,8 @@ export const DEFAULTS = {
   logLevel: 'info',
   driverName: 'dataset-cache.csi.dev',
   memCacheDir: '/dev/shm/dataset-cache-csi',
+  runtimeDir: '/run/dataset-cache-csi',
+  healthIntervalMs: 1000,
   rcloneBinary: 'rclone',
 } as const;
 
@@ -32,6 +40,9 @@ export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock 
   --mode MODE            all | controller | node (default ${DEFAULTS.mode})
   --driver-name NAME     CSI plugin name (default ${DEFAULTS.driverName})
   --mem-cache-dir DIR    tmpfs directory for MEM caches (default ${DEFAULTS.memCacheDir})
+  --runtime-dir DIR      tmpfs directory for client runtime files (default ${DEFAULTS.runtimeDir})
+  --kubelet-dir DIR      refuse staging and target paths outside this directory
+  --health-interval MS   how often clients and mounts are checked (default ${DEFAULTS.healthIntervalMs})
   --rclone PATH          rclone binary (default ${DEFAULTS.rcloneBinary})
   --log-level LEVEL      trace | debug | info | warn | error (default ${DEFAULTS.logLevel})
   dataset-cache-csi demo  runs the local demo (see README)`;
@@ -53,6 +64,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         'log-level': { type: 'string' },
         'driver-name': { type: 'string' },
         'mem-cache-dir': { type: 'string' },
+        'runtime-dir': { type: 'string' },
+        'kubelet-dir': { type: 'string' },
+        'health-interval': { type: 'string' },
         rclone: { type: 'string' },
       },
     }));
@@ -68,7 +82,14 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     logLevel: str('log-level') ?? DEFAULTS.logLevel,
     driverName: str('driver-name') ?? DEFAULTS.driverName,
     memCacheDir: str('mem-cache-dir') ?? DEFAULTS.memCacheDir,
+    runtimeDir: str('runtime-dir') ?? DEFAULTS.runtimeDir,
+    kubeletDir: str('kubelet-dir'),
+    healthIntervalMs:
+      str('health-interval') !== undefined
+        ? Number(str('health-interval'))
+        : DEFAULTS.healthIntervalMs,
     rcloneBinary: str('rclone') ?? DEFAULTS.rcloneBinary,
+    faultPoint: env.DATASET_CACHE_CSI_FAULT_POINT || undefined,
   });
   if (!result.success) {
     const problems = result.error.issues.map(

@@ -4,15 +4,17 @@ import type { Config } from './config.js';
 import { createControllerService } from './controller/service.js';
 import { VolumeStore } from './controller/store.js';
 import { loadCsiPackage } from './csi/proto.js';
+import { VolumeLocks } from './csi/locks.js';
 import { CsiServer, type CsiServices } from './csi/server.js';
 import { EngineRegistry } from './engines/engine.js';
 import { RcloneEngine } from './engines/rclone.js';
 import { createIdentityService } from './identity/service.js';
 import { Journal } from './mount/journal.js';
-import { MountManager } from './mount/manager.js';
+import { MountManager, type FaultHook } from './mount/manager.js';
 import { SystemMounter } from './mount/mounter.js';
 import { createNodeService } from './node/service.js';
 import { CacheClients } from './supervisor/clients.js';
+import { HealthLoop } from './supervisor/health-loop.js';
 import { ExecaRunner, type ProcessRunner } from './supervisor/runner.js';
 import { packageVersion } from './version.js';
 
@@ -22,6 +24,15 @@ export interface Driver {
 
 export interface DriverDeps {
   runner?: ProcessRunner;
+}
+
+/** Test-only crash points: at the named point the process dies at once, like kill -9. */
+function faultHook(point: string | undefined, log: Logger): FaultHook {
+  if (point === undefined) return () => undefined;
+  log.warn({ faultPoint: point }, 'fault point armed');
+  return (reached) => {
+    if (reached === point) process.kill(process.pid, 'SIGKILL');
+  };
 }
 
 /**
@@ -53,17 +64,36 @@ export async function startDriver(
     });
   }
   let manager: MountManager | undefined;
+  let healthLoop: HealthLoop | undefined;
   if (withNode) {
     const mounter = new SystemMounter(runner);
+    const locks = new VolumeLocks();
     const clients = new CacheClients(
       new EngineRegistry([new RcloneEngine(config.rcloneBinary)]),
       runner,
       mounter,
-      { stateDir: config.stateDir, memCacheDir: config.memCacheDir },
+      { stateDir: config.stateDir, memCacheDir: config.memCacheDir, runtimeDir: config.runtimeDir },
       log,
+      {},
+      () => healthLoop?.trigger(),
     );
-    manager = new MountManager(Journal.inStateDir(config.stateDir), clients, mounter, log);
-    services.node = createNodeService({ nodeId: config.nodeId, manager });
+    const journal = Journal.inStateDir(config.stateDir);
+    const nodeManager = new MountManager(
+      journal,
+      clients,
+      mounter,
+      locks,
+      log,
+      faultHook(config.faultPoint, log),
+    );
+    manager = nodeManager;
+    healthLoop = new HealthLoop(() => nodeManager.superviseAll(), config.healthIntervalMs, log);
+    services.node = createNodeService({
+      nodeId: config.nodeId,
+      manager,
+      locks,
+      kubeletDir: config.kubeletDir,
+    });
   }
 
   const server = new CsiServer(loadCsiPackage(), services, log);
@@ -74,11 +104,15 @@ export async function startDriver(
     await server.close(0);
     throw err;
   }
+  healthLoop?.start();
   ready = true;
   log.info({ mode: config.mode, nodeId: config.nodeId, driver: config.driverName }, 'ready');
 
   return {
     // Cache clients are left running on purpose: pods keep reading while the driver restarts.
-    close: () => server.close(),
+    close: async () => {
+      await healthLoop?.stop();
+      await server.close();
+    },
   };
 }

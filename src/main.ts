@@ -22,6 +22,9 @@ async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
+  // Defence in depth: file operations that touch FUSE run in child processes, but a larger libuv
+  // pool keeps the driver responsive should one slip through and hang on a dead mount.
+  process.env.UV_THREADPOOL_SIZE ??= '16';
   const log = createLogger(config.logLevel);
   const driver = await startDriver(config, log);
   await new Promise<void>((resolve) => {

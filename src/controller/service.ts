@@ -144,7 +144,7 @@ export function createControllerService(
         throw outOfRange('capacity_range.required_bytes exceeds limit_bytes');
       const volumeId = volumeIdFor(name);
 
-      return locks.run(volumeId, async () => {
+      return locks.runExclusive(volumeId, async () => {
         const existing = store.get(volumeId);
         if (existing) {
           if (
@@ -184,7 +184,7 @@ export function createControllerService(
 
     async DeleteVolume(req) {
       const volumeId = requireId(req.volume_id, 'volume_id');
-      await locks.run(volumeId, async () => {
+      await locks.runExclusive(volumeId, async () => {
         const volume = store.get(volumeId);
         if (!volume) return;
         const params = parse(volume.parameters);

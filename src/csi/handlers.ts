@@ -17,7 +17,7 @@ export type ServiceImpl<Handlers> = {
 
 export interface RequestSummary {
   volumeId?: string;
-  dataset?: string;
+  name?: string;
 }
 
 /** Log fields worth a line per call; secrets are never read from the request here. */
@@ -25,8 +25,8 @@ function summarize(request: unknown): RequestSummary {
   if (typeof request !== 'object' || request === null) return {};
   const r = request as Record<string, unknown>;
   const summary: RequestSummary = {};
-  const volumeId = r.volume_id ?? r.name;
-  if (typeof volumeId === 'string' && volumeId !== '') summary.volumeId = volumeId;
+  if (typeof r.volume_id === 'string' && r.volume_id !== '') summary.volumeId = r.volume_id;
+  if (typeof r.name === 'string' && r.name !== '') summary.name = r.name;
   return summary;
 }
 

@@ -2,22 +2,47 @@ import { Mutex } from 'async-mutex';
 import { aborted } from './errors.js';
 
 /**
- * One operation at a time per volume id. A second call while one runs gets ABORTED, as the CSI
- * spec asks; kubelet and the sidecars retry with backoff.
+ * Try-locks per volume, as the CSI spec asks (a conflicting call gets ABORTED, the caller retries).
+ * Stage and unstage own the whole volume; publish and unpublish own one target of it, so pods
+ * starting together on one node do not refuse each other, while a stage or unstage excludes them.
  */
 export class VolumeLocks {
-  private readonly busy = new Set<string>();
+  private readonly exclusive = new Set<string>();
+  private readonly targets = new Map<string, Set<string>>();
 
-  async run<T>(volumeId: string, work: () => Promise<T>): Promise<T> {
-    if (this.busy.has(volumeId)) {
+  /** Whole-volume work (stage, unstage, repair). */
+  async runExclusive<T>(volumeId: string, work: () => Promise<T>): Promise<T> {
+    if (this.exclusive.has(volumeId) || (this.targets.get(volumeId)?.size ?? 0) > 0) {
       throw aborted(`an operation on volume ${volumeId} is already in progress; retry later`);
     }
-    this.busy.add(volumeId);
+    this.exclusive.add(volumeId);
     try {
       return await work();
     } finally {
-      this.busy.delete(volumeId);
+      this.exclusive.delete(volumeId);
     }
+  }
+
+  /** Work on one target path of a volume (publish, unpublish). */
+  async runForTarget<T>(volumeId: string, target: string, work: () => Promise<T>): Promise<T> {
+    const busy = this.targets.get(volumeId) ?? new Set<string>();
+    if (this.exclusive.has(volumeId) || busy.has(target)) {
+      throw aborted(
+        `an operation on volume ${volumeId} at ${target} is already in progress; retry later`,
+      );
+    }
+    busy.add(target);
+    this.targets.set(volumeId, busy);
+    try {
+      return await work();
+    } finally {
+      busy.delete(target);
+      if (busy.size === 0) this.targets.delete(volumeId);
+    }
+  }
+
+  isBusy(volumeId: string): boolean {
+    return this.exclusive.has(volumeId) || this.targets.has(volumeId);
   }
 }
 

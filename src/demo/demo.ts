@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { parseConfig } from '../config.js';
 import { CsiClient } from '../csi/client.js';
 import { startDriver } from '../driver.js';
 import { createLogger } from '../log.js';
@@ -70,19 +71,14 @@ export async function runDemo(argv: string[]): Promise<number> {
 
     const endpoint = `unix://${work}/csi.sock`;
     const logFile = join(work, 'driver.log');
-    const driver = await startDriver(
-      {
-        endpoint,
-        nodeId: 'demo-node',
-        stateDir: join(work, 'state'),
-        mode: 'all',
-        logLevel: 'info',
-        driverName: 'dataset-cache.csi.dev',
-        memCacheDir,
-        rcloneBinary: 'rclone',
-      },
-      createLogger('info', logFile),
-    );
+    const config = parseConfig([
+      `--endpoint=${endpoint}`,
+      '--node-id=demo-node',
+      `--state-dir=${join(work, 'state')}`,
+      `--runtime-dir=${join(work, 'run')}`,
+      `--mem-cache-dir=${memCacheDir}`,
+    ]);
+    const driver = await startDriver(config, createLogger('info', logFile));
     cleanups.unshift(() => driver.close());
     const csi = new CsiClient(endpoint);
     cleanups.unshift(async () => csi.close());

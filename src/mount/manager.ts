@@ -1,45 +1,55 @@
-import { mkdir, rmdir, stat } from 'node:fs/promises';
+import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { alreadyExists, failedPrecondition, notFound, unavailable } from '../csi/errors.js';
-import { KeyedMutex } from '../csi/locks.js';
+import { KeyedMutex, type VolumeLocks } from '../csi/locks.js';
 import { datasetKey, type VolumeParameters } from '../dataset/params.js';
-import type { CacheClients } from '../supervisor/clients.js';
-import { deviceName } from '../supervisor/clients.js';
+import { DEVICE_PREFIX, type CacheClients } from '../supervisor/clients.js';
 import type { ClientRecord, Journal, VolumeRecord } from './journal.js';
-import { isResponsive, type Mounter } from './mounter.js';
+import type { Mounter } from './mounter.js';
 import type { MountTable } from './mountinfo.js';
+import type { FsUsage } from './path-probe.js';
 
 export interface VolumeHealth {
   abnormal: boolean;
   message: string;
 }
 
+/** A point where tests can stop the process, as a crash would (see --fault-point). */
+export type FaultHook = (point: string) => void;
+
+interface RestartBackoff {
+  failures: number;
+  notBefore: number;
+}
+
+const MAX_BACKOFF_MS = 30_000;
+/** Consecutive hung probes after which a client is killed and restarted. */
+const HUNG_PROBES_BEFORE_KILL = 3;
+
 /**
  * Staging and publishing of volumes on one node: one cache client per Dataset, shared by all its
- * volumes, bound into staging paths and from there into pod targets. Callers serialize per volume;
- * per-dataset work (client start and stop, reference counts) is serialized here.
+ * volumes, bound into staging paths and from there into pod targets. Callers hold the volume lock;
+ * client start, stop and repair are serialized per dataset here.
  */
 export class MountManager {
   private readonly datasetLocks = new KeyedMutex();
+  private readonly backoff = new Map<string, RestartBackoff>();
+  private readonly hungProbes = new Map<string, number>();
 
   constructor(
     private readonly journal: Journal,
     private readonly clients: CacheClients,
     private readonly mounter: Mounter,
+    private readonly locks: VolumeLocks,
     private readonly log: Logger,
+    private readonly fault: FaultHook = () => undefined,
   ) {}
 
-  /** Loads the journal and tells which recorded clients are still alive (adoption). */
+  /** Loads the journal and reconciles it with the mount table and the running clients. */
   async init(): Promise<void> {
     await this.journal.load();
-    for (const record of this.journal.clients()) {
-      const healthy = await this.clients.isHealthy(record);
-      this.log.info(
-        { dataset: record.key, pid: record.pid, healthy },
-        healthy ? 'adopted cache client' : 'recorded cache client is not running',
-      );
-    }
+    await this.reconcile();
   }
 
   async stage(
@@ -48,6 +58,7 @@ export class MountManager {
     stagingPath: string,
     secrets: Record<string, string>,
   ): Promise<void> {
+    const started = Date.now();
     const key = datasetKey(params.dataset);
     const existing = this.journal.volume(volumeId);
     if (existing) {
@@ -62,15 +73,19 @@ export class MountManager {
     }
     await this.datasetLocks.run(key, async () => {
       const client = await this.ensureClient(key, params, secrets);
+      this.fault('stage:client-ready');
       if (existing && (await this.isBoundTo(stagingPath, client))) return;
-      const source = join(client.mountPoint, params.subPath);
+      // A bind left by a crash before it was journaled may be dead: mkdir on it would fail.
+      await this.detachLeftover(stagingPath);
       await mkdir(stagingPath, { recursive: true });
       let bound = false;
       try {
-        if (params.subPath !== '') await this.requireDirectory(source, params.subPath, key);
-        await this.clients.detachAll(stagingPath);
-        await this.bindFromLiveMount(client, source, stagingPath, params.dataset.readOnly);
+        if (params.subPath !== '') {
+          await this.requireDirectory(join(client.mountPoint, params.subPath), params.subPath, key);
+        }
+        await this.bindStaging(client, params.subPath, stagingPath, params.dataset.readOnly);
         bound = true;
+        this.fault('stage:bound');
         this.journal.setVolume({
           volumeId,
           datasetKey: key,
@@ -89,10 +104,12 @@ export class MountManager {
         }
         throw err;
       }
+      this.event('volume staged', started, { volumeId, dataset: key, stagingPath });
     });
   }
 
   async unstage(volumeId: string, stagingPath: string): Promise<void> {
+    const started = Date.now();
     const volume = this.journal.volume(volumeId);
     if (!volume) {
       await this.detachLeftover(stagingPath);
@@ -111,11 +128,16 @@ export class MountManager {
       );
     }
     await this.datasetLocks.run(volume.datasetKey, async () => {
-      await this.clients.detachAll(stagingPath);
+      // Journal first: after a crash here the retried call finds an unrecorded mount of ours and
+      // detaches it, while the supervisor never re-binds a volume that is on its way out.
       this.journal.deleteVolume(volumeId);
       await this.journal.save();
+      this.fault('unstage:journaled');
+      await this.clients.detachAll(stagingPath);
+      this.fault('unstage:detached');
       await this.releaseIfUnused(volume.datasetKey);
     });
+    this.event('volume unstaged', started, { volumeId, dataset: volume.datasetKey, stagingPath });
   }
 
   async publish(
@@ -124,18 +146,21 @@ export class MountManager {
     targetPath: string,
     readOnly: boolean,
   ): Promise<void> {
+    const started = Date.now();
     const volume = this.journal.volume(volumeId);
-    if (!volume)
+    if (!volume) {
       throw failedPrecondition(
         `volume ${volumeId} is not staged on this node; call NodeStageVolume first`,
       );
+    }
     if (volume.stagingPath !== stagingPath) {
       throw failedPrecondition(
         `volume ${volumeId} is staged at ${volume.stagingPath}, not at ${stagingPath}`,
       );
     }
     const effectiveReadOnly = readOnly || volume.readOnly;
-    const client = this.requireClient(volume);
+    const client = this.journal.client(volume.datasetKey);
+    if (!client) throw unavailable(`cache client of dataset ${volume.datasetKey} is not running`);
     const table = await this.mounter.table();
     const recorded = volume.targets[targetPath];
     if (recorded && this.isBindOf(table, targetPath, client)) {
@@ -151,12 +176,13 @@ export class MountManager {
         `staging mount of volume ${volumeId} at ${stagingPath} is not live; the node is repairing it`,
       );
     }
+    await this.detachLeftover(targetPath);
     const created = await mkdir(targetPath, { recursive: true });
     let bound = false;
     try {
-      await this.clients.detachAll(targetPath);
-      await this.bindFromLiveMount(client, stagingPath, targetPath, effectiveReadOnly);
+      await this.bindTarget(client, stagingPath, targetPath, effectiveReadOnly);
       bound = true;
+      this.fault('publish:bound');
       volume.targets[targetPath] = { readOnly: effectiveReadOnly };
       await this.journal.save();
     } catch (err) {
@@ -165,23 +191,42 @@ export class MountManager {
       if (created !== undefined) await rmdir(targetPath).catch(() => undefined);
       throw err;
     }
+    this.event('volume published', started, {
+      volumeId,
+      dataset: volume.datasetKey,
+      targetPath,
+      readOnly: effectiveReadOnly,
+    });
   }
 
   async unpublish(volumeId: string, targetPath: string): Promise<void> {
+    const started = Date.now();
+    const volume = this.journal.volume(volumeId);
+    if (volume?.targets[targetPath]) {
+      delete volume.targets[targetPath];
+      await this.journal.save();
+      this.fault('unpublish:journaled');
+    }
     await this.clients.detachAll(targetPath);
     try {
       await rmdir(targetPath);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       // Something written into the bare directory while it was not mounted stays for inspection.
-      if (code !== 'ENOENT')
+      if (code !== 'ENOENT') {
         this.log.warn({ volumeId, targetPath, code }, 'target path left in place');
+      }
     }
-    const volume = this.journal.volume(volumeId);
-    if (volume?.targets[targetPath]) {
-      delete volume.targets[targetPath];
-      await this.journal.save();
-    }
+    this.event('volume unpublished', started, {
+      volumeId,
+      dataset: volume?.datasetKey,
+      targetPath,
+    });
+  }
+
+  /** Bytes and inodes of a volume's file system, or undefined when it does not answer in time. */
+  usage(path: string): Promise<FsUsage | undefined> {
+    return this.clients.probe.usage(path);
   }
 
   /** NOT_FOUND unless the path is where this node staged or published the volume. */
@@ -195,20 +240,150 @@ export class MountManager {
   }
 
   async health(volume: VolumeRecord, path: string): Promise<VolumeHealth> {
-    const client = this.journal.client(volume.datasetKey);
-    if (!client || !(await this.clients.isHealthy(client))) {
+    const dataset = volume.datasetKey;
+    const client = this.journal.client(dataset);
+    const state = client ? await this.clients.state(client) : 'dead';
+    if (!client || state !== 'healthy') {
+      const why = { dead: 'is not running', unmounted: 'lost its mount', hung: 'does not answer' };
       return {
         abnormal: true,
-        message: `cache client of dataset ${volume.datasetKey} is not running`,
+        message: `cache client of dataset ${dataset} ${why[state === 'healthy' ? 'dead' : state]}; the node is restarting it`,
       };
     }
     if (!this.isBindOf(await this.mounter.table(), path, client)) {
       return {
         abnormal: true,
-        message: `${path} is not a live mount of dataset ${volume.datasetKey}`,
+        message: `${path} is not a live mount of dataset ${dataset}; the node is repairing it`,
       };
     }
     return { abnormal: false, message: 'cache client running, mount live' };
+  }
+
+  /**
+   * One round of the health loop: every dataset with staged volumes gets a healthy client and
+   * live binds. A client that is dead, lost its mount or stopped answering is restarted (with
+   * backoff on failure) and every staging and target bind that pointed at it is made again.
+   */
+  async superviseAll(): Promise<void> {
+    const keys = new Set(this.journal.volumes().map((volume) => volume.datasetKey));
+    for (const key of keys) {
+      try {
+        await this.superviseDataset(key);
+      } catch (err) {
+        this.log.error({ dataset: key, err }, 'repair failed');
+      }
+    }
+  }
+
+  private async superviseDataset(key: string): Promise<void> {
+    const backoff = this.backoff.get(key);
+    if (backoff && Date.now() < backoff.notBefore) return;
+    await this.datasetLocks.run(key, async () => {
+      const started = Date.now();
+      let client = this.journal.client(key);
+      if (!client) return;
+      const table = await this.mounter.table();
+      const state = await this.clients.state(client, table);
+      if (state === 'hung') {
+        const count = (this.hungProbes.get(key) ?? 0) + 1;
+        this.hungProbes.set(key, count);
+        if (count < HUNG_PROBES_BEFORE_KILL) return;
+      }
+      this.hungProbes.delete(key);
+      let restarted = false;
+      if (state !== 'healthy') {
+        try {
+          client = await this.clients.restart(client);
+        } catch (err) {
+          const failures = (backoff?.failures ?? 0) + 1;
+          const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** failures);
+          this.backoff.set(key, { failures, notBefore: Date.now() + delay });
+          this.log.error(
+            { dataset: key, failures, retryInMs: delay, err: String(err) },
+            'client restart failed',
+          );
+          return;
+        }
+        this.backoff.delete(key);
+        this.journal.setClient(client);
+        await this.journal.save();
+        restarted = true;
+      }
+      const repaired = await this.repairBinds(client);
+      if (restarted || repaired > 0) {
+        this.event('dataset repaired', started, {
+          dataset: key,
+          pid: client.pid,
+          restarted,
+          repaired,
+        });
+      }
+    });
+  }
+
+  /** Makes every staging and target bind of a dataset's volumes live again; returns how many. */
+  private async repairBinds(client: ClientRecord): Promise<number> {
+    let repaired = 0;
+    for (const volume of this.journal.volumesOf(client.key)) {
+      if (this.locks.isBusy(volume.volumeId)) continue; // a call in flight; next round
+      await this.locks.runExclusive(volume.volumeId, async () => {
+        let table = await this.mounter.table();
+        if (!this.isBindOf(table, volume.stagingPath, client)) {
+          await this.bindStaging(client, volume.subPath, volume.stagingPath, volume.readOnly);
+          repaired += 1;
+          table = await this.mounter.table();
+        }
+        for (const [target, { readOnly }] of Object.entries(volume.targets)) {
+          if (this.isBindOf(table, target, client)) continue;
+          await this.bindTarget(client, volume.stagingPath, target, readOnly);
+          repaired += 1;
+        }
+      });
+    }
+    return repaired;
+  }
+
+  /**
+   * After a driver start: adopt healthy clients, restart dead ones that still serve volumes and
+   * repair their binds, stop clients without volumes, and detach dataset mounts nobody records.
+   * Binds that pods use are repaired, never removed.
+   */
+  private async reconcile(): Promise<void> {
+    const used = new Set(this.journal.volumes().map((volume) => volume.datasetKey));
+    for (const client of this.journal.clients()) {
+      if (used.has(client.key)) {
+        const state = await this.clients.state(client);
+        this.log.info(
+          { dataset: client.key, pid: client.pid, state },
+          state === 'healthy' ? 'adopted cache client' : 'recorded cache client needs a restart',
+        );
+      } else {
+        this.log.info(
+          { dataset: client.key, pid: client.pid },
+          'stopping cache client without volumes',
+        );
+        await this.clients.stop(client);
+        this.journal.deleteClient(client.key);
+      }
+    }
+    for (const volume of this.journal.volumes()) {
+      if (!this.journal.client(volume.datasetKey)) {
+        this.log.error(
+          { volumeId: volume.volumeId, dataset: volume.datasetKey },
+          'volume without a client record; dropped',
+        );
+        this.journal.deleteVolume(volume.volumeId);
+      }
+    }
+    await this.journal.save();
+    const known = new Set(this.journal.clients().map((client) => client.mountPoint));
+    for (const mount of (await this.mounter.table()).entries) {
+      if (!mount.source.startsWith(DEVICE_PREFIX) || known.has(mount.mountPoint)) continue;
+      if (!this.clients.isDatasetMountPath(mount.mountPoint)) continue;
+      this.log.warn({ mountPoint: mount.mountPoint }, 'detaching an orphaned dataset mount');
+      await this.clients.detachAll(mount.mountPoint);
+    }
+    await this.superviseAll();
   }
 
   private async ensureClient(
@@ -220,18 +395,12 @@ export class MountManager {
     if (known && (await this.clients.isHealthy(known))) return known;
     if (known) {
       this.log.warn({ dataset: key, pid: known.pid }, 'cache client is not healthy; restarting it');
-      await this.clients.stop(known);
+      await this.clients.kill(known);
     }
     const record = await this.clients.start(key, params.dataset, secrets);
     this.journal.setClient(record);
     await this.journal.save();
     return record;
-  }
-
-  private requireClient(volume: VolumeRecord): ClientRecord {
-    const client = this.journal.client(volume.datasetKey);
-    if (!client) throw unavailable(`cache client of dataset ${volume.datasetKey} is not running`);
-    return client;
   }
 
   private async releaseIfUnused(key: string): Promise<void> {
@@ -241,6 +410,26 @@ export class MountManager {
     await this.clients.stop(client);
     this.journal.deleteClient(key);
     await this.journal.save();
+  }
+
+  private async bindStaging(
+    client: ClientRecord,
+    subPath: string,
+    stagingPath: string,
+    readOnly: boolean,
+  ): Promise<void> {
+    await this.clients.detachAll(stagingPath);
+    await this.bindFromLiveMount(client, join(client.mountPoint, subPath), stagingPath, readOnly);
+  }
+
+  private async bindTarget(
+    client: ClientRecord,
+    stagingPath: string,
+    targetPath: string,
+    readOnly: boolean,
+  ): Promise<void> {
+    await this.clients.detachAll(targetPath);
+    await this.bindFromLiveMount(client, stagingPath, targetPath, readOnly);
   }
 
   /** Invariant 3: bind only from a live mount of the client's own filesystem. */
@@ -256,7 +445,7 @@ export class MountManager {
       (source === client.mountPoint ||
         source.startsWith(`${client.mountPoint}/`) ||
         this.isBindOf(table, source, client));
-    if (!sourceIsLive || !(await isResponsive(source))) {
+    if (!sourceIsLive || !(await this.clients.probe.answers(source))) {
       throw unavailable(
         `refusing to bind ${source}: it is not a live mount of dataset ${client.key}`,
       );
@@ -265,8 +454,8 @@ export class MountManager {
   }
 
   /**
-   * Whether the mount at path comes from the client's live dataset mount: same filesystem type,
-   * our device name and the same device number (a stale bind of a crashed client has the old one).
+   * Whether the mount at path comes from the client's live dataset mount: its own type and device
+   * name, and the same device number (a stale bind of a crashed client keeps the old one).
    */
   private isBindOf(table: MountTable, path: string, client: ClientRecord): boolean {
     const origin = table.at(client.mountPoint);
@@ -274,8 +463,7 @@ export class MountManager {
     return (
       origin !== undefined &&
       mount !== undefined &&
-      origin.fsType === this.clients.engineOf(client.spec).fsType &&
-      origin.source === deviceName(client.key) &&
+      this.clients.isOwnMount(table, client) &&
       mount.device === origin.device
     );
   }
@@ -285,15 +473,18 @@ export class MountManager {
   }
 
   private async requireDirectory(path: string, subPath: string, key: string): Promise<void> {
-    const info = await stat(path).catch(() => undefined);
-    if (!info?.isDirectory()) {
+    if ((await this.clients.probe.kind(path)) !== 'directory') {
       throw failedPrecondition(`sub-directory "${subPath}" does not exist in dataset ${key}`);
     }
   }
 
-  /** Unstage of a volume we have no record of: remove only a mount that came from one of our clients. */
-  private async detachLeftover(stagingPath: string): Promise<void> {
-    const mount = (await this.mounter.table()).at(stagingPath);
-    if (mount?.source.startsWith('dataset-cache-csi:')) await this.clients.detachAll(stagingPath);
+  /** Removes mounts at a path only when they came from one of our clients (never a foreign mount). */
+  private async detachLeftover(path: string): Promise<void> {
+    const mount = (await this.mounter.table()).at(path);
+    if (mount?.source.startsWith(DEVICE_PREFIX)) await this.clients.detachAll(path);
+  }
+
+  private event(message: string, started: number, fields: Record<string, unknown>): void {
+    this.log.info({ ...fields, durationMs: Date.now() - started }, message);
   }
 }

@@ -1,4 +1,3 @@
-import { stat } from 'node:fs/promises';
 import type { ProcessRunner } from '../supervisor/runner.js';
 import { MountTable } from './mountinfo.js';
 
@@ -33,28 +32,5 @@ export class SystemMounter implements Mounter {
 
   table(): Promise<MountTable> {
     return MountTable.read();
-  }
-}
-
-/**
- * Whether a mounted path answers. A dead FUSE server gives ENOTCONN or EIO, or never answers;
- * the latter is caught by the timeout (the stuck stat keeps one libuv thread until the kernel
- * gives up, which is why callers do not probe a path they already know is dead).
- */
-export async function isResponsive(path: string, timeoutMs = 2000): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), timeoutMs);
-  });
-  try {
-    return await Promise.race([
-      stat(path).then(
-        () => true,
-        () => false,
-      ),
-      timeout,
-    ]);
-  } finally {
-    clearTimeout(timer);
   }
 }

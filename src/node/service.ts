@@ -1,9 +1,7 @@
-import { statfs } from 'node:fs/promises';
 import type { NodeHandlers } from '../csi/generated/csi/v1/Node.js';
-import type { VolumeUsage } from '../csi/generated/csi/v1/VolumeUsage.js';
 import { invalidArgument, unimplemented } from '../csi/errors.js';
 import type { ServiceImpl } from '../csi/handlers.js';
-import { VolumeLocks } from '../csi/locks.js';
+import type { VolumeLocks } from '../csi/locks.js';
 import { isReaderOnly, requireCapability, requireId, requirePath } from '../csi/validate.js';
 import { ParameterError, parseVolumeParameters, type VolumeParameters } from '../dataset/params.js';
 import type { MountManager } from '../mount/manager.js';
@@ -11,9 +9,9 @@ import type { MountManager } from '../mount/manager.js';
 export interface NodeServiceOptions {
   nodeId: string;
   manager: MountManager;
-  locks?: VolumeLocks;
-  /** statfs of a mount that stopped answering must not hold kubelet's call. */
-  statsTimeoutMs?: number;
+  locks: VolumeLocks;
+  /** When set, staging and target paths must lie below it. */
+  kubeletDir?: string;
 }
 
 function parameters(context: Record<string, string>): VolumeParameters {
@@ -25,71 +23,53 @@ function parameters(context: Record<string, string>): VolumeParameters {
   }
 }
 
-async function usage(path: string, timeoutMs: number): Promise<VolumeUsage[] | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), timeoutMs);
-  });
-  try {
-    const fs = await Promise.race([statfs(path), timeout]);
-    if (!fs) return undefined;
-    const total = fs.blocks * fs.bsize;
-    const available = fs.bavail * fs.bsize;
-    return [
-      {
-        unit: 'BYTES',
-        total: String(total),
-        available: String(available),
-        used: String(Math.max(0, total - fs.bfree * fs.bsize)),
-      },
-      {
-        unit: 'INODES',
-        total: String(fs.files),
-        available: String(fs.ffree),
-        used: String(Math.max(0, fs.files - fs.ffree)),
-      },
-    ];
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 export function createNodeService(options: NodeServiceOptions): ServiceImpl<NodeHandlers> {
   const { manager, nodeId } = options;
-  const locks = options.locks ?? new VolumeLocks();
-  const statsTimeoutMs = options.statsTimeoutMs ?? 2000;
+  const { locks, kubeletDir } = options;
+  /** A pod spec must not get the driver to mount over arbitrary host paths. */
+  const nodePath = (value: string, field: string): string => {
+    const path = requirePath(value, field);
+    if (kubeletDir !== undefined && !path.startsWith(`${kubeletDir.replace(/\/+$/, '')}/`)) {
+      throw invalidArgument(`${field} ${path} is outside the kubelet directory ${kubeletDir}`);
+    }
+    return path;
+  };
 
   return {
     async NodeStageVolume(req) {
       const volumeId = requireId(req.volume_id, 'volume_id');
-      const stagingPath = requirePath(req.staging_target_path, 'staging_target_path');
+      const stagingPath = nodePath(req.staging_target_path, 'staging_target_path');
       requireCapability(req.volume_capability, 'volume_capability');
       const params = parameters(req.volume_context);
-      await locks.run(volumeId, () => manager.stage(volumeId, params, stagingPath, req.secrets));
+      await locks.runExclusive(volumeId, () =>
+        manager.stage(volumeId, params, stagingPath, req.secrets),
+      );
       return {};
     },
 
     async NodeUnstageVolume(req) {
       const volumeId = requireId(req.volume_id, 'volume_id');
-      const stagingPath = requirePath(req.staging_target_path, 'staging_target_path');
-      await locks.run(volumeId, () => manager.unstage(volumeId, stagingPath));
+      const stagingPath = nodePath(req.staging_target_path, 'staging_target_path');
+      await locks.runExclusive(volumeId, () => manager.unstage(volumeId, stagingPath));
       return {};
     },
 
     async NodePublishVolume(req) {
       const volumeId = requireId(req.volume_id, 'volume_id');
-      const targetPath = requirePath(req.target_path, 'target_path');
+      const targetPath = nodePath(req.target_path, 'target_path');
       const capability = requireCapability(req.volume_capability, 'volume_capability');
-      const stagingPath = requirePath(req.staging_target_path, 'staging_target_path');
+      const stagingPath = nodePath(req.staging_target_path, 'staging_target_path');
       const readOnly = req.readonly || isReaderOnly(capability);
-      await locks.run(volumeId, () => manager.publish(volumeId, stagingPath, targetPath, readOnly));
+      await locks.runForTarget(volumeId, targetPath, () =>
+        manager.publish(volumeId, stagingPath, targetPath, readOnly),
+      );
       return {};
     },
 
     async NodeUnpublishVolume(req) {
       const volumeId = requireId(req.volume_id, 'volume_id');
-      const targetPath = requirePath(req.target_path, 'target_path');
-      await locks.run(volumeId, () => manager.unpublish(volumeId, targetPath));
+      const targetPath = nodePath(req.target_path, 'target_path');
+      await locks.runForTarget(volumeId, targetPath, () => manager.unpublish(volumeId, targetPath));
       return {};
     },
 
@@ -98,17 +78,30 @@ export function createNodeService(options: NodeServiceOptions): ServiceImpl<Node
       if (req.volume_path === '') throw invalidArgument('volume_path is required');
       const volume = await manager.locate(volumeId, req.volume_path);
       const health = await manager.health(volume, req.volume_path);
-      const measured = health.abnormal ? undefined : await usage(req.volume_path, statsTimeoutMs);
-      if (!health.abnormal && !measured) {
-        return {
-          usage: [],
-          volume_condition: {
-            abnormal: true,
-            message: `${req.volume_path} did not answer statfs within ${statsTimeoutMs} ms`,
-          },
-        };
+      if (health.abnormal) return { usage: [], volume_condition: health };
+      const fs = await manager.usage(req.volume_path);
+      if (!fs) {
+        const message = `${req.volume_path} did not answer a file-system query in time`;
+        return { usage: [], volume_condition: { abnormal: true, message } };
       }
-      return { usage: measured ?? [], volume_condition: health };
+      const count = (n: number) => String(Math.max(0, n));
+      return {
+        usage: [
+          {
+            unit: 'BYTES',
+            total: count(fs.totalBytes),
+            available: count(fs.availableBytes),
+            used: count(fs.totalBytes - fs.freeBytes),
+          },
+          {
+            unit: 'INODES',
+            total: count(fs.totalInodes),
+            available: count(fs.freeInodes),
+            used: count(fs.totalInodes - fs.freeInodes),
+          },
+        ],
+        volume_condition: health,
+      };
     },
 
     async NodeExpandVolume() {

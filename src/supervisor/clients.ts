@@ -1,12 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { unavailable } from '../csi/errors.js';
 import type { DatasetSpec } from '../dataset/params.js';
 import type { ClientPaths, ControlEndpoint, Engine, EngineRegistry } from '../engines/engine.js';
 import type { ClientRecord } from '../mount/journal.js';
-import { isResponsive, type Mounter } from '../mount/mounter.js';
+import type { Mounter } from '../mount/mounter.js';
+import { PathProbe } from '../mount/path-probe.js';
+import type { MountTable } from '../mount/mountinfo.js';
 import { freePort } from '../util/net.js';
 import { isSameProcess, processStartTime, sleep } from '../util/proc.js';
 import type { ProcessRunner } from './runner.js';
@@ -15,6 +17,11 @@ export interface ClientLayout {
   stateDir: string;
   /** Root of MEM caches (a tmpfs such as /dev/shm). */
   memCacheDir: string;
+  /**
+   * Root of per-client runtime files: config, log and the credentials a restart needs. On a tmpfs
+   * such as /run, so credentials never reach a disk and never sit in the state directory.
+   */
+  runtimeDir: string;
 }
 
 export interface ClientTimings {
@@ -22,13 +29,18 @@ export interface ClientTimings {
   stopTimeoutMs: number;
   /** How long a stop waits for written files to reach the remote. */
   flushTimeoutMs: number;
+  /** How long a health probe of a mount may take before it counts as hung. */
+  probeTimeoutMs: number;
 }
 
 const DEFAULT_TIMINGS: ClientTimings = {
   readyTimeoutMs: 30_000,
   stopTimeoutMs: 5_000,
   flushTimeoutMs: 120_000,
+  probeTimeoutMs: 2_000,
 };
+
+export type ClientState = 'healthy' | 'dead' | 'unmounted' | 'hung';
 
 export function clientPaths(layout: ClientLayout, key: string, spec: DatasetSpec): ClientPaths {
   const base = join(layout.stateDir, 'datasets', key);
@@ -38,7 +50,7 @@ export function clientPaths(layout: ClientLayout, key: string, spec: DatasetSpec
       : spec.cache.path !== undefined
         ? join(spec.cache.path, key)
         : join(base, 'cache');
-  const runtimeDir = join(base, 'run');
+  const runtimeDir = join(layout.runtimeDir, key);
   return {
     mountPoint: join(base, 'mount'),
     cacheDir,
@@ -48,7 +60,8 @@ export function clientPaths(layout: ClientLayout, key: string, spec: DatasetSpec
 }
 
 /** The device name our clients give their mounts, so mountinfo tells them from anything else. */
-export const deviceName = (key: string): string => `dataset-cache-csi:${key}`;
+export const DEVICE_PREFIX = 'dataset-cache-csi:';
+export const deviceName = (key: string): string => `${DEVICE_PREFIX}${key}`;
 
 async function logTail(file: string, bytes = 2048): Promise<string> {
   try {
@@ -66,28 +79,14 @@ async function logTail(file: string, bytes = 2048): Promise<string> {
   }
 }
 
-/** Lists a directory within a time limit; returns why it could not, or undefined on success. */
-async function listsWithin(path: string, timeoutMs: number): Promise<string | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<string>((resolve) => {
-    timer = setTimeout(() => resolve(`no answer within ${timeoutMs} ms`), timeoutMs);
-  });
-  try {
-    return await Promise.race([
-      readdir(path).then(
-        () => undefined,
-        (err: NodeJS.ErrnoException) => err.code ?? String(err),
-      ),
-      timeout,
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const SECRETS_FILE = 'secrets.json';
 
 /** Starts, checks and stops the cache-client processes; knows nothing of volumes. */
 export class CacheClients {
   private readonly timings: ClientTimings;
+  /** One probe per mount at a time: a hung FUSE mount must not pile up stuck prober processes. */
+  private readonly probes = new Map<string, Promise<boolean>>();
+  readonly probe: PathProbe;
 
   constructor(
     private readonly engines: EngineRegistry,
@@ -96,24 +95,48 @@ export class CacheClients {
     private readonly layout: ClientLayout,
     private readonly log: Logger,
     timings: Partial<ClientTimings> = {},
+    /** Told when a client this process started exits (adopted ones are found by polling). */
+    private readonly onExit: (key: string) => void = () => undefined,
   ) {
     this.timings = { ...DEFAULT_TIMINGS, ...timings };
+    this.probe = new PathProbe(runner, this.timings.probeTimeoutMs);
+  }
+
+  /** Where dataset mounts live (pod binds elsewhere are never treated as orphans). */
+  isDatasetMountPath(path: string): boolean {
+    const root = join(this.layout.stateDir, 'datasets');
+    return path.startsWith(`${root}/`) && path.endsWith('/mount');
   }
 
   engineOf(spec: DatasetSpec): Engine {
     return this.engines.get(spec.engine);
   }
 
-  /** Process alive (same start identity) and its mount present, of its type and answering. */
+  /** Whether the mount at mountPoint is the client's own (type and device name). */
+  isOwnMount(table: MountTable, record: ClientRecord): boolean {
+    const mount = table.at(record.mountPoint);
+    return (
+      mount?.fsType === this.engineOf(record.spec).fsType && mount.source === deviceName(record.key)
+    );
+  }
+
+  /** Process alive (same start identity), its mount present, of its type and answering. */
+  async state(record: ClientRecord, table?: MountTable): Promise<ClientState> {
+    if (!(await isSameProcess(record.pid, record.startTime))) return 'dead';
+    if (!this.isOwnMount(table ?? (await this.mounter.table()), record)) return 'unmounted';
+    return (await this.probeOnce(record.mountPoint)) ? 'healthy' : 'hung';
+  }
+
   async isHealthy(record: ClientRecord): Promise<boolean> {
-    if (!(await isSameProcess(record.pid, record.startTime))) return false;
-    const mount = (await this.mounter.table()).at(record.mountPoint);
-    if (
-      mount?.fsType !== this.engineOf(record.spec).fsType ||
-      mount.source !== deviceName(record.key)
-    )
-      return false;
-    return isResponsive(record.mountPoint);
+    return (await this.state(record)) === 'healthy';
+  }
+
+  private probeOnce(path: string): Promise<boolean> {
+    const pending = this.probes.get(path);
+    if (pending) return pending;
+    const probe = this.probe.answers(path).finally(() => this.probes.delete(path));
+    this.probes.set(path, probe);
+    return probe;
   }
 
   async start(
@@ -128,6 +151,29 @@ export class CacheClients {
       if (!(err instanceof Error) || !/remote control/.test(err.message)) throw err;
       return this.startOnce(key, spec, secrets);
     }
+  }
+
+  /**
+   * Starts a client again with the credentials its first start received (kept 0600 on tmpfs), on
+   * the same cache: a crash must not cost the warm cache, nor unsent writes in it.
+   */
+  async restart(record: ClientRecord): Promise<ClientRecord> {
+    const paths = clientPaths(this.layout, record.key, record.spec);
+    let secrets: Record<string, string> = {};
+    try {
+      secrets = JSON.parse(await readFile(join(paths.runtimeDir, SECRETS_FILE), 'utf8')) as Record<
+        string,
+        string
+      >;
+    } catch {
+      // no credentials were given, or the runtime dir was lost (node reboot): start without
+    }
+    this.log.warn(
+      { dataset: record.key, pid: record.pid, clientLog: await logTail(paths.logFile) },
+      'restarting cache client',
+    );
+    await this.kill(record);
+    return this.start(record.key, record.spec, secrets);
   }
 
   private async newControlEndpoint(engine: Engine): Promise<ControlEndpoint | undefined> {
@@ -154,7 +200,11 @@ export class CacheClients {
     await chmod(paths.runtimeDir, 0o700);
     const control = await this.newControlEndpoint(engine);
     const plan = engine.plan(spec, paths, secrets, deviceName(key), control);
-    for (const file of plan.files) await writeFile(file.path, file.content, { mode: 0o600 });
+    const files = [
+      ...plan.files,
+      { path: join(paths.runtimeDir, SECRETS_FILE), content: JSON.stringify(secrets) },
+    ];
+    for (const file of files) await writeFile(file.path, file.content, { mode: 0o600 });
 
     const child = this.runner.spawnDetached(plan.command, plan.args, {
       env: plan.env,
@@ -162,8 +212,13 @@ export class CacheClients {
       logFile: paths.logFile,
     });
     let exitCode: number | null | undefined;
+    let ready = false;
     void child.exited.then((code) => {
       exitCode = code;
+      if (ready) {
+        this.log.warn({ dataset: key, pid: child.pid, exitCode: code }, 'cache client exited');
+        this.onExit(key);
+      }
     });
     const startTime = await processStartTime(child.pid);
     const deadline = Date.now() + this.timings.readyTimeoutMs;
@@ -184,10 +239,15 @@ export class CacheClients {
         await sleep(15);
       }
       // A mount comes up even when the remote is unreachable; one listing of the root tells.
-      const listing = await listsWithin(paths.mountPoint, Math.max(1000, deadline - Date.now()));
-      if (listing !== undefined) {
+      const listing = await this.runner.run(
+        'find',
+        [paths.mountPoint, '-mindepth', '1', '-maxdepth', '1', '-print', '-quit'],
+        Math.max(1000, deadline - Date.now()),
+      );
+      if (listing.exitCode !== 0) {
+        const why = listing.exitCode === -1 ? 'no answer in time' : listing.stderr.trim();
         throw unavailable(
-          `cache client for dataset ${key} mounted but cannot list the remote (${listing}): ${await logTail(paths.logFile)}`,
+          `cache client for dataset ${key} mounted but cannot list the remote (${why}): ${await logTail(paths.logFile)}`,
         );
       }
     } catch (err) {
@@ -200,6 +260,7 @@ export class CacheClients {
       );
       throw err;
     }
+    ready = true;
     const record: ClientRecord = {
       key,
       spec,
@@ -220,8 +281,8 @@ export class CacheClients {
 
   /**
    * Waits for written files to reach the remote, unmounts, stops the process, removes runtime files
-   * (they may hold credentials) and a RAM cache. A cache that may still hold unsent writes is kept:
-   * the next client of the dataset sends them.
+   * (they hold credentials) and a RAM cache. A cache that may still hold unsent writes is kept: the
+   * next client of the dataset sends them.
    */
   async stop(record: ClientRecord): Promise<void> {
     const started = Date.now();
@@ -244,6 +305,12 @@ export class CacheClients {
       { dataset: record.key, pid: record.pid, durationMs: Date.now() - started },
       'cache client stopped',
     );
+  }
+
+  /** Stops a client that does not answer: SIGKILL, then a lazy detach of its mount. */
+  async kill(record: ClientRecord): Promise<void> {
+    await this.signalAndWait(record.pid, record.startTime, 'SIGKILL', this.timings.stopTimeoutMs);
+    await this.detachAll(record.mountPoint);
   }
 
   /** True when nothing written through the mount is still waiting for upload. */
@@ -289,21 +356,29 @@ export class CacheClients {
 
   /** SIGTERM, then SIGKILL after the grace period; only ever the PID we started. */
   private async terminate(pid: number, startTime: string | undefined): Promise<void> {
-    if (startTime === undefined || !(await isSameProcess(pid, startTime))) return;
-    const signal = (name: NodeJS.Signals): void => {
-      try {
-        process.kill(pid, name);
-      } catch {
-        // already gone
-      }
-    };
-    signal('SIGTERM');
-    const deadline = Date.now() + this.timings.stopTimeoutMs;
+    if (startTime === undefined) return;
+    if (await this.signalAndWait(pid, startTime, 'SIGTERM', this.timings.stopTimeoutMs)) return;
+    await this.signalAndWait(pid, startTime, 'SIGKILL', Infinity);
+  }
+
+  /** Signals our process (PID and start identity) and waits for it to go; true when it went. */
+  private async signalAndWait(
+    pid: number,
+    startTime: string,
+    signal: NodeJS.Signals,
+    timeoutMs: number,
+  ): Promise<boolean> {
+    if (!(await isSameProcess(pid, startTime))) return true;
+    try {
+      process.kill(pid, signal);
+    } catch {
+      return true;
+    }
+    const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (!(await isSameProcess(pid, startTime))) return;
+      if (!(await isSameProcess(pid, startTime))) return true;
       await sleep(20);
     }
-    signal('SIGKILL');
-    while (await isSameProcess(pid, startTime)) await sleep(20);
+    return false;
   }
 }

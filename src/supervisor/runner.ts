@@ -32,12 +32,14 @@ export class ExecaRunner implements ProcessRunner {
     const result = await execa(command, args, {
       reject: false,
       timeout: timeoutMs,
+      // A command stuck on a dead FUSE mount only yields to a fatal signal.
+      killSignal: 'SIGKILL',
       stdin: 'ignore',
       env: { LC_ALL: 'C', PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
       extendEnv: false,
     });
     return {
-      exitCode: result.exitCode ?? -1,
+      exitCode: result.timedOut ? -1 : (result.exitCode ?? -1),
       stdout: String(result.stdout ?? ''),
       stderr: String(result.stderr ?? result.message ?? ''),
     };

@@ -1,6 +1,6 @@
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Config } from '../../src/config.js';
+import { parseConfig, type Config } from '../../src/config.js';
 import { CsiClient } from '../../src/csi/client.js';
 import { startDriver, type Driver } from '../../src/driver.js';
 import { createLogger } from '../../src/log.js';
@@ -28,14 +28,18 @@ export async function startTestDriver(options: Partial<Config> = {}): Promise<Te
   const work = await mkdtemp('/tmp/dcsi-test-');
   const memCacheDir = join('/dev/shm', `dcsi-test-${work.slice(-6)}`);
   const config: Config = {
-    endpoint: `unix://${work}/csi.sock`,
-    nodeId: 'test-node',
-    stateDir: join(work, 'state'),
-    mode: 'all',
-    logLevel: 'debug',
-    driverName: 'dataset-cache.csi.dev',
-    memCacheDir,
-    rcloneBinary: 'rclone',
+    ...parseConfig(
+      [
+        `--endpoint=unix://${work}/csi.sock`,
+        '--node-id=test-node',
+        `--state-dir=${join(work, 'state')}`,
+        `--runtime-dir=${join(work, 'run')}`,
+        `--mem-cache-dir=${memCacheDir}`,
+        '--log-level=debug',
+        '--health-interval=250',
+      ],
+      {},
+    ),
     ...options,
   };
   const logFile = join(work, 'driver.log');
@@ -66,6 +70,7 @@ export async function startTestDriver(options: Partial<Config> = {}): Promise<Te
       await driver?.close();
       driver = undefined;
       await cleanupUnder(work, config.stateDir);
+      await rm(config.runtimeDir, { recursive: true, force: true });
       await rm(memCacheDir, { recursive: true, force: true });
       await rm(work, { recursive: true, force: true });
     },

@@ -9,7 +9,6 @@ import * as grpc from '@grpc/grpc-js';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
 import { MountTable } from '../../src/mount/mountinfo.js';
 import { freePort } from '../../src/util/net.js';
-import { isSameProcess, sleep } from '../../src/util/proc.js';
 import { recordedClients } from '../helpers/cleanup.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
 import { pidsWithArgs } from '../helpers/processes.js';
@@ -82,6 +81,7 @@ afterAll(async () => {
 });
 
 afterEach(async () => {
+  if (process.env.DEBUG_DRIVER_LOG) process.stderr.write(await driver.log());
   await expectClean();
 });
 
@@ -222,7 +222,10 @@ it('refuses to stage when the remote does not answer, with the client’s own wo
       volume_context: { source: `webdav://127.0.0.1:${closed}/data` },
     }),
   ).rejects.toEqual(
-    code(grpc.status.UNAVAILABLE, /cannot list the remote \(EIO\).*connection refused/),
+    code(
+      grpc.status.UNAVAILABLE,
+      /cannot list the remote \(.*Input\/output error\).*connection refused/,
+    ),
   );
   expect((await MountTable.read()).at(staging('unreachable'))).toBeUndefined();
 });
@@ -270,46 +273,6 @@ it('adopts running clients after a driver restart without interrupting reads', a
   await driver.client.node.NodeUnpublishVolume({
     volume_id: volume.volume_id,
     target_path: target('pod-adopt'),
-  });
-  await driver.client.node.NodeUnstageVolume({
-    volume_id: volume.volume_id,
-    staging_target_path: staging(volume.volume_id),
-  });
-  await driver.client.controller.DeleteVolume({ volume_id: volume.volume_id });
-});
-
-it('reports a crashed client as abnormal, and a retried stage and publish repair the mounts', async () => {
-  const volume = await create('crash');
-  await stage(volume);
-  await publish(volume.volume_id, 'pod-crash');
-  const [client] = await recordedClients(driver.stateDir);
-  if (!client) throw new Error('no client');
-  process.kill(client.pid, 'SIGKILL');
-  while (await isSameProcess(client.pid, client.startTime)) await sleep(10);
-  const stats = await driver.client.node.NodeGetVolumeStats({
-    volume_id: volume.volume_id,
-    volume_path: target('pod-crash'),
-  });
-  expect(stats.volume_condition).toEqual({
-    abnormal: true,
-    message: expect.stringMatching(/not running/),
-  });
-  expect(stats.usage).toEqual([]);
-  // kubelet's retries of stage and publish bring the volume back on a new client.
-  await stage(volume);
-  await publish(volume.volume_id, 'pod-crash');
-  const [restarted] = await recordedClients(driver.stateDir);
-  expect(restarted?.pid).not.toBe(client.pid);
-  expect(await readFile(join(target('pod-crash'), 'labels.txt'), 'utf8')).toBe('cat\ndog\n');
-  const healthy = await driver.client.node.NodeGetVolumeStats({
-    volume_id: volume.volume_id,
-    volume_path: target('pod-crash'),
-  });
-  expect(healthy.volume_condition?.abnormal).toBe(false);
-  expect((await MountTable.read()).countAt(target('pod-crash'))).toBe(1);
-  await driver.client.node.NodeUnpublishVolume({
-    volume_id: volume.volume_id,
-    target_path: target('pod-crash'),
   });
   await driver.client.node.NodeUnstageVolume({
     volume_id: volume.volume_id,
