@@ -84,12 +84,18 @@ export function normalizeSubPath(key: string, value: string | undefined): string
   return normalized === '.' ? '' : normalized;
 }
 
+/** Generous for any real URL or path, small enough that nothing oversized reaches a command line. */
+const MAX_VALUE_BYTES = 4096;
+
 export function parseVolumeParameters(params: Record<string, string>): VolumeParameters {
-  for (const key of Object.keys(params)) {
+  for (const [key, value] of Object.entries(params)) {
+    if (Buffer.byteLength(value) > MAX_VALUE_BYTES) {
+      throw new ParameterError(`parameter ${key} is longer than ${MAX_VALUE_BYTES} bytes`);
+    }
     if (key.startsWith(KUBERNETES_PREFIX)) continue;
     if (!KNOWN_KEYS.has(key)) {
       throw new ParameterError(
-        `unknown parameter "${key}"; known parameters: ${[...KNOWN_KEYS].join(', ')}`,
+        `unknown parameter "${JSON.stringify(key).slice(1, 65)}"; known parameters: ${[...KNOWN_KEYS].join(', ')}`,
       );
     }
     if (NOT_YET_SUPPORTED.has(key)) {

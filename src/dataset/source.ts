@@ -47,7 +47,9 @@ function normalizePath(raw: string, field: string): string {
 export function parseSource(value: string): Source {
   if (UNSAFE.test(value)) throw new SourceError('source contains control characters');
   // URL parsing would silently resolve dot segments; a '..' in a source is a mistake or an attack.
-  if (/\/\.\.(\/|$)/.test(value)) throw new SourceError(`source "${value}" must not contain '..'`);
+  if (/\/(?:\.|%2e){2}(?:\/|$)/i.test(value)) {
+    throw new SourceError(`source "${value}" must not contain '..'`);
+  }
   let url: URL;
   try {
     url = new URL(value);

@@ -324,8 +324,13 @@ export class MountManager {
   /** Makes every staging and target bind of a dataset's volumes live again; returns how many. */
   private async repairBinds(client: ClientRecord): Promise<number> {
     let repaired = 0;
+    const intact = (table: MountTable, volume: VolumeRecord): boolean =>
+      this.isBindOf(table, volume.stagingPath, client) &&
+      Object.keys(volume.targets).every((target) => this.isBindOf(table, target, client));
+    const before = await this.mounter.table();
     for (const volume of this.journal.volumesOf(client.key)) {
-      if (this.locks.isBusy(volume.volumeId)) continue; // a call in flight; next round
+      // Locks are taken only for real repairs, so that kubelet's calls are not refused in steady state.
+      if (intact(before, volume) || this.locks.isBusy(volume.volumeId)) continue;
       await this.locks.runExclusive(volume.volumeId, async () => {
         let table = await this.mounter.table();
         if (!this.isBindOf(table, volume.stagingPath, client)) {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { unavailable } from '../csi/errors.js';
+import { failedPrecondition, unavailable } from '../csi/errors.js';
 import type { DatasetSpec } from '../dataset/params.js';
 import type { ClientPaths, ControlEndpoint, Engine, EngineRegistry } from '../engines/engine.js';
 import type { ClientRecord } from '../mount/journal.js';
@@ -193,6 +193,10 @@ export class CacheClients {
     const started = Date.now();
     const engine = this.engineOf(spec);
     const paths = clientPaths(this.layout, key, spec);
+    // An absent local directory would be served as an empty dataset: say so instead.
+    if (spec.source.kind === 'local' && (await this.probe.kind(spec.source.path)) !== 'directory') {
+      throw failedPrecondition(`source directory ${spec.source.path} does not exist on this node`);
+    }
     await this.detachAll(paths.mountPoint);
     await mkdir(paths.mountPoint, { recursive: true });
     await mkdir(paths.cacheDir, { recursive: true, mode: 0o700 });
