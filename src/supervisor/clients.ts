@@ -345,17 +345,23 @@ export class CacheClients {
     return false;
   }
 
-  /** Removes every mount stacked at a path; a busy or dead mount is detached lazily. */
+  /**
+   * Removes every mount stacked at a path; a busy or dead mount is detached lazily. Only the mount
+   * table decides success: an unmount that fails because another one got there first is fine.
+   */
   async detachAll(path: string): Promise<void> {
+    let lastError: unknown;
     for (let attempt = 0; attempt < 16; attempt += 1) {
       if (!(await this.mounter.table()).at(path)) return;
       try {
         await this.mounter.unmount(path);
       } catch {
-        await this.mounter.unmount(path, { lazy: true });
+        await this.mounter.unmount(path, { lazy: true }).catch((err: unknown) => {
+          lastError = err;
+        });
       }
     }
-    throw new Error(`could not detach the mounts at ${path}`);
+    throw new Error(`could not detach the mounts at ${path}: ${String(lastError)}`);
   }
 
   /** SIGTERM, then SIGKILL after the grace period; only ever the PID we started. */

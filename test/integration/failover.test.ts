@@ -349,8 +349,10 @@ describe('a driver killed at each step, then retried by kubelet', () => {
         try {
           await step();
         } catch (err) {
-          expect(name).toBe(point.split(':')[0]);
-          expect((err as grpc.ServiceError).code).toBe(grpc.status.UNAVAILABLE);
+          // The step and the error together, so that an unexpected failure tells what it was.
+          expect(`${name}: ${String(err)}`).toMatch(
+            new RegExp(`^${point.split(':')[0]}: Error: 14 UNAVAILABLE`),
+          );
           expect(await driver.exited()).toBe(137);
           crashes += 1;
           await driver.start();
