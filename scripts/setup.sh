@@ -16,6 +16,7 @@ fi
 missing=()
 command -v rclone >/dev/null || missing+=(rclone)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
+command -v bindfs >/dev/null || missing+=(bindfs)
 command -v findmnt >/dev/null || missing+=(util-linux)
 command -v mount >/dev/null || missing+=(mount)
 if ((${#missing[@]})); then

@@ -17,6 +17,7 @@ export const ConfigSchema = z.object({
   /** When set, staging and target paths must lie below it (kubelet's root directory). */
   kubeletDir: z.string().startsWith('/', 'kubelet-dir must be an absolute path').optional(),
   healthIntervalMs: z.number().int().min(100).max(60_000),
+  pageCache: z.enum(['bindfs', 'none']),
   rcloneBinary: z.string().min(1),
   /** Test only: the process kills itself at this point, as a crash would (DATASET_CACHE_CSI_FAULT_POINT). */
   faultPoint: z.string().optional(),
@@ -32,6 +33,7 @@ export const DEFAULTS = {
   memCacheDir: '/dev/shm/dataset-cache-csi',
   runtimeDir: '/run/dataset-cache-csi',
   healthIntervalMs: 1000,
+  pageCache: 'bindfs',
   rcloneBinary: 'rclone',
 } as const;
 
@@ -43,6 +45,7 @@ export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock 
   --runtime-dir DIR      tmpfs directory for client runtime files (default ${DEFAULTS.runtimeDir})
   --kubelet-dir DIR      refuse staging and target paths outside this directory
   --health-interval MS   how often clients and mounts are checked (default ${DEFAULTS.healthIntervalMs})
+  --page-cache MODE      bindfs (warm reads from the page cache) | none (default ${DEFAULTS.pageCache})
   --rclone PATH          rclone binary (default ${DEFAULTS.rcloneBinary})
   --log-level LEVEL      trace | debug | info | warn | error (default ${DEFAULTS.logLevel})
   dataset-cache-csi demo  runs the local demo (see README)`;
@@ -67,6 +70,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         'runtime-dir': { type: 'string' },
         'kubelet-dir': { type: 'string' },
         'health-interval': { type: 'string' },
+        'page-cache': { type: 'string' },
         rclone: { type: 'string' },
       },
     }));
@@ -88,6 +92,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       str('health-interval') !== undefined
         ? Number(str('health-interval'))
         : DEFAULTS.healthIntervalMs,
+    pageCache: str('page-cache') ?? DEFAULTS.pageCache,
     rcloneBinary: str('rclone') ?? DEFAULTS.rcloneBinary,
     faultPoint: env.DATASET_CACHE_CSI_FAULT_POINT || undefined,
   });

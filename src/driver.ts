@@ -72,7 +72,12 @@ export async function startDriver(
       new EngineRegistry([new RcloneEngine(config.rcloneBinary)]),
       runner,
       mounter,
-      { stateDir: config.stateDir, memCacheDir: config.memCacheDir, runtimeDir: config.runtimeDir },
+      {
+        stateDir: config.stateDir,
+        memCacheDir: config.memCacheDir,
+        runtimeDir: config.runtimeDir,
+        pageCache: config.pageCache,
+      },
       log,
       {},
       () => healthLoop?.trigger(),

@@ -3,6 +3,12 @@ import type { DatasetSpec } from '../dataset/params.js';
 import type { ControlEndpoint } from '../engines/engine.js';
 import { readJson, writeJson } from '../state/json-file.js';
 
+/** How a client's dataset mount looks in mountinfo: binds from anything else are refused. */
+export interface MountIdentity {
+  fsType: string;
+  source: string;
+}
+
 /** A running (or last known) cache client of a Dataset. */
 export interface ClientRecord {
   key: string;
@@ -10,7 +16,11 @@ export interface ClientRecord {
   pid: number;
   /** With the PID, tells our client from a later process that reuses the PID. */
   startTime: string;
+  /** The dataset mount that volumes bind from. */
   mountPoint: string;
+  mountIdentity: MountIdentity;
+  /** The page-cache layer over the engine's own mount (at its mountPoint), when there is one. */
+  layer?: { pid: number; startTime: string; mountPoint: string };
   cacheDir: string;
   runtimeDir: string;
   startedAt: string;

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { alreadyExists, failedPrecondition, notFound, unavailable } from '../csi/errors.js';
 import { KeyedMutex, type VolumeLocks } from '../csi/locks.js';
 import { datasetKey, type VolumeParameters } from '../dataset/params.js';
-import { DEVICE_PREFIX, type CacheClients } from '../supervisor/clients.js';
+import { isDatasetCacheMount, type CacheClients } from '../supervisor/clients.js';
 import type { ClientRecord, Journal, VolumeRecord } from './journal.js';
 import type { Mounter } from './mounter.js';
 import type { MountTable } from './mountinfo.js';
@@ -381,9 +381,16 @@ export class MountManager {
       }
     }
     await this.journal.save();
-    const known = new Set(this.journal.clients().map((client) => client.mountPoint));
+    const known = new Set(
+      this.journal
+        .clients()
+        .flatMap((client) => [
+          client.mountPoint,
+          ...(client.layer ? [client.layer.mountPoint] : []),
+        ]),
+    );
     for (const mount of (await this.mounter.table()).entries) {
-      if (!mount.source.startsWith(DEVICE_PREFIX) || known.has(mount.mountPoint)) continue;
+      if (!isDatasetCacheMount(mount) || known.has(mount.mountPoint)) continue;
       if (!this.clients.isDatasetMountPath(mount.mountPoint)) continue;
       this.log.warn({ mountPoint: mount.mountPoint }, 'detaching an orphaned dataset mount');
       await this.clients.detachAll(mount.mountPoint);
@@ -486,7 +493,7 @@ export class MountManager {
   /** Removes mounts at a path only when they came from one of our clients (never a foreign mount). */
   private async detachLeftover(path: string): Promise<void> {
     const mount = (await this.mounter.table()).at(path);
-    if (mount?.source.startsWith(DEVICE_PREFIX)) await this.clients.detachAll(path);
+    if (mount && isDatasetCacheMount(mount)) await this.clients.detachAll(path);
   }
 
   private event(message: string, started: number, fields: Record<string, unknown>): void {

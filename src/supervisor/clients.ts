@@ -4,11 +4,18 @@ import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { failedPrecondition, unavailable } from '../csi/errors.js';
 import type { DatasetSpec } from '../dataset/params.js';
-import type { ClientPaths, ControlEndpoint, Engine, EngineRegistry } from '../engines/engine.js';
-import type { ClientRecord } from '../mount/journal.js';
+import {
+  baseEnvironment,
+  type ClientPaths,
+  type ControlEndpoint,
+  type Engine,
+  type EngineRegistry,
+  type LaunchPlan,
+} from '../engines/engine.js';
+import type { ClientRecord, MountIdentity } from '../mount/journal.js';
 import type { Mounter } from '../mount/mounter.js';
 import { PathProbe } from '../mount/path-probe.js';
-import type { MountTable } from '../mount/mountinfo.js';
+import type { MountEntry, MountTable } from '../mount/mountinfo.js';
 import { freePort } from '../util/net.js';
 import { isSameProcess, processStartTime, sleep } from '../util/proc.js';
 import type { ProcessRunner } from './runner.js';
@@ -22,6 +29,13 @@ export interface ClientLayout {
    * such as /run, so credentials never reach a disk and never sit in the state directory.
    */
   runtimeDir: string;
+  /**
+   * How repeat reads reach the page cache. 'bindfs': a bindfs -o auto_cache layer over the engine's
+   * mount keeps file pages across opens (rclone drops them at every open), so warm reads run at
+   * memory speed; pages are dropped at open when a file's size or mtime changed. 'none': the
+   * engine's mount is the dataset mount.
+   */
+  pageCache: 'bindfs' | 'none';
 }
 
 export interface ClientTimings {
@@ -41,6 +55,9 @@ const DEFAULT_TIMINGS: ClientTimings = {
 };
 
 export type ClientState = 'healthy' | 'dead' | 'unmounted' | 'hung';
+
+/** The file-system type of the page-cache layer's mounts. */
+export const LAYER_FS_TYPE = 'fuse.dataset-cache';
 
 export function clientPaths(layout: ClientLayout, key: string, spec: DatasetSpec): ClientPaths {
   const base = join(layout.stateDir, 'datasets', key);
@@ -63,6 +80,13 @@ export function clientPaths(layout: ClientLayout, key: string, spec: DatasetSpec
 export const DEVICE_PREFIX = 'dataset-cache-csi:';
 export const deviceName = (key: string): string => `${DEVICE_PREFIX}${key}`;
 
+/** Whether a mount (a dataset mount or a bind of one) was made by one of our clients. */
+export const isDatasetCacheMount = (entry: MountEntry): boolean =>
+  entry.source.startsWith(DEVICE_PREFIX) || entry.fsType === LAYER_FS_TYPE;
+
+/** Where the engine mounts when a page-cache layer is stacked on top of it. */
+const backingMount = (mountPoint: string): string => join(dirname(mountPoint), 'backing');
+
 async function logTail(file: string, bytes = 2048): Promise<string> {
   try {
     const handle = await open(file, 'r');
@@ -80,6 +104,14 @@ async function logTail(file: string, bytes = 2048): Promise<string> {
 }
 
 const SECRETS_FILE = 'secrets.json';
+
+/** A process of a client that is up and mounted; watch() turns on exit reporting. */
+interface Spawned {
+  pid: number;
+  startTime: string;
+  mountPoint: string;
+  watch(): void;
+}
 
 /** Starts, checks and stops the cache-client processes; knows nothing of volumes. */
 export class CacheClients {
@@ -105,24 +137,26 @@ export class CacheClients {
   /** Where dataset mounts live (pod binds elsewhere are never treated as orphans). */
   isDatasetMountPath(path: string): boolean {
     const root = join(this.layout.stateDir, 'datasets');
-    return path.startsWith(`${root}/`) && path.endsWith('/mount');
+    return path.startsWith(`${root}/`) && (path.endsWith('/mount') || path.endsWith('/backing'));
   }
 
   engineOf(spec: DatasetSpec): Engine {
     return this.engines.get(spec.engine);
   }
 
-  /** Whether the mount at mountPoint is the client's own (type and device name). */
+  /** Whether the mount at mountPoint is the client's own (type and source recorded at start). */
   isOwnMount(table: MountTable, record: ClientRecord): boolean {
     const mount = table.at(record.mountPoint);
     return (
-      mount?.fsType === this.engineOf(record.spec).fsType && mount.source === deviceName(record.key)
+      mount?.fsType === record.mountIdentity.fsType && mount.source === record.mountIdentity.source
     );
   }
 
-  /** Process alive (same start identity), its mount present, of its type and answering. */
+  /** Processes alive (same start identity), the mount present, of its type and answering. */
   async state(record: ClientRecord, table?: MountTable): Promise<ClientState> {
     if (!(await isSameProcess(record.pid, record.startTime))) return 'dead';
+    if (record.layer && !(await isSameProcess(record.layer.pid, record.layer.startTime)))
+      return 'dead';
     if (!this.isOwnMount(table ?? (await this.mounter.table()), record)) return 'unmounted';
     return (await this.probeOnce(record.mountPoint)) ? 'healthy' : 'hung';
   }
@@ -197,55 +231,48 @@ export class CacheClients {
     if (spec.source.kind === 'local' && (await this.probe.kind(spec.source.path)) !== 'directory') {
       throw failedPrecondition(`source directory ${spec.source.path} does not exist on this node`);
     }
+    const layered = this.layout.pageCache === 'bindfs';
+    const engineMount = layered ? backingMount(paths.mountPoint) : paths.mountPoint;
     await this.detachAll(paths.mountPoint);
+    await this.detachAll(engineMount);
+    await mkdir(engineMount, { recursive: true });
     await mkdir(paths.mountPoint, { recursive: true });
     await mkdir(paths.cacheDir, { recursive: true, mode: 0o700 });
     await mkdir(paths.runtimeDir, { recursive: true, mode: 0o700 });
     await chmod(paths.runtimeDir, 0o700);
     const control = await this.newControlEndpoint(engine);
-    const plan = engine.plan(spec, paths, secrets, deviceName(key), control);
+    const plan = engine.plan(
+      spec,
+      { ...paths, mountPoint: engineMount },
+      secrets,
+      deviceName(key),
+      control,
+    );
     const files = [
       ...plan.files,
       { path: join(paths.runtimeDir, SECRETS_FILE), content: JSON.stringify(secrets) },
     ];
     for (const file of files) await writeFile(file.path, file.content, { mode: 0o600 });
 
-    const child = this.runner.spawnDetached(plan.command, plan.args, {
-      env: plan.env,
-      cwd: paths.runtimeDir,
-      logFile: paths.logFile,
-    });
-    let exitCode: number | null | undefined;
-    let ready = false;
-    void child.exited.then((code) => {
-      exitCode = code;
-      if (ready) {
-        this.log.warn({ dataset: key, pid: child.pid, exitCode: code }, 'cache client exited');
-        this.onExit(key);
-      }
-    });
-    const startTime = await processStartTime(child.pid);
     const deadline = Date.now() + this.timings.readyTimeoutMs;
+    const spawned: Spawned[] = [];
+    let identity: MountIdentity = { fsType: engine.fsType, source: deviceName(key) };
     try {
-      for (;;) {
-        const mount = (await this.mounter.table()).at(paths.mountPoint);
-        if (mount?.fsType === engine.fsType && mount.source === deviceName(key)) break;
-        if (exitCode !== undefined || startTime === undefined) {
-          throw unavailable(
-            `cache client for dataset ${key} exited (code ${String(exitCode)}) before mounting: ${await logTail(paths.logFile)}`,
-          );
-        }
-        if (Date.now() > deadline) {
-          throw unavailable(
-            `cache client for dataset ${key} did not mount within ${this.timings.readyTimeoutMs} ms: ${await logTail(paths.logFile)}`,
-          );
-        }
-        await sleep(15);
-      }
+      spawned.push(
+        await this.spawnUntilMounted(
+          key,
+          plan,
+          paths.logFile,
+          paths.runtimeDir,
+          engineMount,
+          identity,
+          deadline,
+        ),
+      );
       // A mount comes up even when the remote is unreachable; one listing of the root tells.
       const listing = await this.runner.run(
         'find',
-        [paths.mountPoint, '-mindepth', '1', '-maxdepth', '1', '-print', '-quit'],
+        [engineMount, '-mindepth', '1', '-maxdepth', '1', '-print', '-quit'],
         Math.max(1000, deadline - Date.now()),
       );
       if (listing.exitCode !== 0) {
@@ -254,9 +281,40 @@ export class CacheClients {
           `cache client for dataset ${key} mounted but cannot list the remote (${why}): ${await logTail(paths.logFile)}`,
         );
       }
+      if (layered) {
+        identity = { fsType: LAYER_FS_TYPE, source: engineMount };
+        const layer: LaunchPlan = {
+          command: 'bindfs',
+          args: [
+            '-f',
+            '--multithreaded',
+            ...(spec.readOnly ? ['-r'] : []),
+            '-o',
+            `auto_cache,allow_other,subtype=${LAYER_FS_TYPE.slice('fuse.'.length)}`,
+            engineMount,
+            paths.mountPoint,
+          ],
+          env: baseEnvironment(paths.runtimeDir),
+          files: [],
+        };
+        const layerLog = join(paths.runtimeDir, 'page-cache.log');
+        spawned.push(
+          await this.spawnUntilMounted(
+            key,
+            layer,
+            layerLog,
+            paths.runtimeDir,
+            paths.mountPoint,
+            identity,
+            deadline,
+          ),
+        );
+      }
     } catch (err) {
-      await this.terminate(child.pid, startTime);
-      await this.detachAll(paths.mountPoint);
+      for (const process of spawned.reverse()) {
+        await this.detachAll(process.mountPoint);
+        await this.terminate(process.pid, process.startTime);
+      }
       await rm(paths.runtimeDir, { recursive: true, force: true });
       this.log.warn(
         { dataset: key, durationMs: Date.now() - started },
@@ -264,23 +322,91 @@ export class CacheClients {
       );
       throw err;
     }
-    ready = true;
+    for (const process of spawned) process.watch();
+    const [client, layer] = spawned as [Spawned, Spawned | undefined];
     const record: ClientRecord = {
       key,
       spec,
-      pid: child.pid,
-      startTime: startTime as string,
+      pid: client.pid,
+      startTime: client.startTime,
       mountPoint: paths.mountPoint,
+      mountIdentity: identity,
       cacheDir: paths.cacheDir,
       runtimeDir: paths.runtimeDir,
       startedAt: new Date().toISOString(),
     };
+    if (layer)
+      record.layer = { pid: layer.pid, startTime: layer.startTime, mountPoint: engineMount };
     if (control) record.control = control;
     this.log.info(
-      { dataset: key, pid: child.pid, engine: spec.engine, durationMs: Date.now() - started },
+      {
+        dataset: key,
+        pid: client.pid,
+        layerPid: layer?.pid,
+        engine: spec.engine,
+        durationMs: Date.now() - started,
+      },
       'cache client started',
     );
     return record;
+  }
+
+  /** Starts one process of a client and waits until its mount shows up with the expected identity. */
+  private async spawnUntilMounted(
+    key: string,
+    plan: LaunchPlan,
+    logFile: string,
+    cwd: string,
+    mountPoint: string,
+    identity: MountIdentity,
+    deadline: number,
+  ): Promise<Spawned> {
+    const child = this.runner.spawnDetached(plan.command, plan.args, {
+      env: plan.env,
+      cwd,
+      logFile,
+    });
+    let exitCode: number | null | undefined;
+    let watched = false;
+    void child.exited.then((code) => {
+      exitCode = code;
+      if (!watched) return;
+      this.log.warn(
+        { dataset: key, pid: child.pid, command: plan.command, exitCode: code },
+        'cache client process exited',
+      );
+      this.onExit(key);
+    });
+    const startTime = await processStartTime(child.pid);
+    if (startTime === undefined) {
+      throw unavailable(
+        `${plan.command} for dataset ${key} exited at once: ${await logTail(logFile)}`,
+      );
+    }
+    for (;;) {
+      const mount = (await this.mounter.table()).at(mountPoint);
+      if (mount?.fsType === identity.fsType && mount.source === identity.source) break;
+      if (exitCode !== undefined) {
+        throw unavailable(
+          `${plan.command} for dataset ${key} exited (code ${String(exitCode)}) before mounting: ${await logTail(logFile)}`,
+        );
+      }
+      if (Date.now() > deadline) {
+        await this.terminate(child.pid, startTime);
+        throw unavailable(
+          `${plan.command} for dataset ${key} did not mount within ${this.timings.readyTimeoutMs} ms: ${await logTail(logFile)}`,
+        );
+      }
+      await sleep(15);
+    }
+    return {
+      pid: child.pid,
+      startTime,
+      mountPoint,
+      watch: () => {
+        watched = true;
+      },
+    };
   }
 
   /**
@@ -292,6 +418,10 @@ export class CacheClients {
     const started = Date.now();
     const flushed = await this.flush(record);
     await this.detachAll(record.mountPoint);
+    if (record.layer) {
+      await this.terminate(record.layer.pid, record.layer.startTime);
+      await this.detachAll(record.layer.mountPoint);
+    }
     await this.terminate(record.pid, record.startTime);
     await rm(record.runtimeDir, { recursive: true, force: true });
     if (!flushed) {
@@ -304,6 +434,7 @@ export class CacheClients {
     }
     // Empty directories only: an SSD cache kept under the dataset directory stays warm for later.
     await rmdir(record.mountPoint).catch(() => undefined);
+    if (record.layer) await rmdir(record.layer.mountPoint).catch(() => undefined);
     await rmdir(dirname(record.mountPoint)).catch(() => undefined);
     this.log.info(
       { dataset: record.key, pid: record.pid, durationMs: Date.now() - started },
@@ -313,8 +444,18 @@ export class CacheClients {
 
   /** Stops a client that does not answer: SIGKILL, then a lazy detach of its mount. */
   async kill(record: ClientRecord): Promise<void> {
+    // Bottom up: a layer blocked on a hung engine mount only dies once the engine is gone.
     await this.signalAndWait(record.pid, record.startTime, 'SIGKILL', this.timings.stopTimeoutMs);
+    if (record.layer) {
+      await this.signalAndWait(
+        record.layer.pid,
+        record.layer.startTime,
+        'SIGKILL',
+        this.timings.stopTimeoutMs,
+      );
+    }
     await this.detachAll(record.mountPoint);
+    if (record.layer) await this.detachAll(record.layer.mountPoint);
   }
 
   /** True when nothing written through the mount is still waiting for upload. */

@@ -29,20 +29,36 @@ export interface ProcessRunner {
 
 export class ExecaRunner implements ProcessRunner {
   async run(command: string, args: string[], timeoutMs = 30_000): Promise<CommandResult> {
-    const result = await execa(command, args, {
+    const child = execa(command, args, {
       reject: false,
-      timeout: timeoutMs,
-      // A command stuck on a dead FUSE mount only yields to a fatal signal.
-      killSignal: 'SIGKILL',
       stdin: 'ignore',
       env: { LC_ALL: 'C', PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
       extendEnv: false,
     });
-    return {
-      exitCode: result.timedOut ? -1 : (result.exitCode ?? -1),
-      stdout: String(result.stdout ?? ''),
-      stderr: String(result.stderr ?? result.message ?? ''),
-    };
+    let timer: NodeJS.Timeout | undefined;
+    // On time-out the child is SIGKILLed but not waited for: a process blocked on a FUSE request
+    // that its server already took cannot die until that server answers or dies.
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    });
+    try {
+      const result = await Promise.race([child, timedOut]);
+      if (result === 'timeout') {
+        child.kill('SIGKILL');
+        return {
+          exitCode: -1,
+          stdout: '',
+          stderr: `${command} did not finish within ${timeoutMs} ms`,
+        };
+      }
+      return {
+        exitCode: result.exitCode ?? -1,
+        stdout: String(result.stdout ?? ''),
+        stderr: String(result.stderr ?? result.message ?? ''),
+      };
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**

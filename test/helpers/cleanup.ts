@@ -3,21 +3,37 @@ import { execa } from 'execa';
 import { MountTable } from '../../src/mount/mountinfo.js';
 import { isSameProcess, sleep } from '../../src/util/proc.js';
 
-interface JournalClients {
-  datasets?: Record<string, { pid: number; startTime: string }>;
+interface RecordedProcess {
+  pid: number;
+  startTime: string;
 }
 
-/** The cache-client PIDs a driver recorded, with their start identity. */
-export async function recordedClients(
-  stateDir: string,
-): Promise<{ pid: number; startTime: string }[]> {
+export interface RecordedClient extends RecordedProcess {
+  mountPoint: string;
+  layer?: RecordedProcess;
+}
+
+interface JournalClients {
+  datasets?: Record<string, RecordedClient>;
+}
+
+/** The cache clients a driver recorded: PID, start identity, dataset mount and layer. */
+export async function recordedClients(stateDir: string): Promise<RecordedClient[]> {
+  const journal = await readJson<JournalClients>(`${stateDir}/journal.json`);
+  return Object.values(journal.datasets ?? {});
+}
+
+/** Every process the driver recorded: clients and their page-cache layers. */
+export async function recordedProcesses(stateDir: string): Promise<RecordedProcess[]> {
+  const journal = await readJson<JournalClients>(`${stateDir}/journal.json`);
+  return Object.values(journal.datasets ?? {}).flatMap((d) => [d, ...(d.layer ? [d.layer] : [])]);
+}
+
+async function readJson<T>(path: string): Promise<Partial<T>> {
   try {
-    const journal = JSON.parse(
-      await readFile(`${stateDir}/journal.json`, 'utf8'),
-    ) as JournalClients;
-    return Object.values(journal.datasets ?? {});
+    return JSON.parse(await readFile(path, 'utf8')) as T;
   } catch {
-    return [];
+    return {};
   }
 }
 
@@ -30,7 +46,7 @@ export async function mountsUnder(prefix: string): Promise<string[]> {
  * (deepest and latest first, lazily) and every cache client the journal names, by PID.
  */
 export async function cleanupUnder(work: string, stateDir: string): Promise<void> {
-  const clients = await recordedClients(stateDir);
+  const clients = await recordedProcesses(stateDir);
   for (let round = 0; round < 50; round += 1) {
     const mounts = (await MountTable.read()).under(work);
     if (mounts.length === 0) break;

@@ -104,14 +104,25 @@ it('shares one rclone client between two volumes and four targets, and cleans up
     'hello from pod 4\n',
   );
 
-  // The table shows every bind coming from the client's own mount.
+  // Every bind comes from the dataset mount: the page-cache layer over rclone's own mount.
   const table = await MountTable.read();
+  const [record] = await recordedClients(driver.stateDir);
+  const datasetMount = table.at(record?.mountPoint ?? '');
+  expect(datasetMount).toMatchObject({
+    fsType: 'fuse.dataset-cache',
+    source: expect.stringMatching(/\/backing$/),
+  });
+  expect(table.at(datasetMount?.source ?? '')).toMatchObject({
+    fsType: 'fuse.rclone',
+    source: expect.stringMatching(/^dataset-cache-csi:ds-/),
+  });
   for (const { pod } of plan) {
     expect(table.at(target(pod))).toMatchObject({
-      fsType: 'fuse.rclone',
-      source: expect.stringMatching(/^dataset-cache-csi:ds-/),
+      fsType: 'fuse.dataset-cache',
+      device: datasetMount?.device,
     });
   }
+  expect(await pidsWithArgs('bindfs', driver.stateDir)).toEqual([record?.layer?.pid]);
   expect(table.at(target('pod-2'))?.options).toContain('ro');
   expect(table.at(target('pod-1'))?.options).toContain('rw');
 
@@ -133,6 +144,7 @@ it('shares one rclone client between two volumes and four targets, and cleans up
   expect(await isSameProcess(clients[0]?.pid ?? -1, clients[0]?.startTime ?? '')).toBe(false);
   expect((await MountTable.read()).under(driver.work)).toEqual([]);
   expect(await recordedClients(driver.stateDir)).toEqual([]);
+  expect(await pidsWithArgs('bindfs', driver.stateDir)).toEqual([]);
   for (const { pod } of plan)
     await expect(access(target(pod))).rejects.toMatchObject({ code: 'ENOENT' });
 
