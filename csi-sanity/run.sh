@@ -26,9 +26,10 @@ cleanup() {
     wait "$driver_pid" 2>/dev/null || true
   fi
   # Mounts a failed run may have left: deepest first, lazily (a dead FUSE mount must not hang us).
-  findmnt -rn -o TARGET | awk -v w="$work/" 'index($0, w) == 1' | sort -r | while read -r mount; do
-    umount -l "$mount" || true
-  done
+  findmnt -rn -o TARGET | awk -v w="$work/" -v m="$mem_cache" 'index($0, w) == 1 || index($0, m) == 1' |
+    sort -r | while read -r mount; do
+      umount -l "$mount" || true
+    done
   # Cache clients the driver recorded, by PID (they exit on unmount; this catches the stubborn).
   if [ -f "$work/state/journal.json" ]; then
     node -e 'const j = require(process.argv[1]); for (const d of Object.values(j.datasets)) { try { process.kill(d.pid, "SIGKILL"); } catch {} }' \

@@ -1,5 +1,7 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { totalmem } from 'node:os';
+import { parseQuantity } from './dataset/quantity.js';
 
 const DRIVER_NAME = /^[a-zA-Z][A-Za-z0-9-._]{0,61}[a-zA-Z]$/;
 
@@ -18,6 +20,8 @@ export const ConfigSchema = z.object({
   kubeletDir: z.string().startsWith('/', 'kubelet-dir must be an absolute path').optional(),
   healthIntervalMs: z.number().int().min(100).max(60_000),
   pageCache: z.enum(['bindfs', 'none']),
+  /** Sum of the quotas of all MEM caches on the node. */
+  memCacheLimitBytes: z.number().int().positive('mem-cache-limit must be a size such as 8Gi'),
   rcloneBinary: z.string().min(1),
   /** Test only: the process kills itself at this point, as a crash would (DATASET_CACHE_CSI_FAULT_POINT). */
   faultPoint: z.string().optional(),
@@ -46,6 +50,7 @@ export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock 
   --kubelet-dir DIR      refuse staging and target paths outside this directory
   --health-interval MS   how often clients and mounts are checked (default ${DEFAULTS.healthIntervalMs})
   --page-cache MODE      bindfs (warm reads from the page cache) | none (default ${DEFAULTS.pageCache})
+  --mem-cache-limit SIZE sum of all MEM cache quotas on the node (default: half the memory)
   --rclone PATH          rclone binary (default ${DEFAULTS.rcloneBinary})
   --log-level LEVEL      trace | debug | info | warn | error (default ${DEFAULTS.logLevel})
   dataset-cache-csi demo  runs the local demo (see README)`;
@@ -71,6 +76,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         'kubelet-dir': { type: 'string' },
         'health-interval': { type: 'string' },
         'page-cache': { type: 'string' },
+        'mem-cache-limit': { type: 'string' },
         rclone: { type: 'string' },
       },
     }));
@@ -93,6 +99,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         ? Number(str('health-interval'))
         : DEFAULTS.healthIntervalMs,
     pageCache: str('page-cache') ?? DEFAULTS.pageCache,
+    memCacheLimitBytes:
+      str('mem-cache-limit') !== undefined
+        ? (parseQuantity(str('mem-cache-limit') as string) ?? -1)
+        : Math.floor(totalmem() / 2),
     rcloneBinary: str('rclone') ?? DEFAULTS.rcloneBinary,
     faultPoint: env.DATASET_CACHE_CSI_FAULT_POINT || undefined,
   });

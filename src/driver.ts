@@ -89,6 +89,7 @@ export async function startDriver(
       mounter,
       locks,
       log,
+      { memCacheBytes: config.memCacheLimitBytes },
       faultHook(config.faultPoint, log),
     );
     manager = nodeManager;

@@ -89,8 +89,11 @@ export class RcloneEngine implements Engine {
       paths.cacheDir,
       '--vfs-cache-mode',
       'full',
+      // Below the quota, so rclone evicts before the quota's hard edge (a MEM cache's tmpfs) is hit.
       '--vfs-cache-max-size',
-      `${spec.cache.quotaBytes}B`,
+      `${Math.floor(spec.cache.quotaBytes * 0.9)}B`,
+      '--vfs-cache-poll-interval',
+      '10s',
       // Datasets are read for days; the quota, not the age, decides what leaves the cache.
       '--vfs-cache-max-age',
       '8760h',

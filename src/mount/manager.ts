@@ -1,7 +1,13 @@
 import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { alreadyExists, failedPrecondition, notFound, unavailable } from '../csi/errors.js';
+import {
+  alreadyExists,
+  failedPrecondition,
+  notFound,
+  resourceExhausted,
+  unavailable,
+} from '../csi/errors.js';
 import { KeyedMutex, type VolumeLocks } from '../csi/locks.js';
 import { datasetKey, type VolumeParameters } from '../dataset/params.js';
 import { isDatasetCacheMount, type CacheClients } from '../supervisor/clients.js';
@@ -43,6 +49,7 @@ export class MountManager {
     private readonly mounter: Mounter,
     private readonly locks: VolumeLocks,
     private readonly log: Logger,
+    private readonly limits: { memCacheBytes: number },
     private readonly fault: FaultHook = () => undefined,
   ) {}
 
@@ -405,6 +412,7 @@ export class MountManager {
   ): Promise<ClientRecord> {
     const known = this.journal.client(key);
     if (known && (await this.clients.isHealthy(known))) return known;
+    if (!known) this.requireMemoryFor(key, params);
     if (known) {
       this.log.warn({ dataset: key, pid: known.pid }, 'cache client is not healthy; restarting it');
       await this.clients.kill(known);
@@ -413,6 +421,22 @@ export class MountManager {
     this.journal.setClient(record);
     await this.journal.save();
     return record;
+  }
+
+  /** MEM caches are sized up front: refuse one that the node's MEM budget cannot hold. */
+  private requireMemoryFor(key: string, params: VolumeParameters): void {
+    const { cache } = params.dataset;
+    if (cache.medium !== 'MEM') return;
+    const others = this.journal
+      .clients()
+      .filter((c) => c.key !== key && c.spec.cache.medium === 'MEM');
+    const used = others.reduce((sum, c) => sum + c.spec.cache.quotaBytes, 0);
+    if (used + cache.quotaBytes > this.limits.memCacheBytes) {
+      const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)}Gi`;
+      throw resourceExhausted(
+        `MEM cache of ${gib(cache.quotaBytes)} for dataset ${key} does not fit: this node allows ${gib(this.limits.memCacheBytes)} of MEM caches (--mem-cache-limit) and ${others.length} datasets use ${gib(used)}; use a smaller cacheQuota or cacheMedium SSD`,
+      );
+    }
   }
 
   private async releaseIfUnused(key: string): Promise<void> {

@@ -5,6 +5,8 @@ export interface Mounter {
   bind(source: string, target: string, options: { readOnly: boolean }): Promise<void>;
   /** Detaches the topmost mount at target; lazy detaches even when busy or dead. */
   unmount(target: string, options?: { lazy?: boolean }): Promise<void>;
+  /** A private tmpfs whose size the kernel enforces. */
+  mountTmpfs(target: string, sizeBytes: number, name: string): Promise<void>;
   table(): Promise<MountTable>;
 }
 
@@ -27,6 +29,23 @@ export class SystemMounter implements Mounter {
     const result = await this.runner.run('umount', args);
     if (result.exitCode !== 0) {
       throw new MountError(`unmount ${target} failed: ${result.stderr.trim()}`);
+    }
+  }
+
+  async mountTmpfs(target: string, sizeBytes: number, name: string): Promise<void> {
+    const options = `size=${sizeBytes},mode=0700,nosuid,nodev,noexec`;
+    const result = await this.runner.run('mount', [
+      '-c',
+      '-t',
+      'tmpfs',
+      '-o',
+      options,
+      '--',
+      name,
+      target,
+    ]);
+    if (result.exitCode !== 0) {
+      throw new MountError(`tmpfs mount at ${target} failed: ${result.stderr.trim()}`);
     }
   }
 

@@ -80,6 +80,9 @@ export function clientPaths(layout: ClientLayout, key: string, spec: DatasetSpec
 export const DEVICE_PREFIX = 'dataset-cache-csi:';
 export const deviceName = (key: string): string => `${DEVICE_PREFIX}${key}`;
 
+/** The tmpfs of a MEM cache: sized to the quota, so the kernel keeps the promise. */
+export const CACHE_TMPFS_PREFIX = 'dataset-cache-csi-cache:';
+
 /** Whether a mount (a dataset mount or a bind of one) was made by one of our clients. */
 export const isDatasetCacheMount = (entry: MountEntry): boolean =>
   entry.source.startsWith(DEVICE_PREFIX) || entry.fsType === LAYER_FS_TYPE;
@@ -238,6 +241,7 @@ export class CacheClients {
     await mkdir(engineMount, { recursive: true });
     await mkdir(paths.mountPoint, { recursive: true });
     await mkdir(paths.cacheDir, { recursive: true, mode: 0o700 });
+    await this.ensureCacheTmpfs(key, spec, paths.cacheDir);
     await mkdir(paths.runtimeDir, { recursive: true, mode: 0o700 });
     await chmod(paths.runtimeDir, 0o700);
     const control = await this.newControlEndpoint(engine);
@@ -430,6 +434,7 @@ export class CacheClients {
         'writes may not have reached the remote; cache kept for the next client of this dataset',
       );
     } else if (record.spec.cache.medium === 'MEM') {
+      await this.detachAll(record.cacheDir);
       await rm(record.cacheDir, { recursive: true, force: true });
     }
     // Empty directories only: an SSD cache kept under the dataset directory stays warm for later.
@@ -440,6 +445,18 @@ export class CacheClients {
       { dataset: record.key, pid: record.pid, durationMs: Date.now() - started },
       'cache client stopped',
     );
+  }
+
+  /**
+   * A MEM cache lives on its own tmpfs of exactly the quota: rclone's own limit is only checked
+   * every poll interval, the kernel's never lets the cache grow past it (rclone then evicts). An
+   * existing one is kept: after a crash it still holds the warm cache and any unsent writes.
+   */
+  private async ensureCacheTmpfs(key: string, spec: DatasetSpec, cacheDir: string): Promise<void> {
+    if (spec.cache.medium !== 'MEM') return;
+    const mount = (await this.mounter.table()).at(cacheDir);
+    if (mount?.fsType === 'tmpfs' && mount.source === `${CACHE_TMPFS_PREFIX}${key}`) return;
+    await this.mounter.mountTmpfs(cacheDir, spec.cache.quotaBytes, `${CACHE_TMPFS_PREFIX}${key}`);
   }
 
   /** Stops a client that does not answer: SIGKILL, then a lazy detach of its mount. */

@@ -37,6 +37,18 @@ async function readJson<T>(path: string): Promise<Partial<T>> {
   }
 }
 
+/** Detaches every mount below root, deepest and latest first, lazily. */
+export async function unmountUnder(root: string): Promise<void> {
+  for (let round = 0; round < 50; round += 1) {
+    const mounts = (await MountTable.read()).under(root);
+    if (mounts.length === 0) return;
+    const deepest = [...mounts].sort(
+      (a, b) => b.mountPoint.length - a.mountPoint.length || b.id - a.id,
+    )[0];
+    if (deepest) await execa('umount', ['-c', '-l', deepest.mountPoint], { reject: false });
+  }
+}
+
 export async function mountsUnder(prefix: string): Promise<string[]> {
   return (await MountTable.read()).under(prefix).map((entry) => entry.mountPoint);
 }
@@ -45,16 +57,13 @@ export async function mountsUnder(prefix: string): Promise<string[]> {
  * Leaves nothing behind even when a test failed half-way: every mount under the work directory
  * (deepest and latest first, lazily) and every cache client the journal names, by PID.
  */
-export async function cleanupUnder(work: string, stateDir: string): Promise<void> {
+export async function cleanupUnder(
+  work: string,
+  stateDir: string,
+  alsoUnder: string[] = [],
+): Promise<void> {
   const clients = await recordedProcesses(stateDir);
-  for (let round = 0; round < 50; round += 1) {
-    const mounts = (await MountTable.read()).under(work);
-    if (mounts.length === 0) break;
-    const deepest = [...mounts].sort(
-      (a, b) => b.mountPoint.length - a.mountPoint.length || b.id - a.id,
-    )[0];
-    if (deepest) await execa('umount', ['-c', '-l', deepest.mountPoint], { reject: false });
-  }
+  for (const root of [work, ...alsoUnder]) await unmountUnder(root);
   for (const client of clients) {
     if (!(await isSameProcess(client.pid, client.startTime))) continue;
     try {

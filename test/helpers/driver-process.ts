@@ -95,7 +95,7 @@ export class DriverProcess {
       process.kill(this.child.pid, 'SIGTERM');
       await this.child;
     }
-    await cleanupUnder(this.work, this.stateDir);
+    await cleanupUnder(this.work, this.stateDir, [this.memCacheDir]);
     await rm(this.memCacheDir, { recursive: true, force: true });
     await rm(this.work, { recursive: true, force: true });
   }

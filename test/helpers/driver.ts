@@ -69,7 +69,7 @@ export async function startTestDriver(options: Partial<Config> = {}): Promise<Te
       client.close();
       await driver?.close();
       driver = undefined;
-      await cleanupUnder(work, config.stateDir);
+      await cleanupUnder(work, config.stateDir, [memCacheDir]);
       await rm(config.runtimeDir, { recursive: true, force: true });
       await rm(memCacheDir, { recursive: true, force: true });
       await rm(work, { recursive: true, force: true });

@@ -1,0 +1,122 @@
+/** The cache quota is a hard promise, and MEM caches never promise more memory than the node allows. */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { MountTable } from '../../src/mount/mountinfo.js';
+import { PathProbe } from '../../src/mount/path-probe.js';
+import { ExecaRunner } from '../../src/supervisor/runner.js';
+import { recordedClients } from '../helpers/cleanup.js';
+import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
+import { sha256File, writeRandomFile } from '../helpers/files.js';
+
+const MiB = 1 << 20;
+const cap = mountCapability('MULTI_NODE_READER_ONLY');
+let driver: TestDriver;
+let source: string;
+
+beforeAll(async () => {
+  driver = await startTestDriver({ memCacheLimitBytes: 100 * MiB });
+  source = join(driver.work, 'source');
+  await mkdir(source);
+  for (let i = 0; i < 3; i += 1) await writeRandomFile(join(source, `part-${i}.bin`), 48 * MiB);
+});
+
+afterAll(async () => {
+  await driver.dispose();
+});
+
+async function stage(name: string, parameters: Record<string, string>) {
+  const { volume } = await driver.client.controller.CreateVolume({
+    name,
+    volume_capabilities: [cap],
+    parameters,
+  });
+  if (!volume) throw new Error('no volume');
+  const staging = join(driver.work, 'kubelet', 'staging', volume.volume_id);
+  await driver.client.node.NodeStageVolume({
+    volume_id: volume.volume_id,
+    staging_target_path: staging,
+    volume_capability: cap,
+    volume_context: volume.volume_context,
+  });
+  return { volume, staging };
+}
+
+it('keeps a MEM cache within its quota while 3x the quota is read through it', async () => {
+  const quota = 64 * MiB;
+  const { volume, staging } = await stage('quota', {
+    source: `local://${source}`,
+    cacheQuota: '64Mi',
+    readOnly: 'true',
+  });
+  const [client] = await recordedClients(driver.stateDir);
+  const cacheDir = join(
+    driver.memCacheDir,
+    (client?.mountPoint ?? '').split('/').slice(-2)[0] ?? '',
+  );
+  const probe = new PathProbe(new ExecaRunner());
+  let peak = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      const usage = await probe.usage(cacheDir);
+      if (usage) peak = Math.max(peak, usage.totalBytes - usage.freeBytes);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+  try {
+    for (let i = 0; i < 3; i += 1) {
+      expect(await sha256File(join(staging, `part-${i}.bin`))).toBe(
+        await sha256File(join(source, `part-${i}.bin`)),
+      );
+    }
+  } finally {
+    sampling = false;
+    await sampler;
+  }
+  process.stdout.write(
+    `quota: read ${3 * 48} MiB through a 64 MiB MEM cache; peak cache use ${(peak / MiB).toFixed(1)} MiB\n`,
+  );
+  const tmpfs = (await MountTable.read()).at(cacheDir);
+  expect(tmpfs).toMatchObject({
+    fsType: 'tmpfs',
+    source: expect.stringMatching(/^dataset-cache-csi-cache:ds-/),
+  });
+  expect(peak).toBeGreaterThan(0);
+  expect(peak).toBeLessThanOrEqual(quota);
+  await driver.client.node.NodeUnstageVolume({
+    volume_id: volume.volume_id,
+    staging_target_path: staging,
+  });
+  expect((await MountTable.read()).at(cacheDir)).toBeUndefined();
+});
+
+it('refuses a MEM cache the node cannot hold with RESOURCE_EXHAUSTED, leaving nothing', async () => {
+  const first = await stage('first', { source: `local://${source}`, cacheQuota: '64Mi' });
+  const other = join(driver.work, 'other');
+  await mkdir(other);
+  await expect(stage('second', { source: `local://${other}`, cacheQuota: '64Mi' })).rejects.toEqual(
+    expect.objectContaining({
+      code: grpc.status.RESOURCE_EXHAUSTED,
+      details: expect.stringMatching(
+        /MEM cache of 0\.1Gi .* does not fit: this node allows 0\.1Gi .* 1 datasets use 0\.1Gi; use a smaller cacheQuota or cacheMedium SSD/,
+      ),
+    }),
+  );
+  expect(await recordedClients(driver.stateDir)).toHaveLength(1);
+  // The same data on SSD needs no memory budget.
+  const ssd = await stage('second-on-ssd', {
+    source: `local://${other}`,
+    cacheQuota: '64Mi',
+    cacheMedium: 'SSD',
+  });
+  expect(await recordedClients(driver.stateDir)).toHaveLength(2);
+  for (const { volume, staging } of [first, ssd]) {
+    await driver.client.node.NodeUnstageVolume({
+      volume_id: volume.volume_id,
+      staging_target_path: staging,
+    });
+  }
+  expect((await MountTable.read()).under(driver.work)).toEqual([]);
+  expect((await MountTable.read()).under(driver.memCacheDir)).toEqual([]);
+});
