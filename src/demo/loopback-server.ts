@@ -1,4 +1,7 @@
+import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { freePort } from '../util/net.js';
 import { sleep } from '../util/proc.js';
@@ -28,6 +31,7 @@ export class LoopbackServer {
     private readonly child: ResultPromise,
     readonly port: number,
     readonly protocol: ServeProtocol,
+    private readonly home: string,
   ) {}
 
   static async start(
@@ -35,6 +39,8 @@ export class LoopbackServer {
     protocol: ServeProtocol,
     extraArgs: string[] = [],
   ): Promise<LoopbackServer> {
+    // rclone keeps state (sftp host keys) under HOME: never inside the served tree.
+    const home = await mkdtemp(join(tmpdir(), 'dcsi-serve-home-'));
     const port = await freePort();
     const child = execa(
       'rclone',
@@ -54,10 +60,10 @@ export class LoopbackServer {
         stdout: 'ignore',
         stderr: 'pipe',
         extendEnv: false,
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: directory },
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home },
       },
     );
-    const server = new LoopbackServer(child, port, protocol);
+    const server = new LoopbackServer(child, port, protocol, home);
     try {
       await waitForPort(port, 10_000);
     } catch (err) {
@@ -84,5 +90,6 @@ export class LoopbackServer {
       }
     }
     await this.child;
+    await rm(this.home, { recursive: true, force: true });
   }
 }

@@ -25,6 +25,10 @@ export async function sha256File(path: string): Promise<string> {
 
 /** A tree of small files with distinct contents, as a small-file dataset has. */
 export async function writeTree(root: string, dirs: number, filesPerDir: number): Promise<void> {
+  // A file at the top as well: s3rver only reports a common prefix for a directory that holds a
+  // file directly, so a tree of directories only would look empty through S3 listings.
+  await mkdir(root, { recursive: true });
+  await writeFile(join(root, 'MANIFEST'), `${dirs} directories of ${filesPerDir} files\n`);
   for (let d = 0; d < dirs; d += 1) {
     await mkdir(join(root, `d${d}`), { recursive: true });
     for (let f = 0; f < filesPerDir; f += 1) {

@@ -1,0 +1,206 @@
+/**
+ * Every source kind against a real server on loopback started here: S3 (s3rver), SFTP and HTTP
+ * (rclone serve), local. Each: stage, publish into two targets, checksum a 100 MiB file and a tree
+ * of small files through both, write where the source allows it, unstage, no leftovers; and the
+ * credentials never show up in the client's argv, the logs or the state directory.
+ */
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import S3rver from 's3rver';
+import { LoopbackServer } from '../../src/demo/loopback-server.js';
+import { MountTable } from '../../src/mount/mountinfo.js';
+import { freePort } from '../../src/util/net.js';
+import { recordedClients } from '../helpers/cleanup.js';
+import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
+import { sha256File, treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
+import { pidsWithArgs } from '../helpers/processes.js';
+
+const MiB = 1 << 20;
+let driver: TestDriver;
+let data: string;
+let bigDigest: string;
+let treeExpected: Record<string, string>;
+
+beforeAll(async () => {
+  driver = await startTestDriver();
+  data = join(driver.work, 'data');
+  await mkdir(data);
+  await writeRandomFile(join(data, 'big.bin'), 100 * MiB);
+  await writeTree(join(data, 'tree'), 10, 30);
+  bigDigest = await sha256File(join(data, 'big.bin'));
+  treeExpected = await treeDigest(join(data, 'tree'));
+}, 120_000);
+
+afterAll(async () => {
+  await driver.dispose();
+});
+
+interface Scenario {
+  parameters: Record<string, string>;
+  secrets?: Record<string, string>;
+  writable: boolean;
+  /** Where a file written through the mount must appear. */
+  readBack?: (name: string) => Promise<string>;
+}
+
+async function exercise(name: string, scenario: Scenario): Promise<void> {
+  const writer = scenario.writable ? 'MULTI_NODE_MULTI_WRITER' : 'MULTI_NODE_READER_ONLY';
+  const cap = mountCapability(writer);
+  const { volume } = await driver.client.controller.CreateVolume({
+    name,
+    volume_capabilities: [cap],
+    parameters: scenario.parameters,
+  });
+  if (!volume) throw new Error('no volume');
+  const staging = join(driver.work, 'kubelet', 'staging', volume.volume_id);
+  const targets = ['a', 'b'].map((pod) =>
+    join(driver.work, 'kubelet', 'pods', `${name}-${pod}`, 'data'),
+  );
+  await driver.client.node.NodeStageVolume({
+    volume_id: volume.volume_id,
+    staging_target_path: staging,
+    volume_capability: cap,
+    volume_context: volume.volume_context,
+    secrets: scenario.secrets ?? {},
+  });
+  try {
+    for (const target of targets) {
+      await driver.client.node.NodePublishVolume({
+        volume_id: volume.volume_id,
+        staging_target_path: staging,
+        target_path: target,
+        volume_capability: cap,
+      });
+    }
+    for (const target of targets) {
+      expect(await sha256File(join(target, 'big.bin'))).toBe(bigDigest);
+      expect(await treeDigest(join(target, 'tree'))).toEqual(treeExpected);
+    }
+    const written = join(targets[0] as string, `written-${name}.txt`);
+    if (scenario.writable) {
+      await writeFile(written, `written through ${name}\n`);
+      expect(await readFile(join(targets[1] as string, `written-${name}.txt`), 'utf8')).toBe(
+        `written through ${name}\n`,
+      );
+    } else {
+      await expect(writeFile(written, 'x')).rejects.toMatchObject({ code: 'EROFS' });
+    }
+    const [client] = await recordedClients(driver.stateDir);
+    const cmdline = await readFile(`/proc/${client?.pid}/cmdline`, 'utf8');
+    for (const secret of Object.values(scenario.secrets ?? {}))
+      expect(cmdline).not.toContain(secret);
+  } finally {
+    // Teardown runs even when a check failed, so one source's failure does not spill into the next.
+    for (const target of targets) {
+      await driver.client.node.NodeUnpublishVolume({
+        volume_id: volume.volume_id,
+        target_path: target,
+      });
+    }
+    await driver.client.node.NodeUnstageVolume({
+      volume_id: volume.volume_id,
+      staging_target_path: staging,
+    });
+    await driver.client.controller.DeleteVolume({ volume_id: volume.volume_id });
+  }
+  if (scenario.writable && scenario.readBack) {
+    expect(await scenario.readBack(`written-${name}.txt`)).toBe(`written through ${name}\n`);
+  }
+  expect((await MountTable.read()).under(driver.work)).toEqual([]);
+  expect((await MountTable.read()).under(driver.memCacheDir)).toEqual([]);
+  expect(await recordedClients(driver.stateDir)).toEqual([]);
+  expect(await pidsWithArgs('rclone', 'mount', driver.stateDir)).toEqual([]);
+  const log = await driver.log();
+  const stateFiles = await readdir(driver.stateDir, { recursive: true, withFileTypes: true });
+  const state = await Promise.all(
+    stateFiles.filter((e) => e.isFile()).map((e) => readFile(join(e.parentPath, e.name), 'utf8')),
+  );
+  for (const secret of Object.values(scenario.secrets ?? {})) {
+    expect(log).not.toContain(secret);
+    for (const text of state) expect(text).not.toContain(secret);
+  }
+}
+
+it('local', async () => {
+  await exercise('local', {
+    parameters: { source: `local://${data}` },
+    writable: true,
+    readBack: (n) => readFile(join(data, n), 'utf8'),
+  });
+});
+
+it('s3 (s3rver on loopback)', async () => {
+  const store = join(driver.work, 's3-store');
+  await mkdir(store);
+  const s3 = new S3rver({
+    address: '127.0.0.1',
+    port: await freePort(),
+    silent: true,
+    directory: store,
+    configureBuckets: [{ name: 'datasets' }],
+  });
+  const { port } = await s3.run();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const s3env = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    RCLONE_CONFIG: '/dev/null',
+    RCLONE_CONFIG_UP_TYPE: 's3',
+    RCLONE_CONFIG_UP_PROVIDER: 'Other',
+    RCLONE_CONFIG_UP_ACCESS_KEY_ID: 'S3RVER',
+    RCLONE_CONFIG_UP_SECRET_ACCESS_KEY: 'S3RVER',
+    RCLONE_CONFIG_UP_ENDPOINT: endpoint,
+    RCLONE_CONFIG_UP_FORCE_PATH_STYLE: 'true',
+  };
+  try {
+    await execa('rclone', ['copy', data, 'UP:datasets/imagenet'], { env: s3env, extendEnv: false });
+    await exercise('s3', {
+      parameters: { source: 's3://datasets/imagenet' },
+      secrets: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', endpoint, region: 'us-east-1' },
+      writable: true,
+      readBack: async (n) =>
+        String(
+          (
+            await execa('rclone', ['cat', `UP:datasets/imagenet/${n}`], {
+              env: s3env,
+              extendEnv: false,
+            })
+          ).stdout,
+        ) + '\n',
+    });
+  } finally {
+    await s3.close();
+  }
+});
+
+it('sftp (rclone serve sftp, password from the secrets)', async () => {
+  const password = `sftp-${Math.random().toString(36).slice(2)}-pw`;
+  const server = await LoopbackServer.start(data, 'sftp', [
+    '--user',
+    'trainer',
+    '--pass',
+    password,
+  ]);
+  try {
+    await exercise('sftp', {
+      parameters: { source: `sftp://127.0.0.1:${server.port}/` },
+      secrets: { user: 'trainer', password },
+      writable: true,
+      readBack: (n) => readFile(join(data, n), 'utf8'),
+    });
+  } finally {
+    await server.stop();
+  }
+});
+
+it('http (rclone serve http, read-only)', async () => {
+  const server = await LoopbackServer.start(data, 'http');
+  try {
+    await exercise('http', {
+      parameters: { source: `http://127.0.0.1:${server.port}/` },
+      writable: false,
+    });
+  } finally {
+    await server.stop();
+  }
+});
