@@ -8,6 +8,7 @@ import { VolumeLocks } from './csi/locks.js';
 import { CsiServer, type CsiServices } from './csi/server.js';
 import { EngineRegistry } from './engines/engine.js';
 import { RcloneEngine } from './engines/rclone.js';
+import { S3fsEngine } from './engines/s3fs.js';
 import { createIdentityService } from './identity/service.js';
 import { Journal } from './mount/journal.js';
 import { MountManager, type FaultHook } from './mount/manager.js';
@@ -69,7 +70,7 @@ export async function startDriver(
     const mounter = new SystemMounter(runner);
     const locks = new VolumeLocks();
     const clients = new CacheClients(
-      new EngineRegistry([new RcloneEngine(config.rcloneBinary)]),
+      new EngineRegistry([new RcloneEngine(config.rcloneBinary), new S3fsEngine()]),
       runner,
       mounter,
       {

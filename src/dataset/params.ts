@@ -3,7 +3,7 @@ import { posix } from 'node:path';
 import { parseDuration, parseQuantity } from './quantity.js';
 import { formatSource, parseSource, SourceError, type Source } from './source.js';
 
-export const ENGINES = ['rclone'] as const;
+export const ENGINES = ['rclone', 's3fs'] as const;
 export type EngineName = (typeof ENGINES)[number];
 export type CacheMedium = 'MEM' | 'SSD' | 'HDD';
 export type Layout = 'shared' | 'subdir';
@@ -113,6 +113,11 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
     throw err;
   }
   const engine = oneOf('engine', params.engine, ENGINES, 'rclone');
+  if (engine === 's3fs' && source.kind !== 's3') {
+    throw new ParameterError(
+      `parameter engine=s3fs serves only s3:// sources, not ${source.kind}://`,
+    );
+  }
   const medium = oneOf('cacheMedium', params.cacheMedium, ['MEM', 'SSD', 'HDD'] as const, 'MEM');
   let quotaBytes = DEFAULT_CACHE_QUOTA_BYTES;
   if (params.cacheQuota !== undefined) {

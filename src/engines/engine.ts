@@ -34,6 +34,8 @@ export interface Engine {
   readonly fsType: string;
   /** Whether the client serves a control API (then it gets a ControlEndpoint at launch). */
   readonly hasControl: boolean;
+  /** Whether the client keeps file pages across opens itself (then no page-cache layer is stacked). */
+  readonly keepsPageCache: boolean;
   plan(
     spec: DatasetSpec,
     paths: ClientPaths,

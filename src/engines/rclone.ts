@@ -65,6 +65,7 @@ export class RcloneEngine implements Engine {
   readonly name = 'rclone' as const;
   readonly fsType = 'fuse.rclone';
   readonly hasControl = true;
+  readonly keepsPageCache = false;
 
   constructor(private readonly binary = 'rclone') {}
 

@@ -234,16 +234,9 @@ export class CacheClients {
     if (spec.source.kind === 'local' && (await this.probe.kind(spec.source.path)) !== 'directory') {
       throw failedPrecondition(`source directory ${spec.source.path} does not exist on this node`);
     }
-    const layered = this.layout.pageCache === 'bindfs';
+    const layered = this.layout.pageCache === 'bindfs' && !engine.keepsPageCache;
     const engineMount = layered ? backingMount(paths.mountPoint) : paths.mountPoint;
-    await this.detachAll(paths.mountPoint);
-    await this.detachAll(engineMount);
-    await mkdir(engineMount, { recursive: true });
-    await mkdir(paths.mountPoint, { recursive: true });
-    await mkdir(paths.cacheDir, { recursive: true, mode: 0o700 });
-    await this.ensureCacheTmpfs(key, spec, paths.cacheDir);
-    await mkdir(paths.runtimeDir, { recursive: true, mode: 0o700 });
-    await chmod(paths.runtimeDir, 0o700);
+    // Planned before anything is created, so that a refused plan leaves nothing behind.
     const control = await this.newControlEndpoint(engine);
     const plan = engine.plan(
       spec,
@@ -252,6 +245,14 @@ export class CacheClients {
       deviceName(key),
       control,
     );
+    await this.detachAll(paths.mountPoint);
+    await this.detachAll(engineMount);
+    await mkdir(engineMount, { recursive: true });
+    await mkdir(paths.mountPoint, { recursive: true });
+    await mkdir(paths.cacheDir, { recursive: true, mode: 0o700 });
+    const newCacheTmpfs = await this.ensureCacheTmpfs(key, spec, paths.cacheDir);
+    await mkdir(paths.runtimeDir, { recursive: true, mode: 0o700 });
+    await chmod(paths.runtimeDir, 0o700);
     const files = [
       ...plan.files,
       { path: join(paths.runtimeDir, SECRETS_FILE), content: JSON.stringify(secrets) },
@@ -320,6 +321,8 @@ export class CacheClients {
         await this.terminate(process.pid, process.startTime);
       }
       await rm(paths.runtimeDir, { recursive: true, force: true });
+      // A RAM cache made for this start holds nothing yet; one kept from before stays.
+      if (newCacheTmpfs) await this.detachAll(paths.cacheDir);
       this.log.warn(
         { dataset: key, durationMs: Date.now() - started },
         'cache client failed to start',
@@ -452,11 +455,16 @@ export class CacheClients {
    * every poll interval, the kernel's never lets the cache grow past it (rclone then evicts). An
    * existing one is kept: after a crash it still holds the warm cache and any unsent writes.
    */
-  private async ensureCacheTmpfs(key: string, spec: DatasetSpec, cacheDir: string): Promise<void> {
-    if (spec.cache.medium !== 'MEM') return;
+  private async ensureCacheTmpfs(
+    key: string,
+    spec: DatasetSpec,
+    cacheDir: string,
+  ): Promise<boolean> {
+    if (spec.cache.medium !== 'MEM') return false;
     const mount = (await this.mounter.table()).at(cacheDir);
-    if (mount?.fsType === 'tmpfs' && mount.source === `${CACHE_TMPFS_PREFIX}${key}`) return;
+    if (mount?.fsType === 'tmpfs' && mount.source === `${CACHE_TMPFS_PREFIX}${key}`) return false;
     await this.mounter.mountTmpfs(cacheDir, spec.cache.quotaBytes, `${CACHE_TMPFS_PREFIX}${key}`);
+    return true;
   }
 
   /** Stops a client that does not answer: SIGKILL, then a lazy detach of its mount. */

@@ -570,6 +570,28 @@ const cases = (): Case[] => [
     code: S.FAILED_PRECONDITION,
     message: /source directory \/--config=\/etc\/passwd does not exist on this node/,
   },
+  {
+    name: 'stage with an s3fs option smuggled in through the endpoint secret',
+    call: stage({
+      volume_context: { source: 's3://bucket/x', engine: 's3fs' },
+      secrets: {
+        endpoint: 'http://127.0.0.1:1,allow_root',
+        accessKeyId: 'a',
+        secretAccessKey: 'b',
+      },
+    }),
+    code: S.INVALID_ARGUMENT,
+    message: /secret endpoint must not contain commas/,
+  },
+  {
+    name: 'stage of s3fs with half the credentials',
+    call: stage({
+      volume_context: { source: 's3://bucket/x', engine: 's3fs' },
+      secrets: { accessKeyId: 'a' },
+    }),
+    code: S.INVALID_ARGUMENT,
+    message: /accessKeyId and secretAccessKey must be given together/,
+  },
   // NodePublishVolume
   {
     name: 'publish without id',

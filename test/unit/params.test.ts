@@ -92,6 +92,7 @@ describe('parseVolumeParameters', () => {
     [{ source: 'webdav://h/x', bandwidthLimit: 'fast' }, /bandwidthLimit="fast"/],
     [{ source: 'webdav://h/x', prefetch: '**/*.jpg' }, /prefetch is not supported/],
     [{ source: 'webdav://h/x', layout: 'nested' }, /layout="nested"/],
+    [{ source: 'webdav://h/x', engine: 's3fs' }, /engine=s3fs serves only s3:\/\/ sources/],
   ])('rejects %j', (params, message) => {
     expect(() => parseVolumeParameters(params as Record<string, string>)).toThrow(ParameterError);
     expect(() => parseVolumeParameters(params as Record<string, string>)).toThrow(message);
