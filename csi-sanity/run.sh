@@ -47,12 +47,13 @@ node "$root/dist/main.js" --endpoint "unix://$work/csi.sock" --node-id csi-sanit
   --state-dir "$work/state" --mem-cache-dir "$mem_cache" --mode all --log-level debug \
   2>"$work/driver.log" &
 driver_pid=$!
-for _ in $(seq 1 100); do
-  [ -S "$work/csi.sock" ] && break
+# Ready means the node state is loaded (Probe would say so too); the driver logs it once.
+for _ in $(seq 1 200); do
+  [ -S "$work/csi.sock" ] && grep -q '"msg":"ready"' "$work/driver.log" && break
   sleep 0.1
 done
-if [ ! -S "$work/csi.sock" ]; then
-  echo "the driver did not create its socket; its log:" >&2
+if ! grep -q '"msg":"ready"' "$work/driver.log"; then
+  echo "the driver did not become ready; its log:" >&2
   cat "$work/driver.log" >&2
   exit 1
 fi

@@ -13,7 +13,7 @@ import { recordedClients } from '../helpers/cleanup.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
 import { sha256File, treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
 import { pidsWithArgs } from '../helpers/processes.js';
-import { S3Server } from '../helpers/s3-server.js';
+import { S3Server } from '../../src/demo/s3-server.js';
 
 const MiB = 1 << 20;
 let driver: TestDriver;

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 
+/** The project root, where node resolves s3rver (a development dependency). */
 const PROJECT = fileURLToPath(new URL('../..', import.meta.url));
 
 /**
