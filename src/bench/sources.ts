@@ -125,6 +125,7 @@ async function main(): Promise<void> {
         config,
         createLogger('info', join(work, `${name}.log`)),
       );
+      cleanups.push(() => rm(config.memCacheDir, { recursive: true, force: true }));
       const csi = new CsiClient(endpoint);
       try {
         for (const scenario of scenarios) {
