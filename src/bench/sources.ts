@@ -2,30 +2,18 @@
  * Cold and warm read speed of one big file per source kind and engine, through the real driver,
  * against servers on loopback, with the same file read from tmpfs as the limit. Run: npm run bench.
  */
-import { createHash, randomFillSync } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { parseConfig } from '../config.js';
 import { CsiClient } from '../csi/client.js';
 import { LoopbackServer } from '../demo/loopback-server.js';
+import { timedRead, writeRandomFile } from '../demo/files.js';
 import { S3Server } from '../demo/s3-server.js';
 import { startDriver, type Driver } from '../driver.js';
 import { createLogger } from '../log.js';
 
 const MiB = 2 ** 20;
-
-async function timedRead(path: string): Promise<number> {
-  const handle = await open(path, 'r');
-  const buffer = Buffer.alloc(MiB);
-  const started = process.hrtime.bigint();
-  try {
-    while ((await handle.read(buffer, 0, buffer.length, null)).bytesRead > 0);
-  } finally {
-    await handle.close();
-  }
-  return Number(process.hrtime.bigint() - started) / 1e9;
-}
 
 interface Row {
   source: string;
@@ -43,11 +31,7 @@ async function main(): Promise<void> {
   const work = await mkdtemp('/tmp/dcsi-bench-');
   const data = join(work, 'data');
   await mkdir(data);
-  const file = await open(join(data, 'big.bin'), 'w');
-  const chunk = Buffer.alloc(4 * MiB);
-  for (let written = 0; written < size; written += chunk.length)
-    await file.write(randomFillSync(chunk));
-  await file.close();
+  await writeRandomFile(join(data, 'big.bin'), size);
   await writeFile(join(data, 'MANIFEST'), 'bench\n');
   const cleanups: (() => Promise<unknown>)[] = [];
   const rows: Row[] = [];
@@ -73,20 +57,8 @@ async function main(): Promise<void> {
     await mkdir(join(work, 's3'), { recursive: true });
     const s3 = await S3Server.start(join(work, 's3'), ['bench']);
     cleanups.unshift(() => s3.stop());
-    await execa('rclone', ['copy', data, 'UP:bench/set'], {
-      extendEnv: false,
-      env: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-        RCLONE_CONFIG: '/dev/null',
-        RCLONE_CONFIG_UP_TYPE: 's3',
-        RCLONE_CONFIG_UP_PROVIDER: 'Other',
-        RCLONE_CONFIG_UP_ACCESS_KEY_ID: 'S3RVER',
-        RCLONE_CONFIG_UP_SECRET_ACCESS_KEY: 'S3RVER',
-        RCLONE_CONFIG_UP_ENDPOINT: s3.endpoint,
-        RCLONE_CONFIG_UP_FORCE_PATH_STYLE: 'true',
-      },
-    });
-    const s3secrets = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', endpoint: s3.endpoint };
+    await s3.upload(data, 'bench/set');
+    const s3secrets = s3.secrets();
     const scenarios: {
       source: string;
       engine: string;

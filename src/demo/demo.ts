@@ -1,48 +1,14 @@
-import { createHash, randomFillSync } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseConfig } from '../config.js';
 import { CsiClient } from '../csi/client.js';
 import { startDriver } from '../driver.js';
 import { createLogger } from '../log.js';
+import { sha256File, timedRead, writeRandomFile } from './files.js';
 import { LoopbackServer } from './loopback-server.js';
 
 const MiB = 2 ** 20;
-
-async function writeRandomFile(path: string, bytes: number): Promise<void> {
-  const handle = await open(path, 'w');
-  const chunk = Buffer.alloc(4 * MiB);
-  try {
-    for (let written = 0; written < bytes; written += chunk.length) {
-      randomFillSync(chunk);
-      await handle.write(chunk, 0, Math.min(chunk.length, bytes - written));
-    }
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Reads a whole file in 1 MiB blocks; returns seconds taken. */
-async function timedRead(path: string): Promise<number> {
-  const handle = await open(path, 'r');
-  const buffer = Buffer.alloc(MiB);
-  const started = process.hrtime.bigint();
-  try {
-    while ((await handle.read(buffer, 0, buffer.length, null)).bytesRead > 0);
-  } finally {
-    await handle.close();
-  }
-  return Number(process.hrtime.bigint() - started) / 1e9;
-}
-
-async function sha256(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: MiB }))
-    hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
 
 /**
  * The quick-start demo: a dataset served over WebDAV on loopback, provisioned, staged and published
@@ -130,7 +96,10 @@ export async function runDemo(argv: string[]): Promise<number> {
       `demo: pod 2 read (warm, from the node cache):    ${mbps(warm)} MB/s  (${(cold / warm).toFixed(1)}x pod 1, ${(tmpfs / warm).toFixed(2)}x tmpfs)`,
     );
     out(`demo: the same file read from tmpfs (the limit): ${mbps(tmpfs)} MB/s`);
-    const [expected, seen] = await Promise.all([sha256(join(data, 'train.bin')), sha256(pod2)]);
+    const [expected, seen] = await Promise.all([
+      sha256File(join(data, 'train.bin')),
+      sha256File(pod2),
+    ]);
     out(
       `demo: checksum ${seen === expected ? 'matches' : 'DIFFERS FROM'} the source (sha256 ${seen.slice(0, 16)}…)`,
     );

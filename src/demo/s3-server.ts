@@ -40,6 +40,47 @@ export class S3Server {
     return new S3Server(child, `http://127.0.0.1:${port}`);
   }
 
+  /** What NodeStage needs (s3rver accepts only its built-in key pair). */
+  secrets(): Record<string, string> {
+    return {
+      accessKeyId: 'S3RVER',
+      secretAccessKey: 'S3RVER',
+      endpoint: this.endpoint,
+      region: 'us-east-1',
+    };
+  }
+
+  /** rclone's environment for this server as remote UP (deliberate: no stray AWS_* variables). */
+  rcloneEnv(): Record<string, string> {
+    return {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      RCLONE_CONFIG: '/dev/null',
+      RCLONE_CONFIG_UP_TYPE: 's3',
+      RCLONE_CONFIG_UP_PROVIDER: 'Other',
+      RCLONE_CONFIG_UP_ACCESS_KEY_ID: 'S3RVER',
+      RCLONE_CONFIG_UP_SECRET_ACCESS_KEY: 'S3RVER',
+      RCLONE_CONFIG_UP_ENDPOINT: this.endpoint,
+      RCLONE_CONFIG_UP_FORCE_PATH_STYLE: 'true',
+    };
+  }
+
+  /** Copies a local directory to bucket/prefix. */
+  async upload(directory: string, bucketPath: string): Promise<void> {
+    await execa('rclone', ['copy', directory, `UP:${bucketPath}`], {
+      env: this.rcloneEnv(),
+      extendEnv: false,
+    });
+  }
+
+  async cat(bucketPath: string): Promise<string> {
+    const result = await execa('rclone', ['cat', `UP:${bucketPath}`], {
+      env: this.rcloneEnv(),
+      extendEnv: false,
+      stripFinalNewline: false,
+    });
+    return String(result.stdout);
+  }
+
   async stop(): Promise<void> {
     if (this.child.pid !== undefined) process.kill(this.child.pid, 'SIGTERM');
     await this.child;

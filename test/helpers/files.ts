@@ -1,27 +1,7 @@
-import { createHash, randomFillSync } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
+export { sha256File, writeRandomFile } from '../../src/demo/files.js';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-
-export async function writeRandomFile(path: string, bytes: number): Promise<void> {
-  const handle = await open(path, 'w');
-  const chunk = Buffer.alloc(1 << 20);
-  try {
-    for (let written = 0; written < bytes; written += chunk.length) {
-      randomFillSync(chunk);
-      await handle.write(chunk, 0, Math.min(chunk.length, bytes - written));
-    }
-  } finally {
-    await handle.close();
-  }
-}
-
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }))
-    hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
 
 /** A tree of small files with distinct contents, as a small-file dataset has. */
 export async function writeTree(root: string, dirs: number, filesPerDir: number): Promise<void> {

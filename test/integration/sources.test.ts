@@ -6,7 +6,6 @@
  */
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
 import { MountTable } from '../../src/mount/mountinfo.js';
 import { recordedClients } from '../helpers/cleanup.js';
@@ -139,54 +138,17 @@ it('s3 (s3rver on loopback) with the s3fs and rclone engines', async () => {
   const store = join(driver.work, 's3-store');
   await mkdir(store);
   const s3 = await S3Server.start(store, ['datasets']);
-  const { endpoint } = s3;
-  const s3env = {
-    PATH: process.env.PATH ?? '/usr/bin:/bin',
-    RCLONE_CONFIG: '/dev/null',
-    RCLONE_CONFIG_UP_TYPE: 's3',
-    RCLONE_CONFIG_UP_PROVIDER: 'Other',
-    RCLONE_CONFIG_UP_ACCESS_KEY_ID: 'S3RVER',
-    RCLONE_CONFIG_UP_SECRET_ACCESS_KEY: 'S3RVER',
-    RCLONE_CONFIG_UP_ENDPOINT: endpoint,
-    RCLONE_CONFIG_UP_FORCE_PATH_STYLE: 'true',
-  };
   try {
-    await execa('rclone', ['copy', data, 'UP:datasets/imagenet'], { env: s3env, extendEnv: false });
-    const readBack = async (n: string) =>
-      String(
-        (
-          await execa('rclone', ['cat', `UP:datasets/imagenet/${n}`], {
-            env: s3env,
-            extendEnv: false,
-          })
-        ).stdout,
-      ) + '\n';
-    const secrets = {
-      accessKeyId: 'S3RVER',
-      secretAccessKey: 'S3RVER',
-      endpoint,
-      region: 'us-east-1',
-    };
-    await exercise('s3fs', {
-      parameters: { source: 's3://datasets/imagenet', engine: 's3fs' },
-      secrets,
-      writable: true,
-      readBack,
-    });
-    await exercise('s3', {
-      parameters: { source: 's3://datasets/imagenet' },
-      secrets: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', endpoint, region: 'us-east-1' },
-      writable: true,
-      readBack: async (n) =>
-        String(
-          (
-            await execa('rclone', ['cat', `UP:datasets/imagenet/${n}`], {
-              env: s3env,
-              extendEnv: false,
-            })
-          ).stdout,
-        ) + '\n',
-    });
+    await s3.upload(data, 'datasets/imagenet');
+    const readBack = (n: string) => s3.cat(`datasets/imagenet/${n}`);
+    for (const engine of ['s3fs', 'rclone']) {
+      await exercise(`s3-${engine}`, {
+        parameters: { source: 's3://datasets/imagenet', engine },
+        secrets: s3.secrets(),
+        writable: true,
+        readBack,
+      });
+    }
   } finally {
     await s3.stop();
   }
