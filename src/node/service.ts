@@ -24,8 +24,7 @@ function parameters(context: Record<string, string>): VolumeParameters {
 }
 
 export function createNodeService(options: NodeServiceOptions): ServiceImpl<NodeHandlers> {
-  const { manager, nodeId } = options;
-  const { locks, kubeletDir } = options;
+  const { manager, nodeId, locks, kubeletDir } = options;
   /** A pod spec must not get the driver to mount over arbitrary host paths. */
   const nodePath = (value: string, field: string): string => {
     const path = requirePath(value, field);
