@@ -1,5 +1,5 @@
 /** The installed command: flags, socket handling and graceful shutdown of the real process. */
-import { lstat, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,4 +104,19 @@ it('refuses what it cannot serve, with a message and a non-zero exit', async () 
   });
   expect(usage.exitCode).toBe(2);
   expect(String(usage.stderr)).toMatch(/nodeId.*\n.*usage: dataset-cache-csi/s);
+});
+
+it('has npm scripts that point at files the build produces (the README quick start)', async () => {
+  const pkg = JSON.parse(
+    await readFile(new URL('../../package.json', import.meta.url), 'utf8'),
+  ) as {
+    scripts: Record<string, string>;
+  };
+  for (const name of ['demo', 'bench']) {
+    const entry = /node (dist\/\S+\.js)/.exec(pkg.scripts[name] ?? '')?.[1];
+    expect(entry).toBeDefined();
+    await expect(
+      lstat(fileURLToPath(new URL(`../../${entry}`, import.meta.url))),
+    ).resolves.toBeDefined();
+  }
 });
