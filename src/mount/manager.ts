@@ -10,7 +10,7 @@ import {
 } from '../csi/errors.js';
 import { KeyedMutex, type VolumeLocks } from '../csi/locks.js';
 import { datasetKey, type VolumeParameters } from '../dataset/params.js';
-import { isDatasetCacheMount, type CacheClients } from '../supervisor/clients.js';
+import { isDatasetCacheMount, type CacheClients, type ClientState } from '../supervisor/clients.js';
 import type { ClientRecord, Journal, VolumeRecord } from './journal.js';
 import type { Mounter } from './mounter.js';
 import type { MountTable } from './mountinfo.js';
@@ -30,6 +30,13 @@ interface RestartBackoff {
 }
 
 const MAX_BACKOFF_MS = 30_000;
+
+/** How an unhealthy client state reads in a volume condition. */
+const CLIENT_PROBLEM: Record<Exclude<ClientState, 'healthy'>, string> = {
+  dead: 'is not running',
+  unmounted: 'lost its mount',
+  hung: 'does not answer',
+};
 /** Consecutive hung probes after which a client is killed and restarted. */
 const HUNG_PROBES_BEFORE_KILL = 3;
 
@@ -251,10 +258,9 @@ export class MountManager {
     const client = this.journal.client(dataset);
     const state = client ? await this.clients.state(client) : 'dead';
     if (!client || state !== 'healthy') {
-      const why = { dead: 'is not running', unmounted: 'lost its mount', hung: 'does not answer' };
       return {
         abnormal: true,
-        message: `cache client of dataset ${dataset} ${why[state === 'healthy' ? 'dead' : state]}; the node is restarting it`,
+        message: `cache client of dataset ${dataset} ${CLIENT_PROBLEM[state === 'healthy' ? 'dead' : state]}; the node is restarting it`,
       };
     }
     if (!this.isBindOf(await this.mounter.table(), path, client)) {

@@ -49,10 +49,6 @@ export async function unmountUnder(root: string): Promise<void> {
   }
 }
 
-export async function mountsUnder(prefix: string): Promise<string[]> {
-  return (await MountTable.read()).under(prefix).map((entry) => entry.mountPoint);
-}
-
 /**
  * Leaves nothing behind even when a test failed half-way: every mount under the work directory
  * (deepest and latest first, lazily) and every cache client the journal names, by PID.

@@ -12,6 +12,7 @@ import { MountTable } from '../../src/mount/mountinfo.js';
 import { isSameProcess, sleep } from '../../src/util/proc.js';
 import { recordedClients } from '../helpers/cleanup.js';
 import { DriverProcess } from '../helpers/driver-process.js';
+import { Kubelet } from '../helpers/kubelet.js';
 import { mountCapability, startTestDriver } from '../helpers/driver.js';
 import { sha256File, writeRandomFile, writeTree } from '../helpers/files.js';
 import { pidsWithArgs } from '../helpers/processes.js';
@@ -63,23 +64,10 @@ it('replaces a kill -9ed client and repairs every bind within 5 s while a reader
   const driver = await startTestDriver();
   const remote = await slowServer(driver.work, 96, '32M');
   try {
+    const kubelet = new Kubelet(driver.work, () => driver.client);
     const { staging, target } = paths(driver.work);
     const volume = await createVolume(driver.client, 'failover', { source: remote.server.url() });
-    await driver.client.node.NodeStageVolume({
-      volume_id: volume.volume_id,
-      staging_target_path: staging(volume.volume_id),
-      volume_capability: cap,
-      volume_context: volume.volume_context,
-    });
-    for (const pod of ['reader', 'other']) {
-      await driver.client.node.NodePublishVolume({
-        volume_id: volume.volume_id,
-        staging_target_path: staging(volume.volume_id),
-        target_path: target(pod),
-        volume_capability: cap,
-        readonly: true,
-      });
-    }
+    await kubelet.run(volume, ['reader', 'other'], true);
     const [client] = await recordedClients(driver.stateDir);
     if (!client) throw new Error('no client');
     let killedAt = 0;
@@ -132,16 +120,7 @@ it('replaces a kill -9ed client and repairs every bind within 5 s while a reader
       volume_path: target('reader'),
     });
     expect(stats.volume_condition?.abnormal).toBe(false);
-    for (const pod of ['reader', 'other']) {
-      await driver.client.node.NodeUnpublishVolume({
-        volume_id: volume.volume_id,
-        target_path: target(pod),
-      });
-    }
-    await driver.client.node.NodeUnstageVolume({
-      volume_id: volume.volume_id,
-      staging_target_path: staging(volume.volume_id),
-    });
+    await kubelet.stop(volume.volume_id, ['reader', 'other']);
     expect((await MountTable.read()).under(driver.work)).toEqual([]);
     expect(await recordedClients(driver.stateDir)).toEqual([]);
   } finally {
@@ -156,20 +135,10 @@ it('reports a hung client as abnormal, then kills and replaces it', async () => 
   await mkdir(source);
   await writeTree(source, 2, 5);
   try {
-    const { staging, target } = paths(driver.work);
+    const kubelet = new Kubelet(driver.work, () => driver.client);
+    const { target } = paths(driver.work);
     const volume = await createVolume(driver.client, 'hung', { source: `local://${source}` });
-    await driver.client.node.NodeStageVolume({
-      volume_id: volume.volume_id,
-      staging_target_path: staging(volume.volume_id),
-      volume_capability: cap,
-      volume_context: volume.volume_context,
-    });
-    await driver.client.node.NodePublishVolume({
-      volume_id: volume.volume_id,
-      staging_target_path: staging(volume.volume_id),
-      target_path: target('pod'),
-      volume_capability: cap,
-    });
+    await kubelet.run(volume, ['pod']);
     const [client] = await recordedClients(driver.stateDir);
     if (!client) throw new Error('no client');
     process.kill(client.pid, 'SIGSTOP');
@@ -207,14 +176,7 @@ it('reports a hung client as abnormal, then kills and replaces it', async () => 
     expect(
       (await readFile(join(target('pod'), 'd1', 'f3.txt'), 'utf8')).startsWith('dir 1 file 3'),
     ).toBe(true);
-    await driver.client.node.NodeUnpublishVolume({
-      volume_id: volume.volume_id,
-      target_path: target('pod'),
-    });
-    await driver.client.node.NodeUnstageVolume({
-      volume_id: volume.volume_id,
-      staging_target_path: staging(volume.volume_id),
-    });
+    await kubelet.stop(volume.volume_id, ['pod']);
   } finally {
     await driver.dispose();
   }
@@ -225,23 +187,12 @@ it('keeps a reader going through a kill -9 of the driver; the new driver adopts 
   const remote = await slowServer(driver.work, 64, '32M');
   try {
     await driver.start();
+    const kubelet = new Kubelet(driver.work, () => driver.client);
     const { staging, target } = paths(driver.work);
     const volume = await createVolume(driver.client, 'driver-crash', {
       source: remote.server.url(),
     });
-    await driver.client.node.NodeStageVolume({
-      volume_id: volume.volume_id,
-      staging_target_path: staging(volume.volume_id),
-      volume_capability: cap,
-      volume_context: volume.volume_context,
-    });
-    await driver.client.node.NodePublishVolume({
-      volume_id: volume.volume_id,
-      staging_target_path: staging(volume.volume_id),
-      target_path: target('reader'),
-      volume_capability: cap,
-      readonly: true,
-    });
+    await kubelet.run(volume, ['reader'], true);
     const [client] = await recordedClients(driver.stateDir);
     let crashed: Promise<void> | undefined;
     const result = await streamWithRetry(join(target('reader'), 'big.bin'), {

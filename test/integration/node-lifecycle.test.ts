@@ -61,6 +61,16 @@ async function publish(volumeId: string, pod: string, readonly = false) {
   });
 }
 
+/** Unpublish, unstage and delete, in kubelet's and the provisioner's order. */
+async function teardown(volumeId: string, pod: string) {
+  await driver.client.node.NodeUnpublishVolume({ volume_id: volumeId, target_path: target(pod) });
+  await driver.client.node.NodeUnstageVolume({
+    volume_id: volumeId,
+    staging_target_path: staging(volumeId),
+  });
+  await driver.client.controller.DeleteVolume({ volume_id: volumeId });
+}
+
 async function expectClean() {
   expect((await MountTable.read()).under(kubelet)).toEqual([]);
   expect(await recordedClients(driver.stateDir)).toEqual([]);
@@ -94,15 +104,7 @@ it('runs the full lifecycle 10 times, starting and stopping one client each time
     const [client] = await recordedClients(driver.stateDir);
     pids.add(client?.pid ?? -1);
     expect(await readFile(join(target(`pod-${round}`), 'labels.txt'), 'utf8')).toBe('cat\ndog\n');
-    await driver.client.node.NodeUnpublishVolume({
-      volume_id: volume.volume_id,
-      target_path: target(`pod-${round}`),
-    });
-    await driver.client.node.NodeUnstageVolume({
-      volume_id: volume.volume_id,
-      staging_target_path: staging(volume.volume_id),
-    });
-    await driver.client.controller.DeleteVolume({ volume_id: volume.volume_id });
+    await teardown(volume.volume_id, `pod-${round}`);
     await expectClean();
   }
   expect(pids.size).toBe(10);
@@ -270,15 +272,7 @@ it('adopts running clients after a driver restart without interrupting reads', a
   expect(
     (await driver.client.controller.ListVolumes({})).entries.map((e) => e.volume?.volume_id),
   ).toContain(volume.volume_id);
-  await driver.client.node.NodeUnpublishVolume({
-    volume_id: volume.volume_id,
-    target_path: target('pod-adopt'),
-  });
-  await driver.client.node.NodeUnstageVolume({
-    volume_id: volume.volume_id,
-    staging_target_path: staging(volume.volume_id),
-  });
-  await driver.client.controller.DeleteVolume({ volume_id: volume.volume_id });
+  await teardown(volume.volume_id, 'pod-adopt');
 });
 
 it('passes credentials from node-stage secrets without leaking them to logs, argv or state files', async () => {
@@ -317,15 +311,7 @@ it('passes credentials from node-stage secrets without leaking them to logs, arg
     for (const entry of stateFiles.filter((e) => e.isFile())) {
       expect(await readFile(join(entry.parentPath, entry.name), 'utf8')).not.toContain(secret);
     }
-    await driver.client.node.NodeUnpublishVolume({
-      volume_id: volume.volume_id,
-      target_path: target('pod-secret'),
-    });
-    await driver.client.node.NodeUnstageVolume({
-      volume_id: volume.volume_id,
-      staging_target_path: staging(volume.volume_id),
-    });
-    await driver.client.controller.DeleteVolume({ volume_id: volume.volume_id });
+    await teardown(volume.volume_id, 'pod-secret');
     expect(await driver.log()).not.toContain(secret);
   } finally {
     await server.stop();
