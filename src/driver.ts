@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createControllerService } from './controller/service.js';
+import { RcloneSourceDirectories } from './controller/source-directories.js';
 import { VolumeStore } from './controller/store.js';
 import { loadCsiPackage } from './csi/proto.js';
 import { VolumeLocks } from './csi/locks.js';
@@ -62,6 +63,7 @@ export async function startDriver(
   if (withController) {
     services.controller = createControllerService({
       store: await VolumeStore.open(config.stateDir),
+      directories: new RcloneSourceDirectories(runner, config.rcloneBinary),
     });
   }
   let manager: MountManager | undefined;

@@ -1,6 +1,4 @@
 import { createHash } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { ControllerHandlers } from '../csi/generated/csi/v1/Controller.js';
 import type { Volume } from '../csi/generated/csi/v1/Volume.js';
 import type { VolumeCapability__Output } from '../csi/generated/csi/v1/VolumeCapability.js';
@@ -21,6 +19,7 @@ import {
   unsupportedCapability,
 } from '../csi/validate.js';
 import { ParameterError, parseVolumeParameters, type VolumeParameters } from '../dataset/params.js';
+import type { SourceDirectories } from './source-directories.js';
 import type { ProvisionedVolume, VolumeStore } from './store.js';
 
 const KUBERNETES_PREFIX = 'csi.storage.k8s.io/';
@@ -90,32 +89,26 @@ function decodeToken(token: string): PageToken | undefined {
 const encodeToken = (token: PageToken): string =>
   Buffer.from(JSON.stringify(token)).toString('base64url');
 
-/** Sub-directory volumes get their own directory on the source; the source tooling is per kind. */
-async function subdirectoryOn(
-  params: VolumeParameters,
-  subPath: string,
-  action: 'create' | 'delete',
-): Promise<void> {
-  const source = params.dataset.source;
-  if (source.kind !== 'local') {
-    throw invalidArgument(
-      `layout subdir is available for local:// sources in this version, not ${source.kind}://`,
-    );
+/** A volume's own directory only makes sense where the volume can write into it. */
+function subdirectoryProblem(params: VolumeParameters): string | undefined {
+  if (params.layout !== 'subdir') return undefined;
+  if (params.dataset.readOnly) {
+    return `layout subdir needs a writable dataset; ${params.dataset.source.kind === 'http' ? 'http:// sources are read-only' : 'this one has readOnly=true'}`;
   }
-  const dir = join(source.path, subPath);
-  if (action === 'create') await mkdir(dir, { recursive: true, mode: 0o775 });
-  else await rm(dir, { recursive: true, force: true });
+  if (params.subPath !== '') return 'layout subdir and subPath exclude each other';
+  return undefined;
 }
 
 export interface ControllerServiceOptions {
   store: VolumeStore;
+  directories: SourceDirectories;
   locks?: VolumeLocks;
 }
 
 export function createControllerService(
   options: ControllerServiceOptions,
 ): ServiceImpl<ControllerHandlers> {
-  const { store } = options;
+  const { store, directories } = options;
   const locks = options.locks ?? new VolumeLocks();
   const notSupported = (rpc: string) => async (): Promise<never> => {
     throw unimplemented(`${rpc} is not supported by this driver`);
@@ -127,6 +120,8 @@ export function createControllerService(
       if (req.volume_capabilities.length === 0)
         throw invalidArgument('volume_capabilities is required');
       const params = parse(req.parameters);
+      const layoutProblem = subdirectoryProblem(params);
+      if (layoutProblem) throw invalidArgument(layoutProblem);
       req.volume_capabilities.forEach((capability, i) => {
         requireCapability(capability, `volume_capabilities[${i}]`);
         const problem = writerOnReadOnly(params, capability);
@@ -161,7 +156,9 @@ export function createControllerService(
           return { volume: toVolume(existing) };
         }
         const subPath = params.layout === 'subdir' ? volumeId : params.subPath;
-        if (params.layout === 'subdir') await subdirectoryOn(params, subPath, 'create');
+        if (params.layout === 'subdir') {
+          await directories.create(params.dataset.source, subPath, req.secrets);
+        }
         const context = dataParameters(req.parameters);
         delete context.layout;
         delete context.onDelete;
@@ -189,7 +186,11 @@ export function createControllerService(
         if (!volume) return;
         const params = parse(volume.parameters);
         if (params.layout === 'subdir' && params.onDelete === 'delete') {
-          await subdirectoryOn(params, volume.context.subPath ?? volumeId, 'delete');
+          await directories.remove(
+            params.dataset.source,
+            volume.context.subPath ?? volumeId,
+            req.secrets,
+          );
         }
         await store.delete(volumeId);
       });

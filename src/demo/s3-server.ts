@@ -81,6 +81,17 @@ export class S3Server {
     return String(result.stdout);
   }
 
+  /** Entries directly under bucket/prefix; directories end with '/'. */
+  async list(bucketPath: string): Promise<string[]> {
+    const result = await execa('rclone', ['lsf', `UP:${bucketPath}`], {
+      env: this.rcloneEnv(),
+      extendEnv: false,
+    });
+    return String(result.stdout)
+      .split('\n')
+      .filter((line) => line !== '');
+  }
+
   async stop(): Promise<void> {
     if (this.child.pid !== undefined) process.kill(this.child.pid, 'SIGTERM');
     await this.child;

@@ -45,6 +45,8 @@ export interface Engine {
   ): LaunchPlan;
   /** Files written through the mount that have not reached the remote yet. */
   pendingWrites?(control: ControlEndpoint): Promise<number>;
+  /** Forgets the client's cached listing of a directory (relative to the dataset root). */
+  refreshDirectory?(control: ControlEndpoint, dir: string): Promise<void>;
 }
 
 export class EngineRegistry {

@@ -4,6 +4,7 @@ import type { ControlEndpoint } from './engine.js';
 export async function rcCall<T>(
   control: ControlEndpoint,
   command: string,
+  params: Record<string, unknown> = {},
   timeoutMs = 5000,
 ): Promise<T> {
   const response = await fetch(`http://127.0.0.1:${control.port}/${command}`, {
@@ -12,7 +13,7 @@ export async function rcCall<T>(
       authorization: `Basic ${Buffer.from(`${control.user}:${control.password}`).toString('base64')}`,
       'content-type': 'application/json',
     },
-    body: '{}',
+    body: JSON.stringify(params),
     signal: AbortSignal.timeout(timeoutMs),
   });
   if (!response.ok) throw new Error(`rclone rc ${command}: HTTP ${response.status}`);

@@ -12,9 +12,10 @@ import { rcCall, type VfsStats } from './rclone-rc.js';
 import { rcloneObscure } from './rclone-obscure.js';
 
 /** The remote is defined through RCLONE_CONFIG_SRC_* variables: no URL or credential in argv. */
-const REMOTE = 'SRC';
+export const REMOTE = 'SRC';
 
-function remoteConfig(
+/** rclone's view of a source: environment defining remote SRC, and the path on it. */
+export function remoteConfig(
   source: Source,
   secrets: Record<string, string>,
 ): { env: Record<string, string>; path: string } {
@@ -134,5 +135,12 @@ export class RcloneEngine implements Engine {
   async pendingWrites(control: ControlEndpoint): Promise<number> {
     const stats = await rcCall<VfsStats>(control, 'vfs/stats');
     return (stats.diskCache?.uploadsInProgress ?? 0) + (stats.diskCache?.uploadsQueued ?? 0);
+  }
+
+  async refreshDirectory(control: ControlEndpoint, dir: string): Promise<void> {
+    // A directory made on the remote after the mount started (a new sub-directory volume) is
+    // invisible until rclone's directory cache expires (5 min) unless its parent is re-read.
+    // rclone names directories relative to the root, and the root itself by leaving dir out.
+    await rcCall(control, 'vfs/refresh', dir === '' ? {} : { dir }, 15_000);
   }
 }

@@ -1,5 +1,5 @@
 import { mkdir, rmdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import type { Logger } from 'pino';
 import {
   alreadyExists,
@@ -95,7 +95,7 @@ export class MountManager {
       let bound = false;
       try {
         if (params.subPath !== '') {
-          await this.requireDirectory(join(client.mountPoint, params.subPath), params.subPath, key);
+          await this.requireDirectory(client, params.subPath);
         }
         await this.bindStaging(client, params.subPath, stagingPath, params.dataset.readOnly);
         bound = true;
@@ -151,6 +151,16 @@ export class MountManager {
       this.fault('unstage:detached');
       await this.releaseIfUnused(volume.datasetKey);
     });
+    // A client still serving other volumes keeps running; what this volume wrote must still be on
+    // the remote when the call returns, as it is when the last volume stops the client. Waited for
+    // outside the dataset lock: an upload must not hold up stages of the same dataset.
+    const sharedClient = this.journal.client(volume.datasetKey);
+    if (sharedClient && !volume.readOnly && !(await this.clients.waitForUploads(sharedClient))) {
+      this.log.warn(
+        { volumeId, dataset: volume.datasetKey },
+        'unstaged with uploads still queued; the running client keeps sending them',
+      );
+    }
     this.event('volume unstaged', started, { volumeId, dataset: volume.datasetKey, stagingPath });
   }
 
@@ -514,9 +524,15 @@ export class MountManager {
     return this.isBindOf(await this.mounter.table(), path, client);
   }
 
-  private async requireDirectory(path: string, subPath: string, key: string): Promise<void> {
+  /** A sub-directory made on the source after the client started may need a fresh listing. */
+  private async requireDirectory(client: ClientRecord, subPath: string): Promise<void> {
+    const path = join(client.mountPoint, subPath);
+    if ((await this.clients.probe.kind(path)) === 'directory') return;
+    await this.clients.refreshDirectory(client, posix.dirname(subPath).replace(/^\.$/, ''));
     if ((await this.clients.probe.kind(path)) !== 'directory') {
-      throw failedPrecondition(`sub-directory "${subPath}" does not exist in dataset ${key}`);
+      throw failedPrecondition(
+        `sub-directory "${subPath}" does not exist in dataset ${client.key}`,
+      );
     }
   }
 

@@ -7,6 +7,8 @@ export interface Mounter {
   unmount(target: string, options?: { lazy?: boolean }): Promise<void>;
   /** A private tmpfs whose size the kernel enforces. */
   mountTmpfs(target: string, sizeBytes: number, name: string): Promise<void>;
+  /** A file-system image through a loop device (released again when unmounted). */
+  mountImage(image: string, target: string, fsType: string): Promise<void>;
   table(): Promise<MountTable>;
 }
 
@@ -46,6 +48,22 @@ export class SystemMounter implements Mounter {
     ]);
     if (result.exitCode !== 0) {
       throw new MountError(`tmpfs mount at ${target} failed: ${result.stderr.trim()}`);
+    }
+  }
+
+  async mountImage(image: string, target: string, fsType: string): Promise<void> {
+    const result = await this.runner.run('mount', [
+      '-c',
+      '-t',
+      fsType,
+      '-o',
+      'loop,noatime,nosuid,nodev,noexec',
+      '--',
+      image,
+      target,
+    ]);
+    if (result.exitCode !== 0) {
+      throw new MountError(`mount of ${image} at ${target} failed: ${result.stderr.trim()}`);
     }
   }
 

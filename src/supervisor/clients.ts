@@ -18,6 +18,7 @@ import { PathProbe } from '../mount/path-probe.js';
 import type { MountEntry, MountTable } from '../mount/mountinfo.js';
 import { freePort } from '../util/net.js';
 import { isSameProcess, processStartTime, sleep } from '../util/proc.js';
+import { CacheVolumes } from './cache-volume.js';
 import type { ProcessRunner } from './runner.js';
 
 export interface ClientLayout {
@@ -80,9 +81,6 @@ export function clientPaths(layout: ClientLayout, key: string, spec: DatasetSpec
 export const DEVICE_PREFIX = 'dataset-cache-csi:';
 export const deviceName = (key: string): string => `${DEVICE_PREFIX}${key}`;
 
-/** The tmpfs of a MEM cache: sized to the quota, so the kernel keeps the promise. */
-export const CACHE_TMPFS_PREFIX = 'dataset-cache-csi-cache:';
-
 /** Whether a mount (a dataset mount or a bind of one) was made by one of our clients. */
 export const isDatasetCacheMount = (entry: MountEntry): boolean =>
   entry.source.startsWith(DEVICE_PREFIX) || entry.fsType === LAYER_FS_TYPE;
@@ -122,6 +120,7 @@ export class CacheClients {
   /** One probe per mount at a time: a hung FUSE mount must not pile up stuck prober processes. */
   private readonly probes = new Map<string, Promise<boolean>>();
   readonly probe: PathProbe;
+  private readonly cacheVolumes: CacheVolumes;
 
   constructor(
     private readonly engines: EngineRegistry,
@@ -135,6 +134,7 @@ export class CacheClients {
   ) {
     this.timings = { ...DEFAULT_TIMINGS, ...timings };
     this.probe = new PathProbe(runner, this.timings.probeTimeoutMs);
+    this.cacheVolumes = new CacheVolumes(mounter, runner, log);
   }
 
   /** Where dataset mounts live (pod binds elsewhere are never treated as orphans). */
@@ -238,19 +238,25 @@ export class CacheClients {
     const engineMount = layered ? backingMount(paths.mountPoint) : paths.mountPoint;
     // Planned before anything is created, so that a refused plan leaves nothing behind.
     const control = await this.newControlEndpoint(engine);
-    const plan = engine.plan(
-      spec,
-      { ...paths, mountPoint: engineMount },
-      secrets,
-      deviceName(key),
-      control,
-    );
+    const planWith = (cacheBytes: number): LaunchPlan =>
+      engine.plan(
+        { ...spec, cache: { ...spec.cache, quotaBytes: cacheBytes } },
+        { ...paths, mountPoint: engineMount },
+        secrets,
+        deviceName(key),
+        control,
+      );
+    let plan = planWith(spec.cache.quotaBytes);
     await this.detachAll(paths.mountPoint);
     await this.detachAll(engineMount);
     await mkdir(engineMount, { recursive: true });
     await mkdir(paths.mountPoint, { recursive: true });
     await mkdir(paths.cacheDir, { recursive: true, mode: 0o700 });
-    const newCacheTmpfs = await this.ensureCacheTmpfs(key, spec, paths.cacheDir);
+    const cache = await this.cacheVolumes.ensure(key, spec, paths.cacheDir);
+    const newCache = cache.created;
+    // The engine must evict before its file system is full, and a disk image's file-system
+    // overhead leaves less room than the quota.
+    if (cache.capacityBytes < spec.cache.quotaBytes) plan = planWith(cache.capacityBytes);
     await mkdir(paths.runtimeDir, { recursive: true, mode: 0o700 });
     await chmod(paths.runtimeDir, 0o700);
     const files = [
@@ -321,8 +327,8 @@ export class CacheClients {
         await this.terminate(process.pid, process.startTime);
       }
       await rm(paths.runtimeDir, { recursive: true, force: true });
-      // A RAM cache made for this start holds nothing yet; one kept from before stays.
-      if (newCacheTmpfs) await this.detachAll(paths.cacheDir);
+      // A cache made for this start holds nothing yet; one kept from before stays.
+      if (newCache) await this.cacheVolumes.release(spec, paths.cacheDir, true);
       this.log.warn(
         { dataset: key, durationMs: Date.now() - started },
         'cache client failed to start',
@@ -423,7 +429,7 @@ export class CacheClients {
    */
   async stop(record: ClientRecord): Promise<void> {
     const started = Date.now();
-    const flushed = await this.flush(record);
+    const flushed = await this.waitForUploads(record);
     await this.detachAll(record.mountPoint);
     if (record.layer) {
       await this.terminate(record.layer.pid, record.layer.startTime);
@@ -436,10 +442,8 @@ export class CacheClients {
         { dataset: record.key, cacheDir: record.cacheDir },
         'writes may not have reached the remote; cache kept for the next client of this dataset',
       );
-    } else if (record.spec.cache.medium === 'MEM') {
-      await this.detachAll(record.cacheDir);
-      await rm(record.cacheDir, { recursive: true, force: true });
     }
+    await this.cacheVolumes.release(record.spec, record.cacheDir, flushed);
     // Empty directories only: an SSD cache kept under the dataset directory stays warm for later.
     await rmdir(record.mountPoint).catch(() => undefined);
     if (record.layer) await rmdir(record.layer.mountPoint).catch(() => undefined);
@@ -448,23 +452,6 @@ export class CacheClients {
       { dataset: record.key, pid: record.pid, durationMs: Date.now() - started },
       'cache client stopped',
     );
-  }
-
-  /**
-   * A MEM cache lives on its own tmpfs of exactly the quota: rclone's own limit is only checked
-   * every poll interval, the kernel's never lets the cache grow past it (rclone then evicts). An
-   * existing one is kept: after a crash it still holds the warm cache and any unsent writes.
-   */
-  private async ensureCacheTmpfs(
-    key: string,
-    spec: DatasetSpec,
-    cacheDir: string,
-  ): Promise<boolean> {
-    if (spec.cache.medium !== 'MEM') return false;
-    const mount = (await this.mounter.table()).at(cacheDir);
-    if (mount?.fsType === 'tmpfs' && mount.source === `${CACHE_TMPFS_PREFIX}${key}`) return false;
-    await this.mounter.mountTmpfs(cacheDir, spec.cache.quotaBytes, `${CACHE_TMPFS_PREFIX}${key}`);
-    return true;
   }
 
   /** Stops a client that does not answer: SIGKILL, then a lazy detach of its mount. */
@@ -483,8 +470,19 @@ export class CacheClients {
     if (record.layer) await this.detachAll(record.layer.mountPoint);
   }
 
+  /** Makes the client re-read a directory of the dataset from the remote, when it can. */
+  async refreshDirectory(record: ClientRecord, dir: string): Promise<void> {
+    const engine = this.engineOf(record.spec);
+    if (!engine.refreshDirectory || !record.control) return;
+    try {
+      await engine.refreshDirectory(record.control, dir);
+    } catch (err) {
+      this.log.warn({ dataset: record.key, dir, err: String(err) }, 'directory refresh failed');
+    }
+  }
+
   /** True when nothing written through the mount is still waiting for upload. */
-  private async flush(record: ClientRecord): Promise<boolean> {
+  async waitForUploads(record: ClientRecord): Promise<boolean> {
     if (record.spec.readOnly) return true;
     const engine = this.engineOf(record.spec);
     if (!engine.pendingWrites || !record.control) return true;

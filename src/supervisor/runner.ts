@@ -23,16 +23,27 @@ export interface SpawnOptions {
 
 /** The narrow door to the operating system's processes; tests may pass their own. */
 export interface ProcessRunner {
-  run(command: string, args: string[], timeoutMs?: number): Promise<CommandResult>;
+  /** `env` is added to a minimal PATH/locale environment (never the driver's own). */
+  run(
+    command: string,
+    args: string[],
+    timeoutMs?: number,
+    env?: Record<string, string>,
+  ): Promise<CommandResult>;
   spawnDetached(command: string, args: string[], options: SpawnOptions): DetachedProcess;
 }
 
 export class ExecaRunner implements ProcessRunner {
-  async run(command: string, args: string[], timeoutMs = 30_000): Promise<CommandResult> {
+  async run(
+    command: string,
+    args: string[],
+    timeoutMs = 30_000,
+    env: Record<string, string> = {},
+  ): Promise<CommandResult> {
     const child = execa(command, args, {
       reject: false,
       stdin: 'ignore',
-      env: { LC_ALL: 'C', PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+      env: { LC_ALL: 'C', PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env },
       extendEnv: false,
     });
     let timer: NodeJS.Timeout | undefined;

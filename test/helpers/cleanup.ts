@@ -10,6 +10,7 @@ interface RecordedProcess {
 
 export interface RecordedClient extends RecordedProcess {
   mountPoint: string;
+  cacheDir: string;
   layer?: RecordedProcess;
 }
 

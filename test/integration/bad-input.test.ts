@@ -358,10 +358,10 @@ const cases = (): Case[] => [
     message: /onDelete="shred"/,
   },
   {
-    name: 'subdir layout on an unsupported source',
-    call: create({ source: 'webdav://127.0.0.1:1/x', layout: 'subdir' }),
+    name: 'subdir layout on a read-only source',
+    call: create({ source: 'http://127.0.0.1:1/x', layout: 'subdir' }),
     code: S.INVALID_ARGUMENT,
-    message: /layout subdir is available for local/,
+    message: /layout subdir needs a writable dataset; http:\/\/ sources are read-only/,
   },
   {
     name: 'subPath with dot-dot',

@@ -1,9 +1,14 @@
-/** The cache quota is a hard promise, and MEM caches never promise more memory than the node allows. */
-import { mkdir } from 'node:fs/promises';
+/**
+ * The cache quota is a hard promise on every medium (MEM: a tmpfs of the quota; SSD/HDD: a loop-
+ * mounted image of the quota), and MEM caches never promise more memory than the node allows.
+ */
+import { mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { execa } from 'execa';
 import { MountTable } from '../../src/mount/mountinfo.js';
 import { PathProbe } from '../../src/mount/path-probe.js';
+import { cacheImage } from '../../src/supervisor/cache-volume.js';
 import { ExecaRunner } from '../../src/supervisor/runner.js';
 import { recordedClients } from '../helpers/cleanup.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
@@ -42,54 +47,62 @@ async function stage(name: string, parameters: Record<string, string>) {
   return { volume, staging };
 }
 
-it('keeps a MEM cache within its quota while 3x the quota is read through it', async () => {
-  const quota = 64 * MiB;
-  const { volume, staging } = await stage('quota', {
-    source: `local://${source}`,
-    cacheQuota: '64Mi',
-    readOnly: 'true',
-  });
-  const [client] = await recordedClients(driver.stateDir);
-  const cacheDir = join(
-    driver.memCacheDir,
-    (client?.mountPoint ?? '').split('/').slice(-2)[0] ?? '',
-  );
-  const probe = new PathProbe(new ExecaRunner());
-  let peak = 0;
-  let sampling = true;
-  const sampler = (async () => {
-    while (sampling) {
-      const usage = await probe.usage(cacheDir);
-      if (usage) peak = Math.max(peak, usage.totalBytes - usage.freeBytes);
-      await new Promise((resolve) => setTimeout(resolve, 20));
+it.each([
+  ['MEM', 'tmpfs', /^dataset-cache-csi-cache:ds-/],
+  ['SSD', 'ext4', /^\/dev\/loop\d+$/],
+] as const)(
+  'keeps a %s cache within its quota while 3x the quota is read through it',
+  async (medium, fsType, device) => {
+    const quota = 64 * MiB;
+    const { volume, staging } = await stage(`quota-${medium}`, {
+      source: `local://${source}`,
+      cacheQuota: '64Mi',
+      cacheMedium: medium,
+      readOnly: 'true',
+    });
+    const [client] = await recordedClients(driver.stateDir);
+    const cacheDir = client?.cacheDir ?? '';
+    const probe = new PathProbe(new ExecaRunner());
+    let peak = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const usage = await probe.usage(cacheDir);
+        if (usage) peak = Math.max(peak, usage.totalBytes - usage.freeBytes);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    try {
+      for (let i = 0; i < 3; i += 1) {
+        expect(await sha256File(join(staging, `part-${i}.bin`))).toBe(
+          await sha256File(join(source, `part-${i}.bin`)),
+        );
+      }
+      const mount = (await MountTable.read()).at(cacheDir);
+      expect(mount).toMatchObject({ fsType, source: expect.stringMatching(device) });
+      if (medium === 'SSD') {
+        // The image's blocks are reserved up front: the disk never gives the cache more than this.
+        const image = await stat(cacheImage(cacheDir));
+        expect(image.size).toBe(quota);
+        expect(image.blocks * 512).toBeGreaterThanOrEqual(quota);
+        expect(image.mode & 0o777).toBe(0o600);
+      }
+    } finally {
+      sampling = false;
+      await sampler;
+      await driver.client.node.NodeUnstageVolume({
+        volume_id: volume.volume_id,
+        staging_target_path: staging,
+      });
     }
-  })();
-  try {
-    for (let i = 0; i < 3; i += 1) {
-      expect(await sha256File(join(staging, `part-${i}.bin`))).toBe(
-        await sha256File(join(source, `part-${i}.bin`)),
-      );
-    }
-  } finally {
-    sampling = false;
-    await sampler;
-  }
-  process.stdout.write(
-    `quota: read ${3 * 48} MiB through a 64 MiB MEM cache; peak cache use ${(peak / MiB).toFixed(1)} MiB\n`,
-  );
-  const tmpfs = (await MountTable.read()).at(cacheDir);
-  expect(tmpfs).toMatchObject({
-    fsType: 'tmpfs',
-    source: expect.stringMatching(/^dataset-cache-csi-cache:ds-/),
-  });
-  expect(peak).toBeGreaterThan(0);
-  expect(peak).toBeLessThanOrEqual(quota);
-  await driver.client.node.NodeUnstageVolume({
-    volume_id: volume.volume_id,
-    staging_target_path: staging,
-  });
-  expect((await MountTable.read()).at(cacheDir)).toBeUndefined();
-});
+    process.stdout.write(
+      `quota: read ${3 * 48} MiB through a 64 MiB ${medium} cache (${fsType}); peak cache use ${(peak / MiB).toFixed(1)} MiB\n`,
+    );
+    expect(peak).toBeGreaterThan(0);
+    expect(peak).toBeLessThanOrEqual(quota);
+    expect((await MountTable.read()).at(cacheDir)).toBeUndefined();
+  },
+);
 
 it('refuses a MEM cache the node cannot hold with RESOURCE_EXHAUSTED, leaving nothing', async () => {
   const first = await stage('first', { source: `local://${source}`, cacheQuota: '64Mi' });
@@ -119,4 +132,34 @@ it('refuses a MEM cache the node cannot hold with RESOURCE_EXHAUSTED, leaving no
   }
   expect((await MountTable.read()).under(driver.work)).toEqual([]);
   expect((await MountTable.read()).under(driver.memCacheDir)).toEqual([]);
+});
+
+it('refuses an SSD cache whose disk cannot hold the quota with RESOURCE_EXHAUSTED, leaving nothing', async () => {
+  const small = join(driver.work, 'small-disk');
+  await mkdir(small);
+  await execa('mount', ['-t', 'tmpfs', '-o', 'size=32m', 'dcsi-test-small-disk', small]);
+  try {
+    await expect(
+      stage('too-big', {
+        source: `local://${source}`,
+        cacheMedium: 'SSD',
+        cachePath: small,
+        cacheQuota: '64Mi',
+      }),
+    ).rejects.toEqual(
+      expect.objectContaining({
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        details: expect.stringMatching(
+          /cannot hold cacheQuota 67108864 bytes; free disk space or lower cacheQuota/,
+        ),
+      }),
+    );
+    expect(await readdir(small, { recursive: true })).toEqual(
+      expect.not.arrayContaining([expect.stringMatching(/\.img$/)]),
+    );
+    expect(await recordedClients(driver.stateDir)).toEqual([]);
+    expect((await MountTable.read()).under(driver.work).map((m) => m.mountPoint)).toEqual([small]);
+  } finally {
+    await execa('umount', [small]);
+  }
 });
