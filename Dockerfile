@@ -10,7 +10,7 @@ RUN npm run build && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends rclone s3fs fuse3 bindfs util-linux mount ca-certificates \
+ && apt-get install -y --no-install-recommends rclone s3fs fuse3 bindfs util-linux mount e2fsprogs ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /src/package.json ./

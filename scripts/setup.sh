@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings a fresh Debian 12 machine to what the demo and the tests need: the cache-client programs
-# (rclone, FUSE 3), util-linux mount, and the npm dependencies. Idempotent and quick when done.
+# (rclone, s3fs, FUSE 3, bindfs), util-linux mount, e2fsprogs (SSD cache images) and the npm
+# dependencies. Idempotent and quick when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,8 @@ missing=()
 command -v rclone >/dev/null || missing+=(rclone)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 command -v bindfs >/dev/null || missing+=(bindfs)
+command -v s3fs >/dev/null || missing+=(s3fs)
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 command -v findmnt >/dev/null || missing+=(util-linux)
 command -v mount >/dev/null || missing+=(mount)
 if ((${#missing[@]})); then
