@@ -23,6 +23,16 @@ export const ConfigSchema = z.object({
   /** Sum of the quotas of all MEM caches on the node. */
   memCacheLimitBytes: z.number().int().positive('mem-cache-limit must be a size such as 8Gi'),
   rcloneBinary: z.string().min(1),
+  /** Files a prefetch job reads at once. */
+  prefetchConcurrency: z.number().int().min(1).max(256),
+  /** host:port of the Prometheus endpoint; absent: no metrics server. */
+  metricsAddress: z
+    .string()
+    .regex(
+      /^(?:\[[0-9a-fA-F:]+\]|[^:\s]*):[0-9]{1,5}$/,
+      'metrics-address must be HOST:PORT or :PORT',
+    )
+    .optional(),
   /** Test only: the process kills itself at this point, as a crash would (DATASET_CACHE_CSI_FAULT_POINT). */
   faultPoint: z.string().optional(),
 });
@@ -39,6 +49,7 @@ export const DEFAULTS = {
   healthIntervalMs: 1000,
   pageCache: 'bindfs',
   rcloneBinary: 'rclone',
+  prefetchConcurrency: 16,
 } as const;
 
 export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock --node-id NAME [options]
@@ -52,8 +63,11 @@ export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock 
   --page-cache MODE      bindfs (warm reads from the page cache) | none (default ${DEFAULTS.pageCache})
   --mem-cache-limit SIZE sum of all MEM cache quotas on the node (default: half the memory)
   --rclone PATH          rclone binary (default ${DEFAULTS.rcloneBinary})
+  --prefetch-concurrency N  files a prefetch reads at once (default ${DEFAULTS.prefetchConcurrency})
+  --metrics-address ADDR Prometheus /metrics on HOST:PORT or :PORT (default: off)
   --log-level LEVEL      trace | debug | info | warn | error (default ${DEFAULTS.logLevel})
-  dataset-cache-csi demo  runs the local demo (see README)`;
+  dataset-cache-csi demo  runs the local demo (see README)
+  dataset-cache-csi prefetch --state-dir DIR --dataset KEY PATTERN...  warms a dataset's cache by hand`;
 
 export class ConfigError extends Error {}
 
@@ -78,6 +92,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         'page-cache': { type: 'string' },
         'mem-cache-limit': { type: 'string' },
         rclone: { type: 'string' },
+        'prefetch-concurrency': { type: 'string' },
+        'metrics-address': { type: 'string' },
       },
     }));
   } catch (err) {
@@ -104,6 +120,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         ? (parseQuantity(str('mem-cache-limit') as string) ?? -1)
         : Math.floor(totalmem() / 2),
     rcloneBinary: str('rclone') ?? DEFAULTS.rcloneBinary,
+    prefetchConcurrency:
+      str('prefetch-concurrency') !== undefined
+        ? Number(str('prefetch-concurrency'))
+        : DEFAULTS.prefetchConcurrency,
+    metricsAddress: str('metrics-address'),
     faultPoint: env.DATASET_CACHE_CSI_FAULT_POINT || undefined,
   });
   if (!result.success) {

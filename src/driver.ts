@@ -14,13 +14,18 @@ import { createIdentityService } from './identity/service.js';
 import { Journal } from './mount/journal.js';
 import { MountManager, type FaultHook } from './mount/manager.js';
 import { SystemMounter } from './mount/mounter.js';
+import { DriverMetrics } from './metrics/metrics.js';
+import { startMetricsServer, type MetricsServer } from './metrics/server.js';
 import { createNodeService } from './node/service.js';
+import { Prefetcher } from './prefetch/prefetcher.js';
 import { CacheClients } from './supervisor/clients.js';
 import { HealthLoop } from './supervisor/health-loop.js';
 import { ExecaRunner, type ProcessRunner } from './supervisor/runner.js';
 import { packageVersion } from './version.js';
 
 export interface Driver {
+  /** Port of the metrics server, when --metrics-address is set. */
+  metricsPort?: number;
   close(): Promise<void>;
 }
 
@@ -67,6 +72,7 @@ export async function startDriver(
     });
   }
   let manager: MountManager | undefined;
+  let prefetcher: Prefetcher | undefined;
   let healthLoop: HealthLoop | undefined;
   if (withNode) {
     const mounter = new SystemMounter(runner);
@@ -86,13 +92,14 @@ export async function startDriver(
       () => healthLoop?.trigger(),
     );
     const journal = Journal.inStateDir(config.stateDir);
+    prefetcher = new Prefetcher(log, config.prefetchConcurrency);
     const nodeManager = new MountManager(
       journal,
       clients,
       mounter,
       locks,
       log,
-      { memCacheBytes: config.memCacheLimitBytes },
+      { memCacheBytes: config.memCacheLimitBytes, prefetcher },
       faultHook(config.faultPoint, log),
     );
     manager = nodeManager;
@@ -105,10 +112,17 @@ export async function startDriver(
     });
   }
 
-  const server = new CsiServer(loadCsiPackage(), services, log);
+  const metrics = new DriverMetrics(manager);
+  const server = new CsiServer(loadCsiPackage(), services, log, (rpc, code, seconds) =>
+    metrics.observeRpc(rpc, code, seconds),
+  );
   await server.listen(config.endpoint);
+  let metricsServer: MetricsServer | undefined;
   try {
     await manager?.init();
+    if (config.metricsAddress !== undefined) {
+      metricsServer = await startMetricsServer(config.metricsAddress, metrics, log);
+    }
   } catch (err) {
     await server.close(0);
     throw err;
@@ -118,9 +132,12 @@ export async function startDriver(
   log.info({ mode: config.mode, nodeId: config.nodeId, driver: config.driverName }, 'ready');
 
   return {
+    metricsPort: metricsServer?.port,
     // Cache clients are left running on purpose: pods keep reading while the driver restarts.
     close: async () => {
       await healthLoop?.stop();
+      prefetcher?.close();
+      await metricsServer?.close();
       await server.close();
     },
   };

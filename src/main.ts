@@ -8,6 +8,10 @@ async function main(argv: string[]): Promise<number> {
     const { runDemo } = await import('./demo/demo.js');
     return runDemo(argv.slice(1));
   }
+  if (argv[0] === 'prefetch') {
+    const { runPrefetchCommand } = await import('./prefetch/cli.js');
+    return runPrefetchCommand(argv.slice(1));
+  }
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(`${USAGE}\n`);
     return 0;

@@ -30,11 +30,15 @@ function summarize(request: unknown): RequestSummary {
   return summary;
 }
 
+/** Told of every finished call (for metrics): "Node/NodePublishVolume", "OK", seconds. */
+export type RpcObserver = (rpc: string, code: string, seconds: number) => void;
+
 /** Adapts async implementations to grpc-js callbacks, with one log line per call and error mapping. */
 export function toGrpcHandlers<Handlers>(
   service: string,
   impl: ServiceImpl<Handlers>,
   log: Logger,
+  observe: RpcObserver = () => undefined,
 ): grpc.UntypedServiceImplementation {
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const [method, fn] of Object.entries(impl) as [
@@ -48,6 +52,7 @@ export function toGrpcHandlers<Handlers>(
         (response) => {
           const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
           log.info({ ...fields, code: 'OK', durationMs }, 'rpc');
+          observe(fields.rpc, 'OK', durationMs / 1000);
           callback(null, response);
         },
         (err: unknown) => {
@@ -57,10 +62,9 @@ export function toGrpcHandlers<Handlers>(
             log.error({ ...fields, err: internal, reference }, 'unexpected error');
             return reference;
           });
-          log.info(
-            { ...fields, code: grpc.status[shaped.code], durationMs, message: shaped.details },
-            'rpc',
-          );
+          const code = grpc.status[shaped.code];
+          log.info({ ...fields, code, durationMs, message: shaped.details }, 'rpc');
+          observe(fields.rpc, code, durationMs / 1000);
           callback({ code: shaped.code, details: shaped.details, metadata: new grpc.Metadata() });
         },
       );

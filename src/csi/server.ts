@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { ControllerHandlers } from './generated/csi/v1/Controller.js';
 import type { IdentityHandlers } from './generated/csi/v1/Identity.js';
 import type { NodeHandlers } from './generated/csi/v1/Node.js';
-import { toGrpcHandlers, type ServiceImpl } from './handlers.js';
+import { toGrpcHandlers, type RpcObserver, type ServiceImpl } from './handlers.js';
 import type { CsiPackage } from './proto.js';
 
 /** sun_path holds 108 bytes including the terminating NUL; longer paths are silently cut. */
@@ -50,19 +50,20 @@ export class CsiServer {
     private readonly csi: CsiPackage,
     services: CsiServices,
     private readonly log: Logger,
+    observe?: RpcObserver,
   ) {
     this.server.addService(
       csi.Identity.service,
-      toGrpcHandlers('Identity', services.identity, log),
+      toGrpcHandlers('Identity', services.identity, log, observe),
     );
     if (services.controller) {
       this.server.addService(
         csi.Controller.service,
-        toGrpcHandlers('Controller', services.controller, log),
+        toGrpcHandlers('Controller', services.controller, log, observe),
       );
     }
     if (services.node) {
-      this.server.addService(csi.Node.service, toGrpcHandlers('Node', services.node, log));
+      this.server.addService(csi.Node.service, toGrpcHandlers('Node', services.node, log, observe));
     }
   }
 

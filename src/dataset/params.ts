@@ -20,6 +20,12 @@ export interface DatasetSpec {
   bandwidthLimit?: number;
 }
 
+/** A prefetch pattern: files matching `glob` are read into the cache, or only listed and stat'ed. */
+export interface PrefetchPattern {
+  glob: string;
+  metadataOnly: boolean;
+}
+
 /** What a volume adds on top of its Dataset. */
 export interface VolumeParameters {
   dataset: DatasetSpec;
@@ -27,6 +33,10 @@ export interface VolumeParameters {
   onDelete: 'retain' | 'delete';
   /** Directory of the dataset that this volume exposes ('' for the whole dataset). */
   subPath: string;
+  /** Warmed into the cache after staging, once per dataset on a node. */
+  prefetch: PrefetchPattern[];
+  /** How long the client and its cache outlive the dataset's last unstage on a node (0: not). */
+  keepWarmMs: number;
 }
 
 export class ParameterError extends Error {}
@@ -46,8 +56,6 @@ const KNOWN_KEYS = new Set([
   'keepWarm',
   'subPath',
 ]);
-/** Keys this version validates but cannot honour yet: refused rather than silently ignored. */
-const NOT_YET_SUPPORTED = new Set(['prefetch', 'keepWarm']);
 /** Added by csi-provisioner (--extra-create-metadata) and by kubelet (podInfoOnMount). */
 const KUBERNETES_PREFIX = 'csi.storage.k8s.io/';
 
@@ -84,6 +92,36 @@ export function normalizeSubPath(key: string, value: string | undefined): string
   return normalized === '.' ? '' : normalized;
 }
 
+const MAX_KEEP_WARM_MS = 7 * 24 * 3600 * 1000;
+const MAX_PREFETCH_PATTERNS = 32;
+
+/**
+ * Comma-separated globs relative to the dataset root (`train/**`, `*.parquet`); a pattern ending in
+ * `/` warms only the metadata of that tree (listings and attributes, no file content).
+ */
+export function parsePrefetch(value: string | undefined): PrefetchPattern[] {
+  if (value === undefined || value.trim() === '') return [];
+  const patterns = value
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '');
+  if (patterns.length > MAX_PREFETCH_PATTERNS) {
+    throw new ParameterError(`parameter prefetch has more than ${MAX_PREFETCH_PATTERNS} patterns`);
+  }
+  return patterns.map((pattern) => {
+    if (/[\0\n\r]/.test(pattern)) {
+      throw new ParameterError('parameter prefetch contains control characters');
+    }
+    if (pattern.startsWith('/') || pattern.split('/').includes('..')) {
+      throw new ParameterError(
+        `parameter prefetch pattern "${pattern}" must be relative to the dataset and must not contain '..'`,
+      );
+    }
+    const metadataOnly = pattern.endsWith('/');
+    return { glob: metadataOnly ? `${pattern}**` : pattern, metadataOnly };
+  });
+}
+
 /** Generous for any real URL or path, small enough that nothing oversized reaches a command line. */
 const MAX_VALUE_BYTES = 4096;
 
@@ -97,9 +135,6 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
       throw new ParameterError(
         `unknown parameter "${JSON.stringify(key).slice(1, 65)}"; known parameters: ${[...KNOWN_KEYS].join(', ')}`,
       );
-    }
-    if (NOT_YET_SUPPORTED.has(key)) {
-      throw new ParameterError(`parameter ${key} is not supported by this driver version`);
     }
   }
   const rawSource = params.source;
@@ -149,6 +184,11 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
     cache,
   };
   if (params.bandwidthLimit !== undefined) {
+    if (engine !== 'rclone') {
+      throw new ParameterError(
+        `parameter bandwidthLimit needs engine rclone; ${engine} cannot limit its rate`,
+      );
+    }
     const limit = parseQuantity(params.bandwidthLimit);
     if (limit === undefined || limit <= 0) {
       throw new ParameterError(
@@ -157,12 +197,15 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
     }
     dataset.bandwidthLimit = limit;
   }
-  if (params.keepWarm !== undefined && parseDuration(params.keepWarm) === undefined) {
+  const keepWarmMs = params.keepWarm === undefined ? 0 : parseDuration(params.keepWarm);
+  if (keepWarmMs === undefined || keepWarmMs > MAX_KEEP_WARM_MS) {
     throw new ParameterError(
-      `parameter keepWarm="${params.keepWarm}" is not a duration such as 10m`,
+      `parameter keepWarm="${params.keepWarm}" is not a duration of at most 168h such as 10m or 2h`,
     );
   }
   return {
+    prefetch: parsePrefetch(params.prefetch),
+    keepWarmMs,
     dataset,
     layout: oneOf('layout', params.layout, ['shared', 'subdir'] as const, 'shared'),
     onDelete: oneOf('onDelete', params.onDelete, ['retain', 'delete'] as const, 'retain'),

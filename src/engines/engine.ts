@@ -27,6 +27,18 @@ export interface ControlEndpoint {
   password: string;
 }
 
+/** What an engine can tell about its cache and its traffic; absent fields are unknown. */
+export interface EngineStats {
+  /** Bytes moved between the node and the remote since the client started (reads and uploads). */
+  remoteBytes?: number;
+  /** Files (whole or partly) held in the cache. */
+  cachedFiles?: number;
+  /** Written files not yet on the remote. */
+  pendingUploads?: number;
+  /** Cached files the engine failed to read or upload. */
+  erroredFiles?: number;
+}
+
 /** A cache-client plug-in. */
 export interface Engine {
   readonly name: EngineName;
@@ -45,6 +57,10 @@ export interface Engine {
   ): LaunchPlan;
   /** Files written through the mount that have not reached the remote yet. */
   pendingWrites?(control: ControlEndpoint): Promise<number>;
+  /** Cache and traffic figures from the running client. */
+  stats?(control: ControlEndpoint): Promise<EngineStats>;
+  /** Resolves when the client can reach the remote's root now; rejects with the reason. */
+  checkRemote?(control: ControlEndpoint, spec: DatasetSpec): Promise<void>;
   /** Forgets the client's cached listing of a directory (relative to the dataset root). */
   refreshDirectory?(control: ControlEndpoint, dir: string): Promise<void>;
 }

@@ -1,5 +1,8 @@
 import type { ControlEndpoint } from './engine.js';
 
+/** The client itself did not answer (not running, stopped, overloaded): nothing about the remote. */
+export class ControlUnreachableError extends Error {}
+
 /** A call to rclone's remote-control API on loopback, authenticated (rclone refuses anonymous calls). */
 export async function rcCall<T>(
   control: ControlEndpoint,
@@ -7,17 +10,39 @@ export async function rcCall<T>(
   params: Record<string, unknown> = {},
   timeoutMs = 5000,
 ): Promise<T> {
-  const response = await fetch(`http://127.0.0.1:${control.port}/${command}`, {
-    method: 'POST',
-    headers: {
-      authorization: `Basic ${Buffer.from(`${control.user}:${control.password}`).toString('base64')}`,
-      'content-type': 'application/json',
-    },
-    body: JSON.stringify(params),
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  if (!response.ok) throw new Error(`rclone rc ${command}: HTTP ${response.status}`);
+  let response: Response;
+  try {
+    response = await fetch(`http://127.0.0.1:${control.port}/${command}`, {
+      method: 'POST',
+      headers: {
+        authorization: `Basic ${Buffer.from(`${control.user}:${control.password}`).toString('base64')}`,
+        'content-type': 'application/json',
+      },
+      body: JSON.stringify(params),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (err) {
+    throw new ControlUnreachableError(
+      `control API did not answer ${command}: ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
+  if (!response.ok) {
+    // rclone answers errors as JSON with the backend's reason in "error".
+    const reason = await response
+      .json()
+      .then((body: unknown) => {
+        const error = (body as { error?: unknown } | null)?.error;
+        return typeof error === 'string' ? error : '';
+      })
+      .catch(() => '');
+    throw new Error(reason || `rclone rc ${command}: HTTP ${response.status}`);
+  }
   return (await response.json()) as T;
+}
+
+export interface CoreStats {
+  bytes: number;
+  errors: number;
 }
 
 export interface VfsStats {

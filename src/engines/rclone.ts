@@ -6,9 +6,10 @@ import {
   type ClientPaths,
   type ControlEndpoint,
   type Engine,
+  type EngineStats,
   type LaunchPlan,
 } from './engine.js';
-import { rcCall, type VfsStats } from './rclone-rc.js';
+import { rcCall, type CoreStats, type VfsStats } from './rclone-rc.js';
 import { rcloneObscure } from './rclone-obscure.js';
 
 /** The remote is defined through RCLONE_CONFIG_SRC_* variables: no URL or credential in argv. */
@@ -130,6 +131,33 @@ export class RcloneEngine implements Engine {
       },
       files: [{ path: configFile, content: '' }],
     };
+  }
+
+  async stats(control: ControlEndpoint): Promise<EngineStats> {
+    const [core, vfs] = await Promise.all([
+      rcCall<CoreStats>(control, 'core/stats'),
+      rcCall<VfsStats>(control, 'vfs/stats'),
+    ]);
+    const cache = vfs.diskCache;
+    return {
+      remoteBytes: core.bytes,
+      cachedFiles: cache?.files,
+      pendingUploads: cache ? cache.uploadsInProgress + cache.uploadsQueued : undefined,
+      erroredFiles: cache?.erroredFiles,
+    };
+  }
+
+  async checkRemote(control: ControlEndpoint, spec: DatasetSpec): Promise<void> {
+    // One HEAD-like request on the client's own remote (defined in its environment): a name that
+    // does not exist answers "not found", which proves the remote reachable and the credentials
+    // good. A stat of the root would list it, which is costly for big flat buckets.
+    const { path } = remoteConfig(spec.source, {});
+    await rcCall(
+      control,
+      'operations/stat',
+      { fs: `${REMOTE}:${path}`, remote: '.dataset-cache-csi-probe', opt: { filesOnly: true } },
+      5_000,
+    );
   }
 
   async pendingWrites(control: ControlEndpoint): Promise<number> {

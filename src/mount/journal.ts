@@ -26,7 +26,13 @@ export interface ClientRecord {
   startedAt: string;
   /** The client's loopback control API, when its engine has one (journal is 0600). */
   control?: ControlEndpoint;
+  /** Set while the client serves no volume but is kept warm (keepWarm): when it is stopped. */
+  warmUntil?: string;
 }
+
+/** Where the engine itself mounts (below the page-cache layer, if any): reads there fill only its cache. */
+export const engineMountOf = (client: ClientRecord): string =>
+  client.layer?.mountPoint ?? client.mountPoint;
 
 export interface VolumeRecord {
   volumeId: string;
@@ -35,6 +41,8 @@ export interface VolumeRecord {
   stagingPath: string;
   readOnly: boolean;
   targets: Record<string, { readOnly: boolean }>;
+  /** keepWarm of the volume: how long its client outlives it when it is the dataset's last. */
+  keepWarmMs?: number;
 }
 
 interface JournalDocument {

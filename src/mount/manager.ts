@@ -10,11 +10,18 @@ import {
 } from '../csi/errors.js';
 import { KeyedMutex, type VolumeLocks } from '../csi/locks.js';
 import { datasetKey, type VolumeParameters } from '../dataset/params.js';
-import { isDatasetCacheMount, type CacheClients, type ClientState } from '../supervisor/clients.js';
-import type { ClientRecord, Journal, VolumeRecord } from './journal.js';
+import {
+  isDatasetCacheMount,
+  type CacheClients,
+  type ClientState,
+  type ClientStats,
+  type RemoteProblem,
+} from '../supervisor/clients.js';
+import { engineMountOf, type ClientRecord, type Journal, type VolumeRecord } from './journal.js';
 import type { Mounter } from './mounter.js';
 import type { MountTable } from './mountinfo.js';
 import type { FsUsage } from './path-probe.js';
+import type { Prefetcher, PrefetchStatus } from '../prefetch/prefetcher.js';
 
 export interface VolumeHealth {
   abnormal: boolean;
@@ -37,6 +44,27 @@ const CLIENT_PROBLEM: Record<Exclude<ClientState, 'healthy'>, string> = {
   unmounted: 'lost its mount',
   hung: 'does not answer',
 };
+/** A cache this full is evicting all the time: worth an abnormal volume condition. */
+const CACHE_FULL_FRACTION = 0.99;
+const REMOTE_CHECK_TTL_MS = 10_000;
+
+export interface DatasetStatus {
+  key: string;
+  /** The client process: engine totals start again with a new one. */
+  pid: number;
+  engine: string;
+  medium: string;
+  quotaBytes: number;
+  up: boolean;
+  volumes: number;
+  /** Serving no volume, kept for keepWarm. */
+  warm: boolean;
+  /** Restarts of the client by this driver process. */
+  restarts: number;
+  stats: ClientStats;
+  prefetch?: PrefetchStatus;
+}
+
 /** Consecutive hung probes after which a client is killed and restarted. */
 const HUNG_PROBES_BEFORE_KILL = 3;
 
@@ -49,6 +77,8 @@ export class MountManager {
   private readonly datasetLocks = new KeyedMutex();
   private readonly backoff = new Map<string, RestartBackoff>();
   private readonly hungProbes = new Map<string, number>();
+  private readonly restarts = new Map<string, number>();
+  private readonly remoteChecks = new Map<string, { at: number; problem?: RemoteProblem }>();
 
   constructor(
     private readonly journal: Journal,
@@ -56,7 +86,7 @@ export class MountManager {
     private readonly mounter: Mounter,
     private readonly locks: VolumeLocks,
     private readonly log: Logger,
-    private readonly limits: { memCacheBytes: number },
+    private readonly settings: { memCacheBytes: number; prefetcher?: Prefetcher },
     private readonly fault: FaultHook = () => undefined,
   ) {}
 
@@ -107,6 +137,7 @@ export class MountManager {
           stagingPath,
           readOnly: params.dataset.readOnly,
           targets: existing?.targets ?? {},
+          ...(params.keepWarmMs > 0 ? { keepWarmMs: params.keepWarmMs } : {}),
         });
         await this.journal.save();
       } catch (err) {
@@ -114,11 +145,12 @@ export class MountManager {
         // A failed repair keeps the record (kubelet still considers the volume staged).
         if (!existing) {
           this.journal.deleteVolume(volumeId);
-          await this.releaseIfUnused(key);
+          await this.releaseIfUnused(key, params.keepWarmMs);
         }
         throw err;
       }
       this.event('volume staged', started, { volumeId, dataset: key, stagingPath });
+      this.settings.prefetcher?.request(key, engineMountOf(client), params.prefetch);
     });
   }
 
@@ -149,7 +181,7 @@ export class MountManager {
       this.fault('unstage:journaled');
       await this.clients.detachAll(stagingPath);
       this.fault('unstage:detached');
-      await this.releaseIfUnused(volume.datasetKey);
+      await this.releaseIfUnused(volume.datasetKey, volume.keepWarmMs ?? 0);
     });
     // A client still serving other volumes keeps running; what this volume wrote must still be on
     // the remote when the call returns, as it is when the last volume stops the client. Waited for
@@ -279,7 +311,57 @@ export class MountManager {
         message: `${path} is not a live mount of dataset ${dataset}; the node is repairing it`,
       };
     }
-    return { abnormal: false, message: 'cache client running, mount live' };
+    const remote = await this.remoteProblem(client);
+    if (remote?.clientSilent) {
+      return {
+        abnormal: true,
+        message: `cache client of dataset ${dataset} does not answer (${remote.reason}); the node is checking it`,
+      };
+    }
+    if (remote) {
+      return {
+        abnormal: true,
+        message: `remote of dataset ${dataset} is unreachable (${remote.reason}); files already cached are still served`,
+      };
+    }
+    const { cacheUsedBytes: used, cacheCapacityBytes: capacity } = await this.clients.stats(client);
+    if (used !== undefined && capacity !== undefined && used >= capacity * CACHE_FULL_FRACTION) {
+      const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+      return {
+        abnormal: true,
+        message: `cache of dataset ${dataset} is full (${mib(used)} of ${mib(capacity)} MiB): files are evicted and fetched again; raise cacheQuota`,
+      };
+    }
+    return { abnormal: false, message: 'cache client running, mount live, remote reachable' };
+  }
+
+  /** The remote check costs a request: its answer is reused for a while per dataset. */
+  private async remoteProblem(client: ClientRecord): Promise<RemoteProblem | undefined> {
+    const cached = this.remoteChecks.get(client.key);
+    if (cached && Date.now() - cached.at < REMOTE_CHECK_TTL_MS) return cached.problem;
+    const problem = await this.clients.remoteProblem(client);
+    // A silent client is not cached: the next call must see it recover at once.
+    if (!problem?.clientSilent) this.remoteChecks.set(client.key, { at: Date.now(), problem });
+    return problem;
+  }
+
+  /** Figures of every dataset client on the node, for metrics. */
+  async datasets(): Promise<DatasetStatus[]> {
+    return Promise.all(
+      this.journal.clients().map(async (client) => ({
+        key: client.key,
+        pid: client.pid,
+        engine: client.spec.engine,
+        medium: client.spec.cache.medium,
+        quotaBytes: client.spec.cache.quotaBytes,
+        up: (await this.clients.state(client)) === 'healthy',
+        volumes: this.journal.volumesOf(client.key).length,
+        warm: client.warmUntil !== undefined,
+        restarts: this.restarts.get(client.key) ?? 0,
+        stats: await this.clients.stats(client),
+        prefetch: this.settings.prefetcher?.status(client.key),
+      })),
+    );
   }
 
   /**
@@ -295,6 +377,26 @@ export class MountManager {
       } catch (err) {
         this.log.error({ dataset: key, err }, 'repair failed');
       }
+    }
+    await this.stopExpiredClients();
+  }
+
+  /** Stops clients whose keepWarm ran out (and any without volumes that was not kept warm). */
+  private async stopExpiredClients(): Promise<void> {
+    const idle = (client: ClientRecord): boolean =>
+      this.journal.volumesOf(client.key).length === 0 &&
+      (client.warmUntil === undefined || Date.parse(client.warmUntil) <= Date.now());
+    for (const candidate of this.journal.clients().filter(idle)) {
+      await this.datasetLocks.run(candidate.key, async () => {
+        const client = this.journal.client(candidate.key);
+        if (!client || !idle(client)) return;
+        const started = Date.now();
+        await this.stopClient(client);
+        this.event('idle cache client stopped', started, {
+          dataset: client.key,
+          warmUntil: client.warmUntil,
+        });
+      });
     }
   }
 
@@ -328,6 +430,7 @@ export class MountManager {
           return;
         }
         this.backoff.delete(key);
+        this.restarts.set(key, (this.restarts.get(key) ?? 0) + 1);
         this.journal.setClient(client);
         await this.journal.save();
         restarted = true;
@@ -379,7 +482,8 @@ export class MountManager {
   private async reconcile(): Promise<void> {
     const used = new Set(this.journal.volumes().map((volume) => volume.datasetKey));
     for (const client of this.journal.clients()) {
-      if (used.has(client.key)) {
+      const warm = client.warmUntil !== undefined && Date.parse(client.warmUntil) > Date.now();
+      if (used.has(client.key) || warm) {
         const state = await this.clients.state(client);
         this.log.info(
           { dataset: client.key, pid: client.pid, state },
@@ -427,11 +531,18 @@ export class MountManager {
     secrets: Record<string, string>,
   ): Promise<ClientRecord> {
     const known = this.journal.client(key);
-    if (known && (await this.clients.isHealthy(known))) return known;
+    if (known && (await this.clients.isHealthy(known))) {
+      if (known.warmUntil !== undefined) {
+        delete known.warmUntil;
+        this.log.info({ dataset: key, pid: known.pid }, 'warm cache client reused');
+      }
+      return known;
+    }
     if (!known) this.requireMemoryFor(key, params);
     if (known) {
       this.log.warn({ dataset: key, pid: known.pid }, 'cache client is not healthy; restarting it');
       await this.clients.kill(known);
+      this.restarts.set(key, (this.restarts.get(key) ?? 0) + 1);
     }
     const record = await this.clients.start(key, params.dataset, secrets);
     this.journal.setClient(record);
@@ -447,20 +558,35 @@ export class MountManager {
       .clients()
       .filter((c) => c.key !== key && c.spec.cache.medium === 'MEM');
     const used = others.reduce((sum, c) => sum + c.spec.cache.quotaBytes, 0);
-    if (used + cache.quotaBytes > this.limits.memCacheBytes) {
+    if (used + cache.quotaBytes > this.settings.memCacheBytes) {
       const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)}Gi`;
       throw resourceExhausted(
-        `MEM cache of ${gib(cache.quotaBytes)} for dataset ${key} does not fit: this node allows ${gib(this.limits.memCacheBytes)} of MEM caches (--mem-cache-limit) and ${others.length} datasets use ${gib(used)}; use a smaller cacheQuota or cacheMedium SSD`,
+        `MEM cache of ${gib(cache.quotaBytes)} for dataset ${key} does not fit: this node allows ${gib(this.settings.memCacheBytes)} of MEM caches (--mem-cache-limit) and ${others.length} datasets use ${gib(used)}; use a smaller cacheQuota or cacheMedium SSD`,
       );
     }
   }
 
-  private async releaseIfUnused(key: string): Promise<void> {
+  /** Stops a client that serves no volume any more, or keeps it warm for keepWarm. */
+  private async releaseIfUnused(key: string, keepWarmMs: number): Promise<void> {
     if (this.journal.volumesOf(key).length > 0) return;
     const client = this.journal.client(key);
     if (!client) return;
+    if (keepWarmMs > 0) {
+      client.warmUntil = new Date(Date.now() + keepWarmMs).toISOString();
+      await this.journal.save();
+      this.log.info(
+        { dataset: key, pid: client.pid, warmUntil: client.warmUntil },
+        'cache client kept warm',
+      );
+      return;
+    }
+    await this.stopClient(client);
+  }
+
+  private async stopClient(client: ClientRecord): Promise<void> {
+    this.settings.prefetcher?.forget(client.key);
     await this.clients.stop(client);
-    this.journal.deleteClient(key);
+    this.journal.deleteClient(client.key);
     await this.journal.save();
   }
 

@@ -5,6 +5,7 @@ import type { VolumeLocks } from '../csi/locks.js';
 import { isReaderOnly, requireCapability, requireId, requirePath } from '../csi/validate.js';
 import { ParameterError, parseVolumeParameters, type VolumeParameters } from '../dataset/params.js';
 import type { MountManager } from '../mount/manager.js';
+import type { FsUsage } from '../mount/path-probe.js';
 
 export interface NodeServiceOptions {
   nodeId: string;
@@ -22,6 +23,12 @@ function parameters(context: Record<string, string>): VolumeParameters {
     throw err;
   }
 }
+
+/**
+ * rclone answers statfs for remotes that cannot count files with 1e9 files, none free: reported
+ * as is, every such volume would look out of inodes to alerting rules.
+ */
+const inodesKnown = (fs: FsUsage): boolean => !(fs.totalInodes === 1e9 && fs.freeInodes === 0);
 
 export function createNodeService(options: NodeServiceOptions): ServiceImpl<NodeHandlers> {
   const { manager, nodeId, locks, kubeletDir } = options;
@@ -92,12 +99,16 @@ export function createNodeService(options: NodeServiceOptions): ServiceImpl<Node
             available: count(fs.availableBytes),
             used: count(fs.totalBytes - fs.freeBytes),
           },
-          {
-            unit: 'INODES',
-            total: count(fs.totalInodes),
-            available: count(fs.freeInodes),
-            used: count(fs.totalInodes - fs.freeInodes),
-          },
+          ...(inodesKnown(fs)
+            ? [
+                {
+                  unit: 'INODES' as const,
+                  total: count(fs.totalInodes),
+                  available: count(fs.freeInodes),
+                  used: count(fs.totalInodes - fs.freeInodes),
+                },
+              ]
+            : []),
         ],
         volume_condition: health,
       };

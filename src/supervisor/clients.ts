@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rm, rmdir, statfs, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { failedPrecondition, unavailable } from '../csi/errors.js';
@@ -10,6 +10,7 @@ import {
   type ControlEndpoint,
   type Engine,
   type EngineRegistry,
+  type EngineStats,
   type LaunchPlan,
 } from '../engines/engine.js';
 import type { ClientRecord, MountIdentity } from '../mount/journal.js';
@@ -17,6 +18,7 @@ import type { Mounter } from '../mount/mounter.js';
 import { PathProbe } from '../mount/path-probe.js';
 import type { MountEntry, MountTable } from '../mount/mountinfo.js';
 import { freePort } from '../util/net.js';
+import { ControlUnreachableError } from '../engines/rclone-rc.js';
 import { isSameProcess, processStartTime, sleep } from '../util/proc.js';
 import { CacheVolumes } from './cache-volume.js';
 import type { ProcessRunner } from './runner.js';
@@ -56,6 +58,20 @@ const DEFAULT_TIMINGS: ClientTimings = {
 };
 
 export type ClientState = 'healthy' | 'dead' | 'unmounted' | 'hung';
+
+export interface RemoteProblem {
+  /** The client did not answer at all (so nothing is known about the remote). */
+  clientSilent: boolean;
+  reason: string;
+}
+
+export interface ClientStats {
+  cacheUsedBytes?: number;
+  cacheCapacityBytes?: number;
+  engine: EngineStats;
+  /** Bytes the page-cache layer process has read from the engine since it started. */
+  served?: { pid: number; bytes: number };
+}
 
 /** The file-system type of the page-cache layer's mounts. */
 export const LAYER_FS_TYPE = 'fuse.dataset-cache';
@@ -468,6 +484,45 @@ export class CacheClients {
     }
     await this.detachAll(record.mountPoint);
     if (record.layer) await this.detachAll(record.layer.mountPoint);
+  }
+
+  /**
+   * Figures for metrics and volume health. Never touches the FUSE mount: the cache is a local file
+   * system, the engine answers over its control API, the layer's reads come from procfs.
+   */
+  async stats(record: ClientRecord): Promise<ClientStats> {
+    const stats: ClientStats = { engine: {} };
+    try {
+      const fs = await statfs(record.cacheDir);
+      stats.cacheCapacityBytes = fs.blocks * fs.bsize;
+      stats.cacheUsedBytes = (fs.blocks - fs.bfree) * fs.bsize;
+    } catch {
+      // the cache is not mounted (client restarting)
+    }
+    const engine = this.engineOf(record.spec);
+    if (engine.stats && record.control) {
+      stats.engine = await engine.stats(record.control).catch(() => ({}));
+    }
+    if (record.layer && (await isSameProcess(record.layer.pid, record.layer.startTime))) {
+      // Every byte the layer read from the engine's mount is a page-cache miss served by the client.
+      const io = await readFile(`/proc/${record.layer.pid}/io`, 'utf8').catch(() => '');
+      const rchar = /^rchar:\s+(\d+)$/m.exec(io)?.[1];
+      if (rchar !== undefined) stats.served = { pid: record.layer.pid, bytes: Number(rchar) };
+    }
+    return stats;
+  }
+
+  /** Why the client cannot reach its remote now; undefined when it can or its engine cannot tell. */
+  async remoteProblem(record: ClientRecord): Promise<RemoteProblem | undefined> {
+    const engine = this.engineOf(record.spec);
+    if (!engine.checkRemote || !record.control) return undefined;
+    try {
+      await engine.checkRemote(record.control, record.spec);
+      return undefined;
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      return { clientSilent: err instanceof ControlUnreachableError, reason };
+    }
   }
 
   /** Makes the client re-read a directory of the dataset from the remote, when it can. */

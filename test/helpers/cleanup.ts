@@ -9,6 +9,7 @@ interface RecordedProcess {
 }
 
 export interface RecordedClient extends RecordedProcess {
+  key: string;
   mountPoint: string;
   cacheDir: string;
   layer?: RecordedProcess;

@@ -21,6 +21,8 @@ export interface TestDriver {
   /** Everything: driver, mounts under the work dir, cache clients, files. */
   dispose(): Promise<void>;
   log(): Promise<string>;
+  /** Port of the metrics server (started with metricsAddress). */
+  metricsPort(): number | undefined;
 }
 
 /** A real driver on a real unix socket in a fresh temporary directory. */
@@ -75,6 +77,7 @@ export async function startTestDriver(options: Partial<Config> = {}): Promise<Te
       await rm(work, { recursive: true, force: true });
     },
     log: () => readFile(logFile, 'utf8'),
+    metricsPort: () => driver?.metricsPort,
   };
 }
 

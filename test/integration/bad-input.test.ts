@@ -394,16 +394,16 @@ const cases = (): Case[] => [
     message: /bandwidthLimit="-5M"/,
   },
   {
-    name: 'prefetch (not yet supported)',
-    call: create(withSource({ prefetch: '**' })),
+    name: 'prefetch outside the dataset',
+    call: create(withSource({ prefetch: 'train/**,../../etc/*' })),
     code: S.INVALID_ARGUMENT,
-    message: /prefetch is not supported/,
+    message: /prefetch pattern "\.\.\/\.\.\/etc\/\*" must be relative to the dataset/,
   },
   {
-    name: 'keepWarm (not yet supported)',
-    call: create(withSource({ keepWarm: '10m' })),
+    name: 'keepWarm not a duration',
+    call: create(withSource({ keepWarm: 'forever' })),
     code: S.INVALID_ARGUMENT,
-    message: /keepWarm is not supported/,
+    message: /keepWarm="forever" is not a duration/,
   },
   // Other controller calls
   {

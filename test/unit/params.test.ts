@@ -45,7 +45,13 @@ describe('parseVolumeParameters', () => {
       readOnly: false,
       cache: { medium: 'MEM', quotaBytes: 2 * 2 ** 30 },
     });
-    expect(params).toMatchObject({ layout: 'shared', onDelete: 'retain', subPath: '' });
+    expect(params).toMatchObject({
+      layout: 'shared',
+      onDelete: 'retain',
+      subPath: '',
+      prefetch: [],
+      keepWarmMs: 0,
+    });
   });
 
   it('reads every supported key', () => {
@@ -60,8 +66,16 @@ describe('parseVolumeParameters', () => {
       readOnly: 'true',
       bandwidthLimit: '100M',
       subPath: 'team-a/./set/',
+      prefetch: 'train/**/*.jpg, meta/ ,*.parquet',
+      keepWarm: '1h30m',
       'csi.storage.k8s.io/pvc/name': 'claim',
     });
+    expect(params.prefetch).toEqual([
+      { glob: 'train/**/*.jpg', metadataOnly: false },
+      { glob: 'meta/**', metadataOnly: true },
+      { glob: '*.parquet', metadataOnly: false },
+    ]);
+    expect(params.keepWarmMs).toBe(90 * 60_000);
     expect(params.dataset.cache).toEqual({
       medium: 'SSD',
       path: '/var/cache/dcsi',
@@ -90,7 +104,17 @@ describe('parseVolumeParameters', () => {
     [{ source: 'webdav://h/x', subPath: '../other' }, /subPath/],
     [{ source: 'webdav://h/x', subPath: '/abs' }, /subPath/],
     [{ source: 'webdav://h/x', bandwidthLimit: 'fast' }, /bandwidthLimit="fast"/],
-    [{ source: 'webdav://h/x', prefetch: '**/*.jpg' }, /prefetch is not supported/],
+    [
+      { source: 'webdav://h/x', prefetch: '/etc/**' },
+      /prefetch pattern "\/etc\/\*\*" must be relative/,
+    ],
+    [{ source: 'webdav://h/x', prefetch: 'a/../../b' }, /must not contain '\.\.'/],
+    [{ source: 'webdav://h/x', keepWarm: '10 minutes' }, /keepWarm="10 minutes"/],
+    [{ source: 'webdav://h/x', keepWarm: '200h' }, /at most 168h/],
+    [
+      { source: 's3://b', engine: 's3fs', bandwidthLimit: '10M' },
+      /bandwidthLimit needs engine rclone/,
+    ],
     [{ source: 'webdav://h/x', layout: 'nested' }, /layout="nested"/],
     [{ source: 'webdav://h/x', engine: 's3fs' }, /engine=s3fs serves only s3:\/\/ sources/],
   ])('rejects %j', (params, message) => {

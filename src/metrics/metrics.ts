@@ -1,0 +1,161 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { DatasetStatus } from '../mount/manager.js';
+
+/** Where dataset figures come from at scrape time (the node's mount manager). */
+export interface DatasetSource {
+  datasets(): Promise<DatasetStatus[]>;
+}
+
+/** Turns a process-lifetime total (which restarts at 0 with a new process) into counter increments. */
+class Totals {
+  private readonly last = new Map<string, { pid: number; value: number }>();
+  readonly sums = new Map<string, number>();
+
+  add(key: string, pid: number, value: number): number {
+    const previous = this.last.get(key);
+    const delta =
+      previous && previous.pid === pid && value >= previous.value ? value - previous.value : value;
+    this.last.set(key, { pid, value });
+    this.sums.set(key, (this.sums.get(key) ?? 0) + delta);
+    return delta;
+  }
+}
+
+/**
+ * The driver's Prometheus metrics, in a registry of its own. Dataset figures are gathered when
+ * scraped; RPCs are counted as they finish.
+ */
+export class DriverMetrics {
+  readonly registry = new Registry();
+  private readonly rpcs: Counter<'method' | 'code'>;
+  private readonly rpcSeconds: Histogram<'method'>;
+  private refresh: () => Promise<void> = async () => undefined;
+
+  constructor(source?: DatasetSource) {
+    const registers = [this.registry];
+    this.rpcs = new Counter({
+      name: 'dataset_cache_csi_rpc_total',
+      help: 'CSI calls answered, by method and gRPC code',
+      labelNames: ['method', 'code'],
+      registers,
+    });
+    this.rpcSeconds = new Histogram({
+      name: 'dataset_cache_csi_rpc_duration_seconds',
+      help: 'Time to answer a CSI call, by method',
+      labelNames: ['method'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30],
+      registers,
+    });
+    if (source) this.registerDatasets(source);
+  }
+
+  observeRpc(method: string, code: string, seconds: number): void {
+    this.rpcs.inc({ method, code });
+    this.rpcSeconds.observe({ method }, seconds);
+  }
+
+  async render(): Promise<string> {
+    await this.refresh();
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  private registerDatasets(source: DatasetSource): void {
+    const registers = [this.registry];
+    const labelNames = ['dataset'] as const;
+    const gauge = (name: string, help: string) =>
+      new Gauge({ name: `dataset_cache_${name}`, help, labelNames, registers });
+    const counter = (name: string, help: string) =>
+      new Counter({ name: `dataset_cache_${name}`, help, labelNames, registers });
+
+    const count = new Gauge({
+      name: 'dataset_cache_datasets',
+      help: 'Datasets with a cache client on this node',
+      registers,
+    });
+    // Before each render (prom-client runs collect callbacks concurrently with rendering the
+    // other metrics, so those would show the previous scrape): the datasets are asked once.
+    this.refresh = async () => {
+      const datasets = await source.datasets();
+      for (const metric of [...perDataset, ...prefetchGauges]) metric.reset();
+      count.set(datasets.length);
+      for (const d of datasets) {
+        const labels = { dataset: d.key };
+        up.set(labels, d.up ? 1 : 0);
+        volumes.set(labels, d.volumes);
+        warm.set(labels, d.warm ? 1 : 0);
+        quota.set(labels, d.quotaBytes);
+        const { stats } = d;
+        if (stats.cacheCapacityBytes !== undefined) capacity.set(labels, stats.cacheCapacityBytes);
+        if (stats.cacheUsedBytes !== undefined) used.set(labels, stats.cacheUsedBytes);
+        if (stats.engine.cachedFiles !== undefined) files.set(labels, stats.engine.cachedFiles);
+        if (stats.engine.pendingUploads !== undefined)
+          pending.set(labels, stats.engine.pendingUploads);
+        restarts.inc(labels, restartTotals.add(d.key, 0, d.restarts));
+        if (stats.served)
+          served.inc(labels, servedTotals.add(d.key, stats.served.pid, stats.served.bytes));
+        if (stats.engine.remoteBytes !== undefined) {
+          remote.inc(labels, remoteTotals.add(d.key, d.pid, stats.engine.remoteBytes));
+        }
+        if (d.prefetch) {
+          prefetchFiles.inc(labels, prefetchFileTotals.add(d.key, 0, d.prefetch.files));
+          prefetchBytes.inc(labels, prefetchByteTotals.add(d.key, 0, d.prefetch.bytes));
+          prefetchMatched.set(labels, d.prefetch.matched);
+          prefetchRunning.set(labels, d.prefetch.running);
+          prefetchDone.set(labels, d.prefetch.completed);
+        }
+        const servedSum = servedTotals.sums.get(d.key) ?? 0;
+        if (servedSum > 0) {
+          const fetched = Math.max(
+            0,
+            (remoteTotals.sums.get(d.key) ?? 0) - (prefetchByteTotals.sums.get(d.key) ?? 0),
+          );
+          hitRatio.set(labels, Math.min(1, Math.max(0, 1 - fetched / servedSum)));
+        }
+      }
+    };
+    const up = gauge(
+      'client_up',
+      '1 when the dataset cache client is running and its mount answers',
+    );
+    const volumes = gauge('volumes', 'Volumes of the dataset staged on this node');
+    const warm = gauge(
+      'client_warm',
+      '1 while the client serves no volume and is kept for keepWarm',
+    );
+    const quota = gauge('quota_bytes', 'cacheQuota of the dataset');
+    const capacity = gauge('capacity_bytes', 'Room for cached data in the cache file system');
+    const used = gauge('used_bytes', 'Bytes used in the cache file system');
+    const files = gauge('files', 'Files held (wholly or partly) in the cache');
+    const pending = gauge('pending_uploads', 'Written files not yet on the remote');
+    const hitRatio = gauge(
+      'hit_ratio',
+      'Share of the bytes the client served that did not come from the remote (prefetched bytes count as cached)',
+    );
+    const restarts = counter('client_restarts_total', 'Restarts of the cache client by the driver');
+    const served = counter(
+      'served_bytes_total',
+      'Bytes the cache client served to the kernel (page-cache hits never reach it)',
+    );
+    const remote = counter(
+      'remote_bytes_total',
+      'Bytes moved between the node and the remote (downloads and uploads)',
+    );
+    const prefetchFiles = counter('prefetch_files_total', 'Files warmed by prefetch');
+    const prefetchBytes = counter('prefetch_bytes_total', 'Bytes read into the cache by prefetch');
+    const prefetchMatched = gauge('prefetch_matched_files', 'Files matched by prefetch patterns');
+    const prefetchRunning = gauge('prefetch_running', 'Prefetch jobs running');
+    const prefetchDone = gauge('prefetch_completed', 'Prefetch jobs finished');
+
+    const servedTotals = new Totals();
+    const remoteTotals = new Totals();
+    const restartTotals = new Totals();
+    const prefetchFileTotals = new Totals();
+    const prefetchByteTotals = new Totals();
+    const perDataset = [up, volumes, warm, quota, capacity, used, files, pending, hitRatio];
+    const prefetchGauges = [prefetchMatched, prefetchRunning, prefetchDone];
+  }
+}

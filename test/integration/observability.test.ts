@@ -1,0 +1,353 @@
+/**
+ * What operators see and steer, against a real HTTP server on loopback: Prometheus metrics (hit
+ * ratio, remote and served bytes, restarts, RPCs), volume conditions, prefetch of a small-file
+ * tree (in the background and by hand), the bandwidth limit and keepWarm.
+ */
+import { mkdir, readFile, writeFile, unlink, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { LoopbackServer } from '../../src/demo/loopback-server.js';
+import { MountTable } from '../../src/mount/mountinfo.js';
+import { isSameProcess, sleep } from '../../src/util/proc.js';
+import { recordedClients } from '../helpers/cleanup.js';
+import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
+import { sha256File, treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
+import { Kubelet } from '../helpers/kubelet.js';
+import { Scrape } from '../helpers/metrics.js';
+
+const MiB = 1 << 20;
+const cap = mountCapability('MULTI_NODE_READER_ONLY');
+let driver: TestDriver;
+let kubelet: Kubelet;
+let data: string;
+let server: LoopbackServer;
+
+beforeAll(async () => {
+  driver = await startTestDriver({ metricsAddress: '127.0.0.1:0' });
+  kubelet = new Kubelet(driver.work, () => driver.client, cap);
+  data = join(driver.work, 'data');
+  await mkdir(data);
+  await writeRandomFile(join(data, 'big.bin'), 32 * MiB);
+  await writeTree(join(data, 'small'), 50, 100);
+  await writeTree(join(data, 'meta'), 10, 50);
+  for (const dir of ['qos', 'fast']) {
+    await mkdir(join(data, dir));
+    await writeRandomFile(join(data, dir, 'q.bin'), 12 * MiB);
+  }
+  server = await LoopbackServer.start(data, 'http');
+}, 120_000);
+
+afterAll(async () => {
+  await server?.stop();
+  await driver.dispose();
+});
+
+const scrape = (): Promise<Scrape> => Scrape.of(driver.metricsPort() as number);
+
+async function volume(name: string, parameters: Record<string, string>) {
+  const { volume: created } = await driver.client.controller.CreateVolume({
+    name,
+    volume_capabilities: [cap],
+    parameters,
+  });
+  if (!created) throw new Error('no volume');
+  return created;
+}
+
+async function clientOf(predicate: (mountPoint: string) => boolean = () => true) {
+  const clients = await recordedClients(driver.stateDir);
+  const client = clients.find((c) => predicate(c.mountPoint));
+  if (!client) throw new Error('no client recorded');
+  return client;
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 60_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
+it('metrics: a cold then a warm read move the hit ratio up, remote bytes stay flat', async () => {
+  const vol = await volume('metrics', { source: `http://127.0.0.1:${server.port}/` });
+  await kubelet.run(vol, ['cold', 'warm']);
+  try {
+    const { key } = await clientOf();
+    const expected = await sha256File(join(data, 'big.bin'));
+    expect(await sha256File(join(kubelet.target('cold'), 'big.bin'))).toBe(expected);
+    const afterCold = await scrape();
+    // The kernel drops the layer's pages of the file: the warm read must come from the cache client.
+    await execa('dd', [
+      `if=${join(kubelet.target('warm'), 'big.bin')}`,
+      'iflag=nocache',
+      'count=0',
+    ]);
+    expect(await sha256File(join(kubelet.target('warm'), 'big.bin'))).toBe(expected);
+    const afterWarm = await scrape();
+
+    const remote = (s: Scrape) => s.dataset('remote_bytes_total', key) ?? NaN;
+    const served = (s: Scrape) => s.dataset('served_bytes_total', key) ?? NaN;
+    const ratio = (s: Scrape) => s.dataset('hit_ratio', key) ?? NaN;
+    process.stdout.write(
+      `metrics: cold: remote ${(remote(afterCold) / MiB).toFixed(1)} MiB, served ${(served(afterCold) / MiB).toFixed(1)} MiB, hit ratio ${ratio(afterCold).toFixed(3)}; ` +
+        `warm: remote ${(remote(afterWarm) / MiB).toFixed(1)} MiB, served ${(served(afterWarm) / MiB).toFixed(1)} MiB, hit ratio ${ratio(afterWarm).toFixed(3)}\n`,
+    );
+    expect(remote(afterCold)).toBeGreaterThanOrEqual(32 * MiB);
+    expect(served(afterCold)).toBeGreaterThanOrEqual(32 * MiB);
+    expect(remote(afterWarm)).toBe(remote(afterCold));
+    expect(served(afterWarm)).toBeGreaterThanOrEqual(served(afterCold) + 32 * MiB);
+    expect(ratio(afterCold)).toBeLessThan(0.1);
+    expect(ratio(afterWarm)).toBeGreaterThan(0.45);
+    expect(afterWarm.dataset('client_up', key)).toBe(1);
+    expect(afterWarm.dataset('volumes', key)).toBe(1);
+    expect(afterWarm.dataset('quota_bytes', key)).toBe(2 * 2 ** 30);
+    expect(afterWarm.dataset('used_bytes', key)).toBeGreaterThanOrEqual(32 * MiB);
+    expect(afterWarm.dataset('files', key)).toBe(1);
+    expect(
+      afterWarm.get('dataset_cache_csi_rpc_total{method="Node/NodeStageVolume",code="OK"}'),
+    ).toBe(1);
+    expect(
+      afterWarm.get(
+        'dataset_cache_csi_rpc_duration_seconds_count{method="Node/NodePublishVolume"}',
+      ),
+    ).toBe(2);
+    process.stdout.write(
+      `metrics sample:\n${[...afterWarm.samples]
+        .filter(([name]) => name.includes(key) || name.includes('NodeStageVolume'))
+        .map(([name, value]) => `  ${name} ${value}`)
+        .join('\n')}\n`,
+    );
+
+    // Volume condition, healthy and with the client killed; the restart shows in the metrics.
+    const stats = () =>
+      driver.client.node.NodeGetVolumeStats({
+        volume_id: vol.volume_id,
+        volume_path: kubelet.target('cold'),
+      });
+    const healthy = await stats();
+    // rclone's http backend cannot count files: no made-up inode figures are passed on.
+    expect(healthy.usage.map((u) => u.unit)).toEqual(['BYTES']);
+    expect(healthy.volume_condition).toEqual({
+      abnormal: false,
+      message: 'cache client running, mount live, remote reachable',
+    });
+    const { pid } = await clientOf();
+    process.kill(pid, 'SIGKILL');
+    const dead = await until('an abnormal condition', async () => {
+      const answer = await stats();
+      return answer.volume_condition?.abnormal ? answer : undefined;
+    });
+    expect(dead.volume_condition?.message).toMatch(
+      /cache client of dataset ds-\w+ (is not running|lost its mount); the node is restarting it/,
+    );
+    process.stdout.write(
+      `NodeGetVolumeStats healthy: ${JSON.stringify(healthy)}\nNodeGetVolumeStats dead client: ${JSON.stringify(dead)}\n`,
+    );
+    await until('the restarted client', async () =>
+      (await stats()).volume_condition?.abnormal === false ? true : undefined,
+    );
+    expect((await scrape()).dataset('client_restarts_total', key)).toBe(1);
+  } finally {
+    await kubelet.stop(vol.volume_id, ['cold', 'warm']);
+  }
+});
+
+it('prefetch: a 5,000-file tree is warmed once in the background; reading it fetches nothing more', async () => {
+  const parameters = { source: `http://127.0.0.1:${server.port}/`, prefetch: 'small/**,meta/' };
+  const volumes = await Promise.all(
+    ['pf-a', 'pf-b', 'pf-c'].map((name) => volume(name, parameters)),
+  );
+  const started = Date.now();
+  // Three volumes of the dataset staged at once: one prefetch.
+  await Promise.all(volumes.map((v) => kubelet.stage(v)));
+  await kubelet.publish(volumes[0]?.volume_id as string, 'trainer');
+  try {
+    const { key } = await clientOf();
+    const done = await until(
+      'prefetch completion',
+      async () => {
+        const s = await scrape();
+        return s.dataset('prefetch_completed', key) === 1 ? s : undefined;
+      },
+      120_000,
+    );
+    const seconds = (Date.now() - started) / 1000;
+    const smallFiles = 50 * 100 + 1;
+    const metaFiles = 10 * 50 + 1;
+    expect(done.dataset('prefetch_running', key)).toBe(0);
+    expect(done.dataset('prefetch_matched_files', key)).toBe(smallFiles + metaFiles);
+    expect(done.dataset('prefetch_files_total', key)).toBe(smallFiles + metaFiles);
+    const log = await driver.log();
+    expect(log.match(new RegExp(`"dataset":"${key}".*"msg":"prefetch started"`, 'g'))).toHaveLength(
+      1,
+    );
+    const remoteAfterPrefetch = done.dataset('remote_bytes_total', key) as number;
+    const prefetched = done.dataset('prefetch_bytes_total', key) as number;
+    process.stdout.write(
+      `prefetch: ${smallFiles} small files (${(prefetched / MiB).toFixed(1)} MiB) + ${metaFiles} metadata-only in ${seconds.toFixed(1)} s (${(smallFiles / seconds).toFixed(0)} files/s)\n`,
+    );
+    // Metadata-only: the meta tree's contents were not fetched.
+    expect(prefetched).toBeLessThan(remoteAfterPrefetch + 1);
+    expect(await treeDigest(join(kubelet.target('trainer'), 'small'))).toEqual(
+      await treeDigest(join(data, 'small')),
+    );
+    const afterRead = await scrape();
+    expect(afterRead.dataset('remote_bytes_total', key)).toBe(remoteAfterPrefetch);
+
+    // By hand, through the CLI: warm big.bin, then reading it fetches nothing.
+    const cli = await execa('node', [
+      'dist/main.js',
+      'prefetch',
+      '--state-dir',
+      driver.stateDir,
+      '--dataset',
+      volumes[0]?.volume_id as string,
+      'big.bin',
+    ]);
+    const result = JSON.parse(cli.stdout) as { dataset: string; files: number; bytes: number };
+    expect(result).toMatchObject({
+      dataset: key,
+      files: 1,
+      bytes: 32 * MiB,
+      errors: 0,
+      done: true,
+    });
+    const afterCli = (await scrape()).dataset('remote_bytes_total', key) as number;
+    expect(afterCli).toBeGreaterThanOrEqual(remoteAfterPrefetch + 32 * MiB);
+    expect(await sha256File(join(kubelet.target('trainer'), 'big.bin'))).toBe(
+      await sha256File(join(data, 'big.bin')),
+    );
+    expect((await scrape()).dataset('remote_bytes_total', key)).toBe(afterCli);
+  } finally {
+    await kubelet.stop(volumes[0]?.volume_id as string, ['trainer']);
+    for (const v of volumes.slice(1)) await kubelet.stop(v.volume_id, []);
+  }
+});
+
+it('bandwidthLimit caps the remote read rate of a dataset', async () => {
+  const limit = 4_000_000;
+  const rates: Record<string, number> = {};
+  for (const [dir, extra] of [
+    ['qos', { bandwidthLimit: String(limit) }],
+    ['fast', {}],
+  ] as const) {
+    const vol = await volume(`bw-${dir}`, {
+      source: `http://127.0.0.1:${server.port}/${dir}/`,
+      ...extra,
+    });
+    await kubelet.run(vol, [`bw-${dir}`]);
+    try {
+      const started = process.hrtime.bigint();
+      expect(await sha256File(join(kubelet.target(`bw-${dir}`), 'q.bin'))).toBe(
+        await sha256File(join(data, dir, 'q.bin')),
+      );
+      rates[dir] = (12 * MiB) / (Number(process.hrtime.bigint() - started) / 1e9);
+    } finally {
+      await kubelet.stop(vol.volume_id, [`bw-${dir}`]);
+    }
+  }
+  process.stdout.write(
+    `qos: limit ${limit / 1e6} MB/s -> ${((rates.qos ?? 0) / 1e6).toFixed(2)} MB/s; unlimited ${((rates.fast ?? 0) / 1e6).toFixed(0)} MB/s\n`,
+  );
+  expect(rates.qos).toBeLessThanOrEqual(limit * 1.15);
+  expect(rates.qos).toBeGreaterThanOrEqual(limit * 0.6);
+  expect(rates.fast).toBeGreaterThan(limit * 5);
+});
+
+it('keepWarm: the client outlives the last unstage, is reused within the window, then stops', async () => {
+  const vol = await volume('warm', {
+    source: `http://127.0.0.1:${server.port}/fast/`,
+    keepWarm: '3s',
+  });
+  await kubelet.run(vol, ['first']);
+  const client = await clientOf();
+  expect(await sha256File(join(kubelet.target('first'), 'q.bin'))).toBe(
+    await sha256File(join(data, 'fast', 'q.bin')),
+  );
+  await kubelet.stop(vol.volume_id, ['first']);
+  expect(await isSameProcess(client.pid, client.startTime)).toBe(true);
+  const kept = await scrape();
+  expect(kept.dataset('client_warm', client.key)).toBe(1);
+  expect(kept.dataset('volumes', client.key)).toBe(0);
+  const remoteBefore = kept.dataset('remote_bytes_total', client.key);
+
+  // A pod rescheduled within the window finds the same client and its cache.
+  await kubelet.run(vol, ['second']);
+  expect((await clientOf()).pid).toBe(client.pid);
+  expect(await sha256File(join(kubelet.target('second'), 'q.bin'))).toBe(
+    await sha256File(join(data, 'fast', 'q.bin')),
+  );
+  expect((await scrape()).dataset('remote_bytes_total', client.key)).toBe(remoteBefore);
+  await kubelet.stop(vol.volume_id, ['second']);
+  const unstaged = Date.now();
+  await until('the warm client to stop', async () =>
+    (await isSameProcess(client.pid, client.startTime)) ? undefined : true,
+  );
+  const keptMs = Date.now() - unstaged;
+  process.stdout.write(`keepWarm 3s: client stopped ${keptMs} ms after the last unstage\n`);
+  expect(keptMs).toBeGreaterThanOrEqual(2_500);
+  expect(await recordedClients(driver.stateDir)).toEqual([]);
+  expect((await MountTable.read()).under(driver.work)).toEqual([]);
+  expect((await MountTable.read()).under(driver.memCacheDir)).toEqual([]);
+});
+
+it('volume condition: a full cache and an unreachable remote are reported abnormal', async () => {
+  const root = join(driver.work, 'gone');
+  await mkdir(root);
+  await writeFile(join(root, 'a.txt'), 'a\n');
+  const own = await LoopbackServer.start(root, 'http');
+  const vol = await volume('conditions', {
+    source: `http://127.0.0.1:${own.port}/`,
+    cacheQuota: '16Mi',
+  });
+  await kubelet.run(vol, ['watcher']);
+  const stats = () =>
+    driver.client.node.NodeGetVolumeStats({
+      volume_id: vol.volume_id,
+      volume_path: kubelet.target('watcher'),
+    });
+  try {
+    expect((await stats()).volume_condition?.abnormal).toBe(false);
+    const { cacheDir } = await clientOf();
+    // Fill the cache's own file system to its edge, as a working set larger than the quota does.
+    const filler = join(cacheDir, 'filler');
+    await execa('dd', ['if=/dev/zero', `of=${filler}`, 'bs=1M', 'count=64'], { reject: false });
+    expect((await stat(filler)).size).toBeGreaterThan(15 * MiB);
+    const full = await stats();
+    expect(full.volume_condition).toEqual({
+      abnormal: true,
+      message: expect.stringMatching(
+        /cache of dataset ds-\w+ is full \(16 of 16 MiB\).*raise cacheQuota/,
+      ),
+    });
+    await unlink(filler);
+    expect((await stats()).volume_condition?.abnormal).toBe(false);
+    process.stdout.write(
+      `NodeGetVolumeStats full cache: ${JSON.stringify(full.volume_condition)}\n`,
+    );
+
+    expect(await readFile(join(kubelet.target('watcher'), 'a.txt'), 'utf8')).toBe('a\n');
+    await own.stop();
+    const unreachable = await until(
+      'the remote check to fail',
+      async () => {
+        const answer = await stats();
+        return answer.volume_condition?.abnormal ? answer : undefined;
+      },
+      30_000,
+    );
+    expect(unreachable.volume_condition?.message).toMatch(
+      /remote of dataset ds-\w+ is unreachable \(.+\); files already cached are still served/,
+    );
+    expect(await readFile(join(kubelet.target('watcher'), 'a.txt'), 'utf8')).toBe('a\n');
+    process.stdout.write(
+      `NodeGetVolumeStats unreachable remote: ${JSON.stringify(unreachable.volume_condition)}\n`,
+    );
+  } finally {
+    await own.stop().catch(() => undefined);
+    await kubelet.stop(vol.volume_id, ['watcher']);
+  }
+});
