@@ -23,6 +23,11 @@ export const ConfigSchema = z.object({
   /** Sum of the quotas of all MEM caches on the node. */
   memCacheLimitBytes: z.number().int().positive('mem-cache-limit must be a size such as 8Gi'),
   rcloneBinary: z.string().min(1),
+  /** The largest cacheQuota a pod's inline volume may ask for. */
+  ephemeralCacheQuotaLimitBytes: z
+    .number()
+    .int()
+    .positive('ephemeral-cache-quota-limit must be a size such as 2Gi'),
   /** Files a prefetch job reads at once. */
   prefetchConcurrency: z.number().int().min(1).max(256),
   /** host:port of the Prometheus endpoint; absent: no metrics server. */
@@ -50,6 +55,7 @@ export const DEFAULTS = {
   pageCache: 'bindfs',
   rcloneBinary: 'rclone',
   prefetchConcurrency: 16,
+  ephemeralCacheQuotaLimit: '2Gi',
 } as const;
 
 export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock --node-id NAME [options]
@@ -63,6 +69,7 @@ export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock 
   --page-cache MODE      bindfs (warm reads from the page cache) | none (default ${DEFAULTS.pageCache})
   --mem-cache-limit SIZE sum of all MEM cache quotas on the node (default: half the memory)
   --rclone PATH          rclone binary (default ${DEFAULTS.rcloneBinary})
+  --ephemeral-cache-quota-limit SIZE  largest cacheQuota of an inline volume (default ${DEFAULTS.ephemeralCacheQuotaLimit})
   --prefetch-concurrency N  files a prefetch reads at once (default ${DEFAULTS.prefetchConcurrency})
   --metrics-address ADDR Prometheus /metrics on HOST:PORT or :PORT (default: off)
   --log-level LEVEL      trace | debug | info | warn | error (default ${DEFAULTS.logLevel})
@@ -93,6 +100,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         'mem-cache-limit': { type: 'string' },
         rclone: { type: 'string' },
         'prefetch-concurrency': { type: 'string' },
+        'ephemeral-cache-quota-limit': { type: 'string' },
         'metrics-address': { type: 'string' },
       },
     }));
@@ -125,6 +133,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         ? Number(str('prefetch-concurrency'))
         : DEFAULTS.prefetchConcurrency,
     metricsAddress: str('metrics-address'),
+    ephemeralCacheQuotaLimitBytes:
+      parseQuantity(str('ephemeral-cache-quota-limit') ?? DEFAULTS.ephemeralCacheQuotaLimit) ?? -1,
     faultPoint: env.DATASET_CACHE_CSI_FAULT_POINT || undefined,
   });
   if (!result.success) {

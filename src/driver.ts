@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { createControllerService } from './controller/service.js';
@@ -99,7 +100,11 @@ export async function startDriver(
       mounter,
       locks,
       log,
-      { memCacheBytes: config.memCacheLimitBytes, prefetcher },
+      {
+        memCacheBytes: config.memCacheLimitBytes,
+        ephemeralDir: join(config.stateDir, 'ephemeral'),
+        prefetcher,
+      },
       faultHook(config.faultPoint, log),
     );
     manager = nodeManager;
@@ -109,6 +114,7 @@ export async function startDriver(
       manager,
       locks,
       kubeletDir: config.kubeletDir,
+      ephemeralCacheQuotaLimitBytes: config.ephemeralCacheQuotaLimitBytes,
     });
   }
 

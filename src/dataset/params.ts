@@ -18,6 +18,12 @@ export interface DatasetSpec {
   cache: { medium: CacheMedium; path?: string; quotaBytes: number };
   /** Bytes per second on the remote link; undefined means unlimited. */
   bandwidthLimit?: number;
+  /**
+   * Inline (ephemeral) volumes only: a digest of the pod's namespace and credentials. It is part
+   * of the dataset key, so a pod spec naming another tenant's source never shares that tenant's
+   * client (and with it data read with the other tenant's credentials).
+   */
+  tenant?: string;
 }
 
 /** A prefetch pattern: files matching `glob` are read into the cache, or only listed and stat'ed. */
@@ -213,11 +219,65 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
   };
 }
 
+/** Keys a pod spec may set on an inline volume; the rest reach host resources or outlive the pod. */
+const INLINE_KEYS = new Set([
+  'source',
+  'engine',
+  'readOnly',
+  'subPath',
+  'cacheQuota',
+  'prefetch',
+  'bandwidthLimit',
+]);
+export const EPHEMERAL_CONTEXT_KEY = 'csi.storage.k8s.io/ephemeral';
+const POD_NAMESPACE_KEY = 'csi.storage.k8s.io/pod.namespace';
+
 /**
- * The sharing key of a Dataset: what decides the bytes a reader sees (source, engine, writability),
- * never credentials or tuning. Equal keys share one cache client on a node.
+ * Parameters of an inline ephemeral volume, written by any user who can create a pod: only remote
+ * sources, a MEM cache of bounded size, and a dataset of its own namespace and credentials.
+ */
+export function parseInlineVolumeParameters(
+  context: Record<string, string>,
+  secrets: Record<string, string>,
+  maxCacheQuotaBytes: number,
+): VolumeParameters {
+  for (const key of Object.keys(context)) {
+    if (key.startsWith(KUBERNETES_PREFIX) || INLINE_KEYS.has(key)) continue;
+    throw new ParameterError(
+      `inline volumes cannot set ${JSON.stringify(key).slice(1, 65)}; allowed: ${[...INLINE_KEYS].join(', ')} (other settings need a StorageClass or PersistentVolume)`,
+    );
+  }
+  const params = parseVolumeParameters(context);
+  if (context.cacheQuota === undefined) {
+    params.dataset.cache.quotaBytes = Math.min(params.dataset.cache.quotaBytes, maxCacheQuotaBytes);
+  }
+  if (params.dataset.source.kind === 'local') {
+    throw new ParameterError('inline volumes cannot use local:// sources (paths on the node)');
+  }
+  if (params.dataset.cache.quotaBytes > maxCacheQuotaBytes) {
+    throw new ParameterError(
+      `cacheQuota of an inline volume may be at most ${maxCacheQuotaBytes} bytes on this node`,
+    );
+  }
+  const namespace = context[POD_NAMESPACE_KEY] ?? '';
+  const credentials = Object.entries(secrets).sort(([a], [b]) => (a < b ? -1 : 1));
+  params.dataset.tenant = createHash('sha256')
+    .update(JSON.stringify([namespace, credentials]))
+    .digest('hex')
+    .slice(0, 32);
+  return params;
+}
+
+/**
+ * The sharing key of a Dataset: what decides the bytes a reader sees (source, engine, writability,
+ * and for inline volumes the tenant), never tuning. Equal keys share one cache client on a node.
  */
 export function datasetKey(spec: DatasetSpec): string {
-  const identity = JSON.stringify([formatSource(spec.source), spec.engine, spec.readOnly]);
+  const identity = JSON.stringify([
+    formatSource(spec.source),
+    spec.engine,
+    spec.readOnly,
+    ...(spec.tenant === undefined ? [] : [spec.tenant]),
+  ]);
   return `ds-${createHash('sha256').update(identity).digest('hex').slice(0, 16)}`;
 }

@@ -43,6 +43,8 @@ export interface VolumeRecord {
   targets: Record<string, { readOnly: boolean }>;
   /** keepWarm of the volume: how long its client outlives it when it is the dataset's last. */
   keepWarmMs?: number;
+  /** An inline volume: staged by the driver at its own path, unstaged with its last target. */
+  ephemeral?: boolean;
 }
 
 interface JournalDocument {

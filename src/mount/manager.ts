@@ -86,7 +86,12 @@ export class MountManager {
     private readonly mounter: Mounter,
     private readonly locks: VolumeLocks,
     private readonly log: Logger,
-    private readonly settings: { memCacheBytes: number; prefetcher?: Prefetcher },
+    private readonly settings: {
+      memCacheBytes: number;
+      /** Where inline volumes are staged (the driver's own, not kubelet's). */
+      ephemeralDir: string;
+      prefetcher?: Prefetcher;
+    },
     private readonly fault: FaultHook = () => undefined,
   ) {}
 
@@ -101,6 +106,7 @@ export class MountManager {
     params: VolumeParameters,
     stagingPath: string,
     secrets: Record<string, string>,
+    ephemeral = false,
   ): Promise<void> {
     const started = Date.now();
     const key = datasetKey(params.dataset);
@@ -138,6 +144,7 @@ export class MountManager {
           readOnly: params.dataset.readOnly,
           targets: existing?.targets ?? {},
           ...(params.keepWarmMs > 0 ? { keepWarmMs: params.keepWarmMs } : {}),
+          ...(ephemeral ? { ephemeral } : {}),
         });
         await this.journal.save();
       } catch (err) {
@@ -278,6 +285,53 @@ export class MountManager {
       dataset: volume?.datasetKey,
       targetPath,
     });
+  }
+
+  /**
+   * An inline volume: kubelet only publishes it, so the driver stages it itself (at a path of its
+   * own) and publishes from there. A failed publish leaves nothing staged.
+   */
+  async publishEphemeral(
+    volumeId: string,
+    params: VolumeParameters,
+    targetPath: string,
+    readOnly: boolean,
+    secrets: Record<string, string>,
+  ): Promise<void> {
+    const existing = this.journal.volume(volumeId);
+    if (existing && !existing.ephemeral) {
+      throw alreadyExists(`volume ${volumeId} is staged as a persistent volume on this node`);
+    }
+    const stagingPath = join(this.settings.ephemeralDir, volumeId);
+    await this.stage(volumeId, params, stagingPath, secrets, true);
+    try {
+      await this.publish(volumeId, stagingPath, targetPath, readOnly);
+    } catch (err) {
+      const volume = this.journal.volume(volumeId);
+      if (volume && Object.keys(volume.targets).length === 0) {
+        await this.unstage(volumeId, stagingPath).catch((cleanup: unknown) =>
+          this.log.error(
+            { volumeId, err: String(cleanup) },
+            'could not unstage a failed inline volume',
+          ),
+        );
+      }
+      throw err;
+    }
+  }
+
+  isEphemeral(volumeId: string): boolean {
+    return this.journal.volume(volumeId)?.ephemeral === true;
+  }
+
+  /** Unpublishes an inline volume and, with its last target gone, unstages it. */
+  async unpublishEphemeral(volumeId: string, targetPath: string): Promise<void> {
+    await this.unpublish(volumeId, targetPath);
+    const volume = this.journal.volume(volumeId);
+    if (volume?.ephemeral && Object.keys(volume.targets).length === 0) {
+      await this.unstage(volumeId, volume.stagingPath);
+      await rmdir(volume.stagingPath).catch(() => undefined);
+    }
   }
 
   /** Bytes and inodes of a volume's file system, or undefined when it does not answer in time. */

@@ -3,7 +3,13 @@ import { invalidArgument, unimplemented } from '../csi/errors.js';
 import type { ServiceImpl } from '../csi/handlers.js';
 import type { VolumeLocks } from '../csi/locks.js';
 import { isReaderOnly, requireCapability, requireId, requirePath } from '../csi/validate.js';
-import { ParameterError, parseVolumeParameters, type VolumeParameters } from '../dataset/params.js';
+import {
+  EPHEMERAL_CONTEXT_KEY,
+  ParameterError,
+  parseInlineVolumeParameters,
+  parseVolumeParameters,
+  type VolumeParameters,
+} from '../dataset/params.js';
 import type { MountManager } from '../mount/manager.js';
 import type { FsUsage } from '../mount/path-probe.js';
 
@@ -13,11 +19,12 @@ export interface NodeServiceOptions {
   locks: VolumeLocks;
   /** When set, staging and target paths must lie below it. */
   kubeletDir?: string;
+  ephemeralCacheQuotaLimitBytes: number;
 }
 
-function parameters(context: Record<string, string>): VolumeParameters {
+function parameters(parse: () => VolumeParameters): VolumeParameters {
   try {
-    return parseVolumeParameters(context);
+    return parse();
   } catch (err) {
     if (err instanceof ParameterError) throw invalidArgument(`volume_context: ${err.message}`);
     throw err;
@@ -46,7 +53,7 @@ export function createNodeService(options: NodeServiceOptions): ServiceImpl<Node
       const volumeId = requireId(req.volume_id, 'volume_id');
       const stagingPath = nodePath(req.staging_target_path, 'staging_target_path');
       requireCapability(req.volume_capability, 'volume_capability');
-      const params = parameters(req.volume_context);
+      const params = parameters(() => parseVolumeParameters(req.volume_context));
       await locks.runExclusive(volumeId, () =>
         manager.stage(volumeId, params, stagingPath, req.secrets),
       );
@@ -64,8 +71,21 @@ export function createNodeService(options: NodeServiceOptions): ServiceImpl<Node
       const volumeId = requireId(req.volume_id, 'volume_id');
       const targetPath = nodePath(req.target_path, 'target_path');
       const capability = requireCapability(req.volume_capability, 'volume_capability');
-      const stagingPath = nodePath(req.staging_target_path, 'staging_target_path');
       const readOnly = req.readonly || isReaderOnly(capability);
+      if (req.volume_context[EPHEMERAL_CONTEXT_KEY] === 'true') {
+        const params = parameters(() =>
+          parseInlineVolumeParameters(
+            req.volume_context,
+            req.secrets,
+            options.ephemeralCacheQuotaLimitBytes,
+          ),
+        );
+        await locks.runExclusive(volumeId, () =>
+          manager.publishEphemeral(volumeId, params, targetPath, readOnly, req.secrets),
+        );
+        return {};
+      }
+      const stagingPath = nodePath(req.staging_target_path, 'staging_target_path');
       await locks.runForTarget(volumeId, targetPath, () =>
         manager.publish(volumeId, stagingPath, targetPath, readOnly),
       );
@@ -75,7 +95,13 @@ export function createNodeService(options: NodeServiceOptions): ServiceImpl<Node
     async NodeUnpublishVolume(req) {
       const volumeId = requireId(req.volume_id, 'volume_id');
       const targetPath = nodePath(req.target_path, 'target_path');
-      await locks.runForTarget(volumeId, targetPath, () => manager.unpublish(volumeId, targetPath));
+      if (manager.isEphemeral(volumeId)) {
+        await locks.runExclusive(volumeId, () => manager.unpublishEphemeral(volumeId, targetPath));
+      } else {
+        await locks.runForTarget(volumeId, targetPath, () =>
+          manager.unpublish(volumeId, targetPath),
+        );
+      }
       return {};
     },
 
