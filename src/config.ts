@@ -30,6 +30,8 @@ export const ConfigSchema = z.object({
     .positive('ephemeral-cache-quota-limit must be a size such as 2Gi'),
   /** Files a prefetch job reads at once. */
   prefetchConcurrency: z.number().int().min(1).max(256),
+  /** Unix socket of the client launcher; absent: clients are started by the driver itself. */
+  launcherSocket: z.string().startsWith('/', 'launcher-socket must be an absolute path').optional(),
   /** host:port of the Prometheus endpoint; absent: no metrics server. */
   metricsAddress: z
     .string()
@@ -72,9 +74,12 @@ export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock 
   --ephemeral-cache-quota-limit SIZE  largest cacheQuota of an inline volume (default ${DEFAULTS.ephemeralCacheQuotaLimit})
   --prefetch-concurrency N  files a prefetch reads at once (default ${DEFAULTS.prefetchConcurrency})
   --metrics-address ADDR Prometheus /metrics on HOST:PORT or :PORT (default: off)
+  --launcher-socket PATH start cache clients through this launcher (they then survive the
+                         driver's container; see "Upgrades" in the README)
   --log-level LEVEL      trace | debug | info | warn | error (default ${DEFAULTS.logLevel})
   dataset-cache-csi demo  runs the local demo (see README)
-  dataset-cache-csi prefetch --state-dir DIR --dataset KEY PATTERN...  warms a dataset's cache by hand`;
+  dataset-cache-csi prefetch --state-dir DIR --dataset KEY PATTERN...  warms a dataset's cache by hand
+  dataset-cache-csi launcher --socket PATH   runs the client launcher`;
 
 export class ConfigError extends Error {}
 
@@ -102,6 +107,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         'prefetch-concurrency': { type: 'string' },
         'ephemeral-cache-quota-limit': { type: 'string' },
         'metrics-address': { type: 'string' },
+        'launcher-socket': { type: 'string' },
       },
     }));
   } catch (err) {
@@ -133,6 +139,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         ? Number(str('prefetch-concurrency'))
         : DEFAULTS.prefetchConcurrency,
     metricsAddress: str('metrics-address'),
+    launcherSocket: str('launcher-socket'),
     ephemeralCacheQuotaLimitBytes:
       parseQuantity(str('ephemeral-cache-quota-limit') ?? DEFAULTS.ephemeralCacheQuotaLimit) ?? -1,
     faultPoint: env.DATASET_CACHE_CSI_FAULT_POINT || undefined,

@@ -21,6 +21,7 @@ import { createNodeService } from './node/service.js';
 import { Prefetcher } from './prefetch/prefetcher.js';
 import { CacheClients } from './supervisor/clients.js';
 import { HealthLoop } from './supervisor/health-loop.js';
+import { LauncherRunner } from './supervisor/launcher.js';
 import { ExecaRunner, type ProcessRunner } from './supervisor/runner.js';
 import { packageVersion } from './version.js';
 
@@ -53,7 +54,9 @@ export async function startDriver(
   deps: DriverDeps = {},
 ): Promise<Driver> {
   await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
-  const runner = deps.runner ?? new ExecaRunner();
+  const runner =
+    deps.runner ??
+    (config.launcherSocket ? new LauncherRunner(config.launcherSocket) : new ExecaRunner());
   const withController = config.mode !== 'node';
   const withNode = config.mode !== 'controller';
   let ready = false;

@@ -32,7 +32,7 @@ export function socketPathFromEndpoint(endpoint: string): string {
 }
 
 /** A previous instance may have left its socket behind; anything else at that path is not ours. */
-async function removeStaleSocket(path: string): Promise<void> {
+export async function removeStaleSocket(path: string): Promise<void> {
   try {
     const stat = await lstat(path);
     if (!stat.isSocket())

@@ -390,7 +390,7 @@ export class CacheClients {
     identity: MountIdentity,
     deadline: number,
   ): Promise<Spawned> {
-    const child = this.runner.spawnDetached(plan.command, plan.args, {
+    const child = await this.runner.spawnDetached(plan.command, plan.args, {
       env: plan.env,
       cwd,
       logFile,

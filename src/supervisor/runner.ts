@@ -30,7 +30,7 @@ export interface ProcessRunner {
     timeoutMs?: number,
     env?: Record<string, string>,
   ): Promise<CommandResult>;
-  spawnDetached(command: string, args: string[], options: SpawnOptions): DetachedProcess;
+  spawnDetached(command: string, args: string[], options: SpawnOptions): Promise<DetachedProcess>;
 }
 
 export class ExecaRunner implements ProcessRunner {
@@ -76,7 +76,11 @@ export class ExecaRunner implements ProcessRunner {
    * Own session and process group, no pipes to us: the client outlives the driver process
    * (an upgrade or crash of the driver must not stop pod I/O).
    */
-  spawnDetached(command: string, args: string[], options: SpawnOptions): DetachedProcess {
+  async spawnDetached(
+    command: string,
+    args: string[],
+    options: SpawnOptions,
+  ): Promise<DetachedProcess> {
     // The log file is handed over as a file descriptor, not piped through us: a pipe would break
     // (SIGPIPE) the moment the driver exits. execa's types only admit literal descriptors 3-9.
     const logFd = openSync(options.logFile, 'a', 0o600) as 3;

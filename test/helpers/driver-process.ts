@@ -17,6 +17,8 @@ export class DriverProcess {
   readonly memCacheDir: string;
   readonly logFile: string;
   client: CsiClient;
+  /** Further flags for every start (e.g. --launcher-socket). */
+  extraArgs: string[] = [];
 
   private constructor(readonly work: string) {
     this.endpoint = `unix://${work}/csi.sock`;
@@ -50,6 +52,7 @@ export class DriverProcess {
         `--mem-cache-dir=${this.memCacheDir}`,
         '--health-interval=250',
         '--log-level=debug',
+        ...this.extraArgs,
       ],
       {
         reject: false,
