@@ -79,7 +79,8 @@ export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock 
   --log-level LEVEL      trace | debug | info | warn | error (default ${DEFAULTS.logLevel})
   dataset-cache-csi demo  runs the local demo (see README)
   dataset-cache-csi prefetch --state-dir DIR --dataset KEY PATTERN...  warms a dataset's cache by hand
-  dataset-cache-csi launcher --socket PATH   runs the client launcher`;
+  dataset-cache-csi launcher --socket PATH   runs the client launcher
+  dataset-cache-csi ctl COMMAND ...           CSI calls by hand (ctl --help)`;
 
 export class ConfigError extends Error {}
 

@@ -8,6 +8,10 @@ async function main(argv: string[]): Promise<number> {
     const { runDemo } = await import('./demo/demo.js');
     return runDemo(argv.slice(1));
   }
+  if (argv[0] === 'ctl') {
+    const { runCtl } = await import('./ctl/ctl.js');
+    return runCtl(argv.slice(1));
+  }
   if (argv[0] === 'launcher') {
     const { runLauncherCommand } = await import('./supervisor/launcher-command.js');
     return runLauncherCommand(argv.slice(1));
