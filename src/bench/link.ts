@@ -1,0 +1,155 @@
+import { fileURLToPath } from 'node:url';
+import { connect } from 'node:net';
+import { execa, type ResultPromise } from 'execa';
+import { sleep } from '../util/proc.js';
+
+const PROXY = fileURLToPath(new URL('../../dist/bench/delay-proxy.js', import.meta.url));
+
+export interface LinkOptions {
+  /** Rate of each direction, Mbit/s. */
+  rateMbit: number;
+  /** Delay of each direction, ms. */
+  delayMs: number;
+}
+
+/**
+ * An emulated WAN/NAS link: a network namespace with a veth pair, HTB shaping both ends to the
+ * rate (this kernel has no netem), and a delaying TCP proxy inside the namespace in front of each
+ * server. Servers run inside the namespace on its loopback; clients on the host reach them only
+ * through HOST:port -> veth -> proxy -> server.
+ */
+export class EmulatedLink {
+  readonly nsAddress = '10.201.0.2';
+  private readonly processes: ResultPromise[] = [];
+  private nextPort = 18080;
+
+  private constructor(
+    readonly netns: string,
+    readonly options: LinkOptions,
+  ) {}
+
+  static async create(options: LinkOptions): Promise<EmulatedLink> {
+    const link = new EmulatedLink(`dcsi-bench-${process.pid}`, options);
+    const host = `dcb${process.pid % 100000}h`;
+    const peer = `dcb${process.pid % 100000}n`;
+    const ip = (...args: string[]) => execa('ip', args);
+    const inNs = (...args: string[]) => execa('ip', ['netns', 'exec', link.netns, ...args]);
+    try {
+      await ip('netns', 'add', link.netns);
+      await ip('link', 'add', host, 'type', 'veth', 'peer', 'name', peer);
+      await ip('link', 'set', peer, 'netns', link.netns);
+      await ip('addr', 'add', '10.201.0.1/30', 'dev', host);
+      await ip('link', 'set', host, 'up');
+      await inNs('ip', 'addr', 'add', `${link.nsAddress}/30`, 'dev', peer);
+      await inNs('ip', 'link', 'set', peer, 'up');
+      await inNs('ip', 'link', 'set', 'lo', 'up');
+      const rate = `${options.rateMbit}mbit`;
+      for (const [run, dev] of [
+        [(...a: string[]) => execa('tc', a), host],
+        [(...a: string[]) => inNs('tc', ...a), peer],
+      ] as const) {
+        await run('qdisc', 'add', 'dev', dev, 'root', 'handle', '1:', 'htb', 'default', '10');
+        await run(
+          'class',
+          'add',
+          'dev',
+          dev,
+          'parent',
+          '1:',
+          'classid',
+          '1:10',
+          'htb',
+          'rate',
+          rate,
+          'ceil',
+          rate,
+        );
+      }
+    } catch (err) {
+      await link.close();
+      throw err;
+    }
+    return link;
+  }
+
+  /** Runs a long-lived process inside the namespace; stopped (by PID) on close. */
+  spawn(command: string, args: string[], env: Record<string, string> = {}): ResultPromise {
+    const child = execa('ip', ['netns', 'exec', this.netns, command, ...args], {
+      reject: false,
+      stdin: 'ignore',
+      stdout: 'ignore',
+      stderr: 'ignore',
+      extendEnv: false,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+    });
+    this.processes.push(child);
+    return child;
+  }
+
+  /** A short command inside the namespace. */
+  run(command: string, args: string[], env: Record<string, string> = {}) {
+    return execa('ip', ['netns', 'exec', this.netns, command, ...args], {
+      extendEnv: false,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+    });
+  }
+
+  /**
+   * Exposes a server listening on the namespace's loopback at serverPort through the link;
+   * returns the host-reachable port once it answers.
+   */
+  async expose(serverPort: number): Promise<number> {
+    // The server itself first (the proxy would accept connections before it is up).
+    const serverDeadline = Date.now() + 30_000;
+    for (;;) {
+      const probe = await execa(
+        'ip',
+        ['netns', 'exec', this.netns, 'bash', '-c', `exec 3<>/dev/tcp/127.0.0.1/${serverPort}`],
+        { reject: false },
+      );
+      if (probe.exitCode === 0) break;
+      if (Date.now() > serverDeadline)
+        throw new Error(`no server on port ${serverPort} in ${this.netns}`);
+      await sleep(100);
+    }
+    const port = this.nextPort;
+    this.nextPort += 1;
+    this.spawn(process.execPath, [
+      PROXY,
+      this.nsAddress,
+      String(port),
+      '127.0.0.1',
+      String(serverPort),
+      String(this.options.delayMs),
+    ]);
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      const open = await new Promise<boolean>((resolve) => {
+        const socket = connect(port, this.nsAddress);
+        socket.once('connect', () => {
+          socket.destroy();
+          resolve(true);
+        });
+        socket.once('error', () => resolve(false));
+      });
+      if (open) return port;
+      await sleep(50);
+    }
+    throw new Error(`nothing answers on ${this.nsAddress}:${port}`);
+  }
+
+  async close(): Promise<void> {
+    for (const child of this.processes) {
+      if (child.pid !== undefined && child.exitCode === null) {
+        try {
+          process.kill(child.pid, 'SIGTERM');
+        } catch {
+          // gone
+        }
+      }
+    }
+    await Promise.all(this.processes.map((child) => child));
+    // Deleting the namespace removes the veth pair (both ends) and its qdiscs.
+    await execa('ip', ['netns', 'del', this.netns], { reject: false });
+  }
+}

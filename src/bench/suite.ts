@@ -1,0 +1,560 @@
+/**
+ * The benchmark suite (npm run bench [-- --quick]): the seed's experiments over an emulated link,
+ * each against the plain remote mount users have today (rclone, VFS cache off) and the physical
+ * limit (the same files on tmpfs), measured in one run. Writes bench/results/<date>.json and
+ * .svg, prints a table, and prints one JSON object as its very last line.
+ */
+import { copyFile, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { execa, type ResultPromise } from 'execa';
+import { CsiClient } from '../csi/client.js';
+import { timedRead, writeRandomFile } from '../demo/files.js';
+import { MountTable } from '../mount/mountinfo.js';
+import { freePort } from '../util/net.js';
+import { sleep } from '../util/proc.js';
+import { EmulatedLink } from './link.js';
+import { renderReport, type BenchResult } from './report.js';
+import {
+  cpuSeconds,
+  firstByteMs,
+  percentile,
+  readEpoch,
+  rssMiB,
+  writeSmallFiles,
+} from './workload.js';
+
+const MiB = 2 ** 20;
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const MAIN = join(ROOT, 'dist', 'main.js');
+const cap = { mount: {}, access_mode: { mode: 'MULTI_NODE_READER_ONLY' as const } };
+const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+
+interface Sizes {
+  bigMiB: number;
+  smallFiles: number;
+  smallDirs: number;
+  epochs: number;
+  storm: number;
+  stageRepeats: number;
+}
+const FULL: Sizes = {
+  bigMiB: 2048,
+  smallFiles: 50_000,
+  smallDirs: 500,
+  epochs: 3,
+  storm: 2000,
+  stageRepeats: 5,
+};
+const QUICK: Sizes = {
+  bigMiB: 256,
+  smallFiles: 5_000,
+  smallDirs: 50,
+  epochs: 3,
+  storm: 500,
+  stageRepeats: 3,
+};
+
+interface Remote {
+  protocol: 'http' | 's3';
+  parameters: Record<string, string>;
+  secrets: Record<string, string>;
+  /** rclone remote "U" for the uncached baseline. */
+  rcloneEnv: Record<string, string>;
+  rclonePath: string;
+}
+
+class Bench {
+  private readonly cleanups: (() => Promise<unknown>)[] = [];
+  private driver?: ResultPromise;
+  private client?: CsiClient;
+  private metricsPort = 0;
+  private volumeCount = 0;
+
+  constructor(
+    readonly work: string,
+    readonly sizes: Sizes,
+  ) {}
+
+  get stateDir(): string {
+    return join(this.work, 'state');
+  }
+
+  get memCacheDir(): string {
+    return `/dev/shm/dcsi-bench-${process.pid}`;
+  }
+
+  defer(cleanup: () => Promise<unknown>): void {
+    this.cleanups.unshift(cleanup);
+  }
+
+  async cleanup(): Promise<void> {
+    for (const step of this.cleanups.splice(0)) {
+      await step().catch((err: unknown) => log(`cleanup step failed: ${String(err)}`));
+    }
+  }
+
+  async startDriver(): Promise<{ pid: number }> {
+    this.metricsPort = await freePort();
+    const endpoint = `unix://${this.work}/csi.sock`;
+    this.driver = execa(
+      process.execPath,
+      [
+        MAIN,
+        `--endpoint=${endpoint}`,
+        '--node-id=bench',
+        `--state-dir=${this.stateDir}`,
+        `--runtime-dir=${join(this.work, 'run')}`,
+        `--mem-cache-dir=${this.memCacheDir}`,
+        `--kubelet-dir=${join(this.work, 'kubelet')}`,
+        '--mem-cache-limit=16Gi',
+        `--metrics-address=127.0.0.1:${this.metricsPort}`,
+        '--log-level=warn',
+      ],
+      { reject: false, stdout: 'ignore', stderr: { file: join(this.work, 'driver.log') } },
+    );
+    const driver = this.driver;
+    this.defer(async () => {
+      if (driver.pid !== undefined && driver.exitCode === null) process.kill(driver.pid, 'SIGTERM');
+      await driver;
+    });
+    this.client = new CsiClient(endpoint);
+    for (let i = 0; i < 400; i += 1) {
+      const ready = await this.csi.identity
+        .Probe({}, { timeoutMs: 500 })
+        .then((r) => r.ready?.value === true)
+        .catch(() => false);
+      if (ready) return { pid: driver.pid as number };
+      await sleep(25);
+    }
+    throw new Error('driver did not become ready');
+  }
+
+  get csi(): CsiClient {
+    if (!this.client) throw new Error('driver not started');
+    return this.client;
+  }
+
+  staging(id: string): string {
+    return join(this.work, 'kubelet', 'staging', id);
+  }
+
+  target(pod: string): string {
+    return join(this.work, 'kubelet', 'pods', pod, 'data');
+  }
+
+  async stage(remote: Remote, extra: Record<string, string> = {}): Promise<string> {
+    this.volumeCount += 1;
+    const { volume } = await this.csi.controller.CreateVolume({
+      name: `bench-${this.volumeCount}`,
+      volume_capabilities: [cap],
+      parameters: { ...remote.parameters, readOnly: 'true', ...extra },
+    });
+    if (!volume) throw new Error('no volume');
+    await this.csi.node.NodeStageVolume({
+      volume_id: volume.volume_id,
+      staging_target_path: this.staging(volume.volume_id),
+      volume_capability: cap,
+      volume_context: volume.volume_context,
+      secrets: remote.secrets,
+    });
+    return volume.volume_id;
+  }
+
+  async publish(volumeId: string, pod: string): Promise<string> {
+    await this.csi.node.NodePublishVolume({
+      volume_id: volumeId,
+      staging_target_path: this.staging(volumeId),
+      target_path: this.target(pod),
+      volume_capability: cap,
+      readonly: true,
+    });
+    return this.target(pod);
+  }
+
+  async unpublish(volumeId: string, pod: string): Promise<void> {
+    await this.csi.node.NodeUnpublishVolume({ volume_id: volumeId, target_path: this.target(pod) });
+  }
+
+  async unstage(volumeId: string): Promise<void> {
+    await this.csi.node.NodeUnstageVolume({
+      volume_id: volumeId,
+      staging_target_path: this.staging(volumeId),
+    });
+    await this.csi.controller.DeleteVolume({ volume_id: volumeId });
+  }
+
+  /** The cache client's processes (engine and page-cache layer) from the driver's journal. */
+  async clientPids(): Promise<number[]> {
+    const journal = JSON.parse(await readFile(join(this.stateDir, 'journal.json'), 'utf8')) as {
+      datasets: Record<string, { pid: number; layer?: { pid: number } }>;
+    };
+    return Object.values(journal.datasets).flatMap((d) => [
+      d.pid,
+      ...(d.layer ? [d.layer.pid] : []),
+    ]);
+  }
+
+  async metric(name: string): Promise<number> {
+    const text = await (await fetch(`http://127.0.0.1:${this.metricsPort}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`dataset_cache_${name}{`));
+    return Number(line?.split(' ').pop() ?? NaN);
+  }
+
+  /** rclone without a cache: what a pod gets from a plain remote mount. */
+  async uncachedMount(remote: Remote): Promise<{ path: string; close: () => Promise<void> }> {
+    const path = join(this.work, `uncached-${remote.protocol}`);
+    await mkdir(path, { recursive: true });
+    const child = execa(
+      'rclone',
+      [
+        'mount',
+        `U:${remote.rclonePath}`,
+        path,
+        '--vfs-cache-mode',
+        'off',
+        '--read-only',
+        '--config',
+        '/dev/null',
+      ],
+      {
+        reject: false,
+        stdout: 'ignore',
+        stderr: 'ignore',
+        extendEnv: false,
+        env: remote.rcloneEnv,
+      },
+    );
+    for (let i = 0; i < 400 && !(await MountTable.read()).at(path); i += 1) await sleep(25);
+    const close = async () => {
+      await execa('umount', ['-l', path], { reject: false });
+      if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, 'SIGTERM');
+      await child;
+    };
+    this.defer(close);
+    return { path, close };
+  }
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      'rate-mbit': { type: 'string', default: '1000' },
+      'delay-ms': { type: 'string', default: '1' },
+    },
+  });
+  const sizes = values.quick ? QUICK : FULL;
+  const rateMbit = Number(values['rate-mbit']);
+  const delayMs = Number(values['delay-ms']);
+  const work = await mkdtemp('/tmp/dcsi-bench-');
+  const bench = new Bench(work, sizes);
+  const interrupted = (signal: NodeJS.Signals) => {
+    log(`${signal}: cleaning up`);
+    void bench.cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  bench.defer(() => rm(work, { recursive: true, force: true }));
+  bench.defer(async () => {
+    // Whatever is still mounted or running when something failed half-way.
+    for (const root of [work, bench.memCacheDir]) {
+      for (const mount of [...(await MountTable.read()).under(root)].reverse()) {
+        await execa('umount', ['-l', mount.mountPoint], { reject: false });
+      }
+    }
+  });
+  const started = Date.now();
+  try {
+    log(`${values.quick ? 'quick' : 'full'} run; link ${rateMbit} Mbit/s, ${delayMs} ms each way`);
+    const data = join(work, 'data');
+    await mkdir(join(data, 'small'), { recursive: true });
+    await writeRandomFile(join(data, 'big.bin'), sizes.bigMiB * MiB);
+    const small = await writeSmallFiles(join(data, 'small'), sizes.smallFiles, sizes.smallDirs);
+    const bigBytes = sizes.bigMiB * MiB;
+
+    // The physical limit: the same files on tmpfs.
+    const tmpfs = bench.memCacheDir + '-tmpfs';
+    await mkdir(tmpfs, { recursive: true });
+    bench.defer(() => rm(tmpfs, { recursive: true, force: true }));
+    await copyFile(join(data, 'big.bin'), join(tmpfs, 'big.bin'));
+    await cp(join(data, 'small'), join(tmpfs, 'small'), { recursive: true });
+    await timedRead(join(tmpfs, 'big.bin'));
+    const tmpfsMBps = bigBytes / 1e6 / (await timedRead(join(tmpfs, 'big.bin')));
+    const tmpfsEpochs: number[] = [];
+    for (let e = 0; e < sizes.epochs; e += 1) {
+      tmpfsEpochs.push(await readEpoch(join(tmpfs, 'small'), small.paths, e + 1));
+    }
+    const tmpfsFilesPerSec = Math.max(...tmpfsEpochs);
+    log(`tmpfs: ${tmpfsMBps.toFixed(0)} MB/s, ${tmpfsFilesPerSec.toFixed(0)} files/s`);
+
+    // The link, and the remotes behind it.
+    const link = await EmulatedLink.create({ rateMbit, delayMs });
+    bench.defer(() => link.close());
+    link.spawn('rclone', [
+      'serve',
+      'http',
+      data,
+      '--addr',
+      '127.0.0.1:8080',
+      '--config',
+      '/dev/null',
+    ]);
+    const httpPort = await link.expose(8080);
+    const s3Store = join(work, 's3');
+    await mkdir(s3Store);
+    link.spawn(process.execPath, [
+      '--input-type=module',
+      '-e',
+      `process.chdir(${JSON.stringify(ROOT)});
+       const { default: S3rver } = await import(${JSON.stringify(pathToFileURL(createRequire(import.meta.url).resolve('s3rver')).href)});
+       const server = new S3rver({ address: '127.0.0.1', port: 9000, silent: true, directory: ${JSON.stringify(s3Store)}, configureBuckets: [{ name: 'bench' }] });
+       await server.run();
+       process.on('SIGTERM', () => server.close().then(() => process.exit(0)));`,
+    ]);
+    const s3Port = await link.expose(9000);
+    const s3Env = (name: string, endpoint: string) => ({
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      [`RCLONE_CONFIG_${name}_TYPE`]: 's3',
+      [`RCLONE_CONFIG_${name}_PROVIDER`]: 'Other',
+      [`RCLONE_CONFIG_${name}_ACCESS_KEY_ID`]: 'S3RVER',
+      [`RCLONE_CONFIG_${name}_SECRET_ACCESS_KEY`]: 'S3RVER',
+      [`RCLONE_CONFIG_${name}_ENDPOINT`]: endpoint,
+      [`RCLONE_CONFIG_${name}_FORCE_PATH_STYLE`]: 'true',
+    });
+    log('uploading the dataset into the S3 server (inside the namespace, not through the link)');
+    await link.run(
+      'rclone',
+      ['copy', data, 'UP:bench', '--transfers', '32', '--config', '/dev/null'],
+      s3Env('UP', 'http://127.0.0.1:9000'),
+    );
+    const nsEndpoint = (port: number) => `http://${link.nsAddress}:${port}`;
+    const remotes: Remote[] = [
+      {
+        protocol: 'http',
+        parameters: { source: `${nsEndpoint(httpPort)}/` },
+        secrets: {},
+        rcloneEnv: {
+          PATH: process.env.PATH ?? '/usr/bin:/bin',
+          RCLONE_CONFIG_U_TYPE: 'http',
+          RCLONE_CONFIG_U_URL: `${nsEndpoint(httpPort)}/`,
+        },
+        rclonePath: '',
+      },
+      {
+        protocol: 's3',
+        parameters: { source: 's3://bench' },
+        secrets: {
+          accessKeyId: 'S3RVER',
+          secretAccessKey: 'S3RVER',
+          endpoint: nsEndpoint(s3Port),
+          region: 'us-east-1',
+        },
+        rcloneEnv: s3Env('U', nsEndpoint(s3Port)),
+        rclonePath: 'bench',
+      },
+    ];
+
+    // What the link gives to one plain HTTP download.
+    const linkStart = process.hrtime.bigint();
+    const response = await fetch(`${nsEndpoint(httpPort)}/big.bin`);
+    let linkBytes = 0;
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>)
+      linkBytes += chunk.length;
+    const linkMBps = linkBytes / 1e6 / (Number(process.hrtime.bigint() - linkStart) / 1e9);
+    log(`link: ${linkMBps.toFixed(1)} MB/s for one HTTP download`);
+
+    const driver = await bench.startDriver();
+    await sleep(2000);
+    const driverIdleRssMiB = await rssMiB(driver.pid);
+    const cacheQuota = `${Math.ceil(((bigBytes + small.bytes) * 1.2) / MiB)}Mi`;
+    const perProtocol: BenchResult['protocols'] = [];
+
+    for (const remote of remotes) {
+      log(`${remote.protocol}: big file, uncached mount`);
+      const uncached = await bench.uncachedMount(remote);
+      const uncachedMBps = bigBytes / 1e6 / (await timedRead(join(uncached.path, 'big.bin')));
+
+      log(`${remote.protocol}: big file through the driver, pod 1 (cold) then pod 2 (warm)`);
+      const volume = await bench.stage(remote, { cacheQuota });
+      const pod1 = await bench.publish(volume, 'pod1');
+      const pod2 = await bench.publish(volume, 'pod2');
+      const clients = await bench.clientPids();
+      const cpuBefore = (await Promise.all(clients.map(cpuSeconds))).reduce((a, b) => a + b, 0);
+      const driverCpuBefore = await cpuSeconds(driver.pid);
+      const coldMBps = bigBytes / 1e6 / (await timedRead(join(pod1, 'big.bin')));
+      const warmMBps = bigBytes / 1e6 / (await timedRead(join(pod2, 'big.bin')));
+      const cpuAfter = (await Promise.all(clients.map(cpuSeconds))).reduce((a, b) => a + b, 0);
+      const served = (2 * bigBytes) / 2 ** 30;
+      const clientCpuPerGiB = (cpuAfter - cpuBefore) / served;
+      const driverCpuPerGiB = ((await cpuSeconds(driver.pid)) - driverCpuBefore) / served;
+      const clientRssMiB = (await Promise.all(clients.map(rssMiB))).reduce((a, b) => a + b, 0);
+
+      log(
+        `${remote.protocol}: small files, ${sizes.epochs} epochs: uncached, driver, driver with prefetch`,
+      );
+      const uncachedEpochs: number[] = [];
+      for (let e = 0; e < sizes.epochs; e += 1) {
+        uncachedEpochs.push(await readEpoch(join(uncached.path, 'small'), small.paths, e + 1));
+      }
+      await uncached.close();
+      const driverEpochs: number[] = [];
+      for (let e = 0; e < sizes.epochs; e += 1) {
+        driverEpochs.push(await readEpoch(join(pod1, 'small'), small.paths, e + 1));
+      }
+      for (const pod of ['pod1', 'pod2']) await bench.unpublish(volume, pod);
+      await bench.unstage(volume);
+
+      const prefetched = await bench.stage(remote, { cacheQuota, prefetch: 'small/**' });
+      const prefetchStarted = Date.now();
+      let prefetchSeconds = NaN;
+      for (;;) {
+        if ((await bench.metric('prefetch_completed')) >= 1) {
+          prefetchSeconds = (Date.now() - prefetchStarted) / 1000;
+          break;
+        }
+        if (Date.now() - prefetchStarted > 3_600_000) throw new Error('prefetch did not finish');
+        await sleep(100);
+      }
+      const prefetchBytes = await bench.metric('prefetch_bytes_total');
+      const prefetchMBps = prefetchBytes / 1e6 / prefetchSeconds;
+      const pod3 = await bench.publish(prefetched, 'pod3');
+      const prefetchEpochs: number[] = [];
+      for (let e = 0; e < sizes.epochs; e += 1) {
+        prefetchEpochs.push(await readEpoch(join(pod3, 'small'), small.paths, e + 1));
+      }
+      await bench.unpublish(prefetched, 'pod3');
+      await bench.unstage(prefetched);
+
+      const uncachedFilesPerSec = Math.max(...uncachedEpochs);
+      const warmFilesPerSec = Math.max(...driverEpochs.slice(1));
+      perProtocol.push({
+        protocol: remote.protocol,
+        bigFile: { uncachedMBps, coldMBps, warmMBps, tmpfsMBps, linkMBps },
+        smallFiles: {
+          uncached: uncachedEpochs,
+          driver: driverEpochs,
+          driverWithPrefetch: prefetchEpochs,
+          tmpfs: tmpfsEpochs,
+          prefetchSeconds,
+          prefetchMBps,
+        },
+        ratios: {
+          warmToTmpfs: warmMBps / tmpfsMBps,
+          coldToLink: coldMBps / linkMBps,
+          pod2OverPod1: warmMBps / coldMBps,
+          smallFilesWarmOverUncached: warmFilesPerSec / uncachedFilesPerSec,
+          smallFilesWarmToTmpfs: warmFilesPerSec / tmpfsFilesPerSec,
+          prefetchToLink: prefetchMBps / linkMBps,
+        },
+        resources: {
+          clientCpuSecondsPerGiB: clientCpuPerGiB,
+          driverCpuSecondsPerGiB: driverCpuPerGiB,
+          clientRssMiB,
+        },
+      });
+      log(`${remote.protocol}: ${JSON.stringify(perProtocol[perProtocol.length - 1]?.ratios)}`);
+    }
+
+    log(`publish storm: ${sizes.storm} publish + unpublish at concurrency 50 on a staged dataset`);
+    const http = remotes[0] as Remote;
+    const stormVolume = await bench.stage(http);
+    const latencies: number[] = [];
+    let next = 0;
+    const stormStart = process.hrtime.bigint();
+    await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        while (next < sizes.storm) {
+          const i = next;
+          next += 1;
+          const t0 = process.hrtime.bigint();
+          await bench.publish(stormVolume, `storm-${i}`);
+          latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+          await bench.unpublish(stormVolume, `storm-${i}`);
+        }
+      }),
+    );
+    const stormSeconds = Number(process.hrtime.bigint() - stormStart) / 1e9;
+    await bench.unstage(stormVolume);
+
+    log(`stage of a new dataset until its first byte is readable, ${sizes.stageRepeats} times`);
+    const stageTimes: number[] = [];
+    for (let i = 0; i < sizes.stageRepeats; i += 1) {
+      const t0 = process.hrtime.bigint();
+      const volume = await bench.stage(http);
+      stageTimes.push(
+        await firstByteMs(join(bench.staging(volume), 'small', small.paths[i] as string), t0),
+      );
+      await bench.unstage(volume);
+    }
+    const driverRssAfterMiB = await rssMiB(driver.pid);
+    const leftovers = (await bench.clientPids()).length;
+
+    const worst = (key: keyof BenchResult['protocols'][number]['ratios']) =>
+      Math.min(...perProtocol.map((p) => p.ratios[key]));
+    const headline = {
+      warmToTmpfs: worst('warmToTmpfs'),
+      coldToLink: worst('coldToLink'),
+      pod2OverPod1: worst('pod2OverPod1'),
+      smallFilesWarmOverUncached: worst('smallFilesWarmOverUncached'),
+      smallFilesWarmToTmpfs: worst('smallFilesWarmToTmpfs'),
+      prefetchToLink: worst('prefetchToLink'),
+      publishP99Ms: percentile(latencies, 99),
+      publishesPerMin: (sizes.storm / stormSeconds) * 60,
+      stageReadyMs: percentile(stageTimes, 50),
+      driverIdleRssMiB,
+    };
+    const result: BenchResult = {
+      date: new Date().toISOString(),
+      mode: values.quick ? 'quick' : 'full',
+      link: { rateMbit, delayMs, measuredMBps: linkMBps },
+      sizes: { ...sizes },
+      headline,
+      protocols: perProtocol,
+      publish: {
+        p50Ms: percentile(latencies, 50),
+        p99Ms: percentile(latencies, 99),
+        seconds: stormSeconds,
+      },
+      stage: { readyMs: stageTimes },
+      driver: {
+        idleRssMiB: driverIdleRssMiB,
+        rssAfterMiB: driverRssAfterMiB,
+        clientsLeft: leftovers,
+      },
+      durationSeconds: (Date.now() - started) / 1000,
+    };
+    const { table, svg } = renderReport(result);
+    const outDir = join(ROOT, 'bench', 'results');
+    await mkdir(outDir, { recursive: true });
+    const stamp = result.date.slice(0, 19).replace(/[:T]/g, '-');
+    await writeFile(
+      join(outDir, `${stamp}-${result.mode}.json`),
+      `${JSON.stringify(result, null, 2)}\n`,
+    );
+    await writeFile(join(outDir, `${stamp}-${result.mode}.svg`), svg);
+    process.stdout.write(
+      `${table}\nresults: bench/results/${stamp}-${result.mode}.json and .svg\n`,
+    );
+    await bench.cleanup();
+    process.stdout.write(`${JSON.stringify(headline)}\n`);
+    return 0;
+  } catch (err) {
+    await bench.cleanup();
+    throw err;
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(
+      `bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
+    process.exitCode = 1;
+  },
+);
