@@ -15,6 +15,7 @@ import { createIdentityService } from './identity/service.js';
 import { Journal } from './mount/journal.js';
 import { MountManager, type FaultHook } from './mount/manager.js';
 import { SystemMounter } from './mount/mounter.js';
+import { SyscallMounter } from './mount/syscall-mounter.js';
 import { DriverMetrics } from './metrics/metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics/server.js';
 import { createNodeService } from './node/service.js';
@@ -77,9 +78,11 @@ export async function startDriver(
   }
   let manager: MountManager | undefined;
   let prefetcher: Prefetcher | undefined;
+  let closeMounter: () => void = () => undefined;
   let healthLoop: HealthLoop | undefined;
   if (withNode) {
-    const mounter = new SystemMounter(runner);
+    const mounter = await SyscallMounter.orFallback(new SystemMounter(runner));
+    closeMounter = () => (mounter as Partial<SyscallMounter>).close?.();
     const locks = new VolumeLocks();
     const clients = new CacheClients(
       new EngineRegistry([new RcloneEngine(config.rcloneBinary), new S3fsEngine()]),
@@ -148,6 +151,7 @@ export async function startDriver(
       prefetcher?.close();
       await metricsServer?.close();
       await server.close();
+      closeMounter();
     },
   };
 }

@@ -242,6 +242,8 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       quick: { type: 'boolean', default: false },
+      /** Only the node-local scenarios (publish storm, stage, RSS): for working on the hot path. */
+      'node-only': { type: 'boolean', default: false },
       'rate-mbit': { type: 'string', default: '1000' },
       'delay-ms': { type: 'string', default: '1' },
     },
@@ -372,7 +374,7 @@ async function main(): Promise<number> {
     const cacheQuota = `${Math.ceil(((bigBytes + small.bytes) * 1.2) / MiB)}Mi`;
     const perProtocol: BenchResult['protocols'] = [];
 
-    for (const remote of remotes) {
+    for (const remote of values['node-only'] ? [] : remotes) {
       log(`${remote.protocol}: big file, uncached mount`);
       const uncached = await bench.uncachedMount(remote);
       const uncachedMBps = bigBytes / 1e6 / (await timedRead(join(uncached.path, 'big.bin')));
@@ -493,7 +495,7 @@ async function main(): Promise<number> {
     const leftovers = (await bench.clientPids()).length;
 
     const worst = (key: keyof BenchResult['protocols'][number]['ratios']) =>
-      Math.min(...perProtocol.map((p) => p.ratios[key]));
+      perProtocol.length === 0 ? NaN : Math.min(...perProtocol.map((p) => p.ratios[key]));
     const headline = {
       warmToTmpfs: worst('warmToTmpfs'),
       coldToLink: worst('coldToLink'),

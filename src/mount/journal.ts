@@ -59,7 +59,8 @@ interface JournalDocument {
  */
 export class Journal {
   private doc: JournalDocument = { version: 1, datasets: {}, volumes: {} };
-  private saving: Promise<void> = Promise.resolve();
+  private writing: Promise<void> = Promise.resolve();
+  private next: Promise<void> | undefined;
 
   constructor(private readonly path: string) {}
 
@@ -74,11 +75,20 @@ export class Journal {
     this.doc = doc;
   }
 
+  /**
+   * Resolves once a write that started after this call is on disk. Callers arriving while a write
+   * runs share the next one (group commit): under a storm of publishes the journal is written a
+   * few times, not once per call in a queue.
+   */
   save(): Promise<void> {
-    const next = this.saving.then(() => writeJson(this.path, this.doc));
-    // A failed save must not poison the chain; the caller still sees the failure.
-    this.saving = next.catch(() => undefined);
-    return next;
+    this.next ??= this.writing
+      .catch(() => undefined)
+      .then(() => {
+        this.next = undefined;
+        return writeJson(this.path, this.doc);
+      });
+    this.writing = this.next;
+    return this.next;
   }
 
   client(key: string): ClientRecord | undefined {

@@ -47,6 +47,8 @@ const CLIENT_PROBLEM: Record<Exclude<ClientState, 'healthy'>, string> = {
 /** A cache this full is evicting all the time: worth an abnormal volume condition. */
 const CACHE_FULL_FRACTION = 0.99;
 const REMOTE_CHECK_TTL_MS = 10_000;
+/** A health-loop answer this fresh stands in for a probe before a bind. */
+const RECENT_ANSWER_MS = 2_000;
 
 export interface DatasetStatus {
   key: string;
@@ -78,6 +80,8 @@ export class MountManager {
   private readonly backoff = new Map<string, RestartBackoff>();
   private readonly hungProbes = new Map<string, number>();
   private readonly restarts = new Map<string, number>();
+  /** When the health loop last saw each dataset's mount answer. */
+  private readonly answeredAt = new Map<string, number>();
   private readonly remoteChecks = new Map<string, { at: number; problem?: RemoteProblem }>();
 
   constructor(
@@ -463,6 +467,8 @@ export class MountManager {
       if (!client) return;
       const table = await this.mounter.table();
       const state = await this.clients.state(client, table);
+      if (state === 'healthy') this.answeredAt.set(key, Date.now());
+      else this.answeredAt.delete(key);
       if (state === 'hung') {
         const count = (this.hungProbes.get(key) ?? 0) + 1;
         this.hungProbes.set(key, count);
@@ -677,7 +683,10 @@ export class MountManager {
       (source === client.mountPoint ||
         source.startsWith(`${client.mountPoint}/`) ||
         this.isBindOf(table, source, client));
-    if (!sourceIsLive || !(await this.clients.probe.answers(source))) {
+    // The mount table proves the type and device; whether the client answers is asked by a probe
+    // process (~3 ms), unless the health loop saw it answer a moment ago (publish storms).
+    const answeredRecently = Date.now() - (this.answeredAt.get(client.key) ?? 0) < RECENT_ANSWER_MS;
+    if (!sourceIsLive || !(answeredRecently || (await this.clients.probe.answers(source)))) {
       throw unavailable(
         `refusing to bind ${source}: it is not a live mount of dataset ${client.key}`,
       );
