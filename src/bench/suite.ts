@@ -96,7 +96,7 @@ class Bench {
     }
   }
 
-  async startDriver(): Promise<{ pid: number }> {
+  async startDriver(prefetchConcurrency: string): Promise<{ pid: number }> {
     this.metricsPort = await freePort();
     const endpoint = `unix://${this.work}/csi.sock`;
     this.driver = execa(
@@ -112,6 +112,7 @@ class Bench {
         '--mem-cache-limit=16Gi',
         `--metrics-address=127.0.0.1:${this.metricsPort}`,
         '--log-level=warn',
+        `--prefetch-concurrency=${prefetchConcurrency}`,
       ],
       { reject: false, stdout: 'ignore', stderr: { file: join(this.work, 'driver.log') } },
     );
@@ -246,6 +247,7 @@ async function main(): Promise<number> {
       'node-only': { type: 'boolean', default: false },
       'rate-mbit': { type: 'string', default: '1000' },
       'delay-ms': { type: 'string', default: '1' },
+      'prefetch-concurrency': { type: 'string', default: '64' },
     },
   });
   const sizes = values.quick ? QUICK : FULL;
@@ -368,7 +370,7 @@ async function main(): Promise<number> {
     const linkMBps = linkBytes / 1e6 / (Number(process.hrtime.bigint() - linkStart) / 1e9);
     log(`link: ${linkMBps.toFixed(1)} MB/s for one HTTP download`);
 
-    const driver = await bench.startDriver();
+    const driver = await bench.startDriver(values['prefetch-concurrency']);
     await sleep(2000);
     const driverIdleRssMiB = await rssMiB(driver.pid);
     const cacheQuota = `${Math.ceil(((bigBytes + small.bytes) * 1.2) / MiB)}Mi`;
