@@ -3,23 +3,17 @@ import { ConfigError, parseConfig, USAGE } from './config.js';
 import { startDriver } from './driver.js';
 import { createLogger } from './log.js';
 
+/** Commands besides the driver itself, loaded only when asked for. */
+const SUBCOMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<number>>> = {
+  demo: async () => (await import('./demo/demo.js')).runDemo,
+  ctl: async () => (await import('./ctl/ctl.js')).runCtl,
+  launcher: async () => (await import('./supervisor/launcher-command.js')).runLauncherCommand,
+  prefetch: async () => (await import('./prefetch/cli.js')).runPrefetchCommand,
+};
+
 async function main(argv: string[]): Promise<number> {
-  if (argv[0] === 'demo') {
-    const { runDemo } = await import('./demo/demo.js');
-    return runDemo(argv.slice(1));
-  }
-  if (argv[0] === 'ctl') {
-    const { runCtl } = await import('./ctl/ctl.js');
-    return runCtl(argv.slice(1));
-  }
-  if (argv[0] === 'launcher') {
-    const { runLauncherCommand } = await import('./supervisor/launcher-command.js');
-    return runLauncherCommand(argv.slice(1));
-  }
-  if (argv[0] === 'prefetch') {
-    const { runPrefetchCommand } = await import('./prefetch/cli.js');
-    return runPrefetchCommand(argv.slice(1));
-  }
+  const subcommand = SUBCOMMANDS[argv[0] ?? ''];
+  if (subcommand) return (await subcommand())(argv.slice(1));
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(`${USAGE}\n`);
     return 0;

@@ -148,7 +148,12 @@ export class EmulatedLink {
         }
       }
     }
-    await Promise.all(this.processes.map((child) => child));
+    const exited = Promise.all(this.processes.map((child) => child));
+    const stubborn = setTimeout(() => {
+      for (const child of this.processes) child.kill('SIGKILL');
+    }, 5_000);
+    await exited;
+    clearTimeout(stubborn);
     // Deleting the namespace removes the veth pair (both ends) and its qdiscs.
     await execa('ip', ['netns', 'del', this.netns], { reject: false });
   }

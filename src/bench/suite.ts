@@ -90,9 +90,36 @@ class Bench {
     this.cleanups.unshift(cleanup);
   }
 
+  /** Runs every step, newest first; a step that fails or hangs (20 s) does not stop the others. */
   async cleanup(): Promise<void> {
     for (const step of this.cleanups.splice(0)) {
-      await step().catch((err: unknown) => log(`cleanup step failed: ${String(err)}`));
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          log('cleanup step timed out');
+          resolve();
+        }, 20_000);
+      });
+      await Promise.race([
+        step().catch((err: unknown) => log(`cleanup step failed: ${String(err)}`)),
+        timeout,
+      ]);
+      clearTimeout(timer);
+    }
+  }
+
+  /** Cache clients the driver recorded, by PID (the driver leaves them running on purpose). */
+  async killClients(): Promise<void> {
+    const pids = await this.clientPids().catch(() => []);
+    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, signal);
+        } catch {
+          // gone
+        }
+      }
+      await sleep(500);
     }
   }
 
@@ -117,8 +144,9 @@ class Bench {
       { reject: false, stdout: 'ignore', stderr: { file: join(this.work, 'driver.log') } },
     );
     const driver = this.driver;
+    this.defer(() => this.killClients());
     this.defer(async () => {
-      if (driver.pid !== undefined && driver.exitCode === null) process.kill(driver.pid, 'SIGTERM');
+      if (driver.pid !== undefined && driver.exitCode === null) process.kill(driver.pid, 'SIGKILL');
       await driver;
     });
     this.client = new CsiClient(endpoint);
@@ -255,13 +283,19 @@ async function main(): Promise<number> {
   const delayMs = Number(values['delay-ms']);
   const work = await mkdtemp('/tmp/dcsi-bench-');
   const bench = new Bench(work, sizes);
+  let interrupting = false;
   const interrupted = (signal: NodeJS.Signals) => {
+    if (interrupting) return;
+    interrupting = true;
     log(`${signal}: cleaning up`);
     void bench.cleanup().finally(() => process.exit(130));
   };
-  process.once('SIGINT', interrupted);
-  process.once('SIGTERM', interrupted);
+  // "on", not "once": execa's exit handler re-raises a signal nobody else listens to any more,
+  // which would end the process before the cleanup ran.
+  process.on('SIGINT', interrupted);
+  process.on('SIGTERM', interrupted);
   bench.defer(() => rm(work, { recursive: true, force: true }));
+  bench.defer(() => rm(bench.memCacheDir, { recursive: true, force: true }));
   bench.defer(async () => {
     // Whatever is still mounted or running when something failed half-way.
     for (const root of [work, bench.memCacheDir]) {

@@ -28,7 +28,7 @@ class Totals {
 export class DriverMetrics {
   readonly registry = new Registry();
   private readonly rpcs: Counter<'method' | 'code'>;
-  private readonly rpcSeconds: Histogram<'method'>;
+  private readonly rpcSeconds: Histogram<'method' | 'code'>;
   private refresh: () => Promise<void> = async () => undefined;
 
   constructor(source?: DatasetSource) {
@@ -41,8 +41,8 @@ export class DriverMetrics {
     });
     this.rpcSeconds = new Histogram({
       name: 'dataset_cache_csi_rpc_duration_seconds',
-      help: 'Time to answer a CSI call, by method',
-      labelNames: ['method'],
+      help: 'Time to answer a CSI call, by method and gRPC code',
+      labelNames: ['method', 'code'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30],
       registers,
     });
@@ -51,7 +51,7 @@ export class DriverMetrics {
 
   observeRpc(method: string, code: string, seconds: number): void {
     this.rpcs.inc({ method, code });
-    this.rpcSeconds.observe({ method }, seconds);
+    this.rpcSeconds.observe({ method, code }, seconds);
   }
 
   async render(): Promise<string> {
