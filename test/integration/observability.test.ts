@@ -111,7 +111,7 @@ it('metrics: a cold then a warm read move the hit ratio up, remote bytes stay fl
     ).toBe(1);
     expect(
       afterWarm.get(
-        'dataset_cache_csi_rpc_duration_seconds_count{method="Node/NodePublishVolume"}',
+        'dataset_cache_csi_rpc_duration_seconds_count{method="Node/NodePublishVolume",code="OK"}',
       ),
     ).toBe(2);
     process.stdout.write(
