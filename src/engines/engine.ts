@@ -27,6 +27,9 @@ export interface ControlEndpoint {
   password: string;
 }
 
+/** The client itself did not answer its control API: nothing is known about the remote. */
+export class ControlUnreachableError extends Error {}
+
 /** What an engine can tell about its cache and its traffic; absent fields are unknown. */
 export interface EngineStats {
   /** Bytes moved between the node and the remote since the client started (reads and uploads). */

@@ -1,7 +1,4 @@
-import type { ControlEndpoint } from './engine.js';
-
-/** The client itself did not answer (not running, stopped, overloaded): nothing about the remote. */
-export class ControlUnreachableError extends Error {}
+import { ControlUnreachableError, type ControlEndpoint } from './engine.js';
 
 /** A call to rclone's remote-control API on loopback, authenticated (rclone refuses anonymous calls). */
 export async function rcCall<T>(

@@ -382,7 +382,8 @@ export class MountManager {
         message: `remote of dataset ${dataset} is unreachable (${remote.reason}); files already cached are still served`,
       };
     }
-    const { cacheUsedBytes: used, cacheCapacityBytes: capacity } = await this.clients.stats(client);
+    const { cacheUsedBytes: used, cacheCapacityBytes: capacity } =
+      await this.clients.cacheUsage(client);
     if (used !== undefined && capacity !== undefined && used >= capacity * CACHE_FULL_FRACTION) {
       const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
       return {
@@ -490,7 +491,7 @@ export class MountManager {
           return;
         }
         this.backoff.delete(key);
-        this.restarts.set(key, (this.restarts.get(key) ?? 0) + 1);
+        this.countRestart(key);
         this.journal.setClient(client);
         await this.journal.save();
         restarted = true;
@@ -602,7 +603,7 @@ export class MountManager {
     if (known) {
       this.log.warn({ dataset: key, pid: known.pid }, 'cache client is not healthy; restarting it');
       await this.clients.kill(known);
-      this.restarts.set(key, (this.restarts.get(key) ?? 0) + 1);
+      this.countRestart(key);
     }
     const record = await this.clients.start(key, params.dataset, secrets);
     this.journal.setClient(record);
@@ -624,6 +625,10 @@ export class MountManager {
         `MEM cache of ${gib(cache.quotaBytes)} for dataset ${key} does not fit: this node allows ${gib(this.settings.memCacheBytes)} of MEM caches (--mem-cache-limit) and ${others.length} datasets use ${gib(used)}; use a smaller cacheQuota or cacheMedium SSD`,
       );
     }
+  }
+
+  private countRestart(key: string): void {
+    this.restarts.set(key, (this.restarts.get(key) ?? 0) + 1);
   }
 
   /** Stops a client that serves no volume any more, or keeps it warm for keepWarm. */

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { failedPrecondition, unavailable } from '../csi/errors.js';
 import type { DatasetSpec } from '../dataset/params.js';
 import {
+  ControlUnreachableError,
   baseEnvironment,
   type ClientPaths,
   type ControlEndpoint,
@@ -18,7 +19,6 @@ import type { Mounter } from '../mount/mounter.js';
 import { PathProbe } from '../mount/path-probe.js';
 import type { MountEntry, MountTable } from '../mount/mountinfo.js';
 import { freePort } from '../util/net.js';
-import { ControlUnreachableError } from '../engines/rclone-rc.js';
 import { isSameProcess, processStartTime, sleep } from '../util/proc.js';
 import { CacheVolumes } from './cache-volume.js';
 import type { ProcessRunner } from './runner.js';
@@ -491,14 +491,7 @@ export class CacheClients {
    * system, the engine answers over its control API, the layer's reads come from procfs.
    */
   async stats(record: ClientRecord): Promise<ClientStats> {
-    const stats: ClientStats = { engine: {} };
-    try {
-      const fs = await statfs(record.cacheDir);
-      stats.cacheCapacityBytes = fs.blocks * fs.bsize;
-      stats.cacheUsedBytes = (fs.blocks - fs.bfree) * fs.bsize;
-    } catch {
-      // the cache is not mounted (client restarting)
-    }
+    const stats: ClientStats = { engine: {}, ...(await this.cacheUsage(record)) };
     const engine = this.engineOf(record.spec);
     if (engine.stats && record.control) {
       stats.engine = await engine.stats(record.control).catch(() => ({}));
@@ -510,6 +503,21 @@ export class CacheClients {
       if (rchar !== undefined) stats.served = { pid: record.layer.pid, bytes: Number(rchar) };
     }
     return stats;
+  }
+
+  /** Use and room of the cache's own file system (tmpfs or ext4: local, safe to ask directly). */
+  async cacheUsage(
+    record: ClientRecord,
+  ): Promise<Pick<ClientStats, 'cacheUsedBytes' | 'cacheCapacityBytes'>> {
+    try {
+      const fs = await statfs(record.cacheDir);
+      return {
+        cacheCapacityBytes: fs.blocks * fs.bsize,
+        cacheUsedBytes: (fs.blocks - fs.bfree) * fs.bsize,
+      };
+    } catch {
+      return {}; // the cache is not mounted (client restarting)
+    }
   }
 
   /** Why the client cannot reach its remote now; undefined when it can or its engine cannot tell. */
