@@ -243,11 +243,20 @@ export class MountManager {
         `staging mount of volume ${volumeId} at ${stagingPath} is not live; the node is repairing it`,
       );
     }
-    await this.detachLeftover(targetPath);
+    // The table read above serves the whole call unless something must be detached first: each
+    // read parses every mount of the node, and publish storms are what this path is for.
+    const leftover = table.at(targetPath) !== undefined;
+    if (leftover) await this.detachLeftover(targetPath);
     const created = await mkdir(targetPath, { recursive: true });
     let bound = false;
     try {
-      await this.bindTarget(client, stagingPath, targetPath, effectiveReadOnly);
+      await this.bindTarget(
+        client,
+        stagingPath,
+        targetPath,
+        effectiveReadOnly,
+        leftover ? undefined : table,
+      );
       bound = true;
       this.fault('publish:bound');
       volume.targets[targetPath] = { readOnly: effectiveReadOnly };
@@ -665,14 +674,16 @@ export class MountManager {
     await this.bindFromLiveMount(client, join(client.mountPoint, subPath), stagingPath, readOnly);
   }
 
+  /** With a current mount table that shows nothing at the target, nothing is detached first. */
   private async bindTarget(
     client: ClientRecord,
     stagingPath: string,
     targetPath: string,
     readOnly: boolean,
+    table?: MountTable,
   ): Promise<void> {
-    await this.clients.detachAll(targetPath);
-    await this.bindFromLiveMount(client, stagingPath, targetPath, readOnly);
+    if (!table || table.at(targetPath)) await this.clients.detachAll(targetPath);
+    await this.bindFromLiveMount(client, stagingPath, targetPath, readOnly, table);
   }
 
   /** Invariant 3: bind only from a live mount of the client's own filesystem. */
@@ -681,8 +692,9 @@ export class MountManager {
     source: string,
     target: string,
     readOnly: boolean,
+    known?: MountTable,
   ): Promise<void> {
-    const table = await this.mounter.table();
+    const table = known ?? (await this.mounter.table());
     const sourceIsLive =
       this.isBindOf(table, client.mountPoint, client) &&
       (source === client.mountPoint ||
