@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
-import { connect } from 'node:net';
 import { execa, type ResultPromise } from 'execa';
+import { waitForPort } from '../demo/loopback-server.js';
 import { sleep } from '../util/proc.js';
 
 const PROXY = fileURLToPath(new URL('../../dist/bench/delay-proxy.js', import.meta.url));
@@ -122,20 +122,8 @@ export class EmulatedLink {
       String(serverPort),
       String(this.options.delayMs),
     ]);
-    const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline) {
-      const open = await new Promise<boolean>((resolve) => {
-        const socket = connect(port, this.nsAddress);
-        socket.once('connect', () => {
-          socket.destroy();
-          resolve(true);
-        });
-        socket.once('error', () => resolve(false));
-      });
-      if (open) return port;
-      await sleep(50);
-    }
-    throw new Error(`nothing answers on ${this.nsAddress}:${port}`);
+    await waitForPort(port, 15_000, this.nsAddress);
+    return port;
   }
 
   async close(): Promise<void> {

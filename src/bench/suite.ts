@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { execa, type ResultPromise } from 'execa';
 import { CsiClient } from '../csi/client.js';
 import { timedRead, writeRandomFile } from '../demo/files.js';
+import { s3rverRcloneEnv } from '../demo/s3-server.js';
 import { MountTable } from '../mount/mountinfo.js';
 import { freePort } from '../util/net.js';
 import { sleep } from '../util/proc.js';
@@ -353,20 +354,11 @@ async function main(): Promise<number> {
        process.on('SIGTERM', () => server.close().then(() => process.exit(0)));`,
     ]);
     const s3Port = await link.expose(9000);
-    const s3Env = (name: string, endpoint: string) => ({
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      [`RCLONE_CONFIG_${name}_TYPE`]: 's3',
-      [`RCLONE_CONFIG_${name}_PROVIDER`]: 'Other',
-      [`RCLONE_CONFIG_${name}_ACCESS_KEY_ID`]: 'S3RVER',
-      [`RCLONE_CONFIG_${name}_SECRET_ACCESS_KEY`]: 'S3RVER',
-      [`RCLONE_CONFIG_${name}_ENDPOINT`]: endpoint,
-      [`RCLONE_CONFIG_${name}_FORCE_PATH_STYLE`]: 'true',
-    });
     log('uploading the dataset into the S3 server (inside the namespace, not through the link)');
     await link.run(
       'rclone',
       ['copy', data, 'UP:bench', '--transfers', '32', '--config', '/dev/null'],
-      s3Env('UP', 'http://127.0.0.1:9000'),
+      s3rverRcloneEnv('UP', 'http://127.0.0.1:9000'),
     );
     const nsEndpoint = (port: number) => `http://${link.nsAddress}:${port}`;
     const remotes: Remote[] = [
@@ -390,7 +382,7 @@ async function main(): Promise<number> {
           endpoint: nsEndpoint(s3Port),
           region: 'us-east-1',
         },
-        rcloneEnv: s3Env('U', nsEndpoint(s3Port)),
+        rcloneEnv: s3rverRcloneEnv('U', nsEndpoint(s3Port)),
         rclonePath: 'bench',
       },
     ];

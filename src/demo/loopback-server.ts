@@ -8,11 +8,16 @@ import { sleep } from '../util/proc.js';
 
 export type ServeProtocol = 'webdav' | 'http' | 'sftp';
 
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+/** Resolves once host:port accepts a connection. */
+export async function waitForPort(
+  port: number,
+  timeoutMs: number,
+  host = '127.0.0.1',
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const open = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, '127.0.0.1');
+      const socket = connect(port, host);
       socket.once('connect', () => {
         socket.destroy();
         resolve(true);
@@ -22,7 +27,7 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
     if (open) return;
     await sleep(25);
   }
-  throw new Error(`server on 127.0.0.1:${port} did not come up within ${timeoutMs} ms`);
+  throw new Error(`server on ${host}:${port} did not come up within ${timeoutMs} ms`);
 }
 
 /** `rclone serve` of a directory on 127.0.0.1: the remote of demos and tests. */

@@ -5,6 +5,23 @@ import { execa, type ResultPromise } from 'execa';
 const PROJECT = fileURLToPath(new URL('../..', import.meta.url));
 
 /**
+ * rclone's environment naming an s3rver endpoint as remote `name`, with s3rver's built-in keys
+ * (deliberate: no stray AWS_* variables from the caller's environment).
+ */
+export function s3rverRcloneEnv(name: string, endpoint: string): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    RCLONE_CONFIG: '/dev/null',
+    [`RCLONE_CONFIG_${name}_TYPE`]: 's3',
+    [`RCLONE_CONFIG_${name}_PROVIDER`]: 'Other',
+    [`RCLONE_CONFIG_${name}_ACCESS_KEY_ID`]: 'S3RVER',
+    [`RCLONE_CONFIG_${name}_SECRET_ACCESS_KEY`]: 'S3RVER',
+    [`RCLONE_CONFIG_${name}_ENDPOINT`]: endpoint,
+    [`RCLONE_CONFIG_${name}_FORCE_PATH_STYLE`]: 'true',
+  };
+}
+
+/**
  * s3rver in a process of its own on loopback. Not in the test process: reads through a FUSE mount
  * of it would hold libuv threads that the server itself needs to answer them.
  */
@@ -50,18 +67,9 @@ export class S3Server {
     };
   }
 
-  /** rclone's environment for this server as remote UP (deliberate: no stray AWS_* variables). */
+  /** rclone's environment for this server as remote UP. */
   rcloneEnv(): Record<string, string> {
-    return {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      RCLONE_CONFIG: '/dev/null',
-      RCLONE_CONFIG_UP_TYPE: 's3',
-      RCLONE_CONFIG_UP_PROVIDER: 'Other',
-      RCLONE_CONFIG_UP_ACCESS_KEY_ID: 'S3RVER',
-      RCLONE_CONFIG_UP_SECRET_ACCESS_KEY: 'S3RVER',
-      RCLONE_CONFIG_UP_ENDPOINT: this.endpoint,
-      RCLONE_CONFIG_UP_FORCE_PATH_STYLE: 'true',
-    };
+    return s3rverRcloneEnv('UP', this.endpoint);
   }
 
   /** Copies a local directory to bucket/prefix. */
