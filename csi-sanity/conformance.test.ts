@@ -7,7 +7,7 @@
 import { mkdir, mkdtemp, readdir, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { MountTable } from '../src/mount/mountinfo.js';
+import { MountTable } from '../src/kernel/mountinfo.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../test/helpers/driver.js';
 
 const NAME_RE = /^[a-zA-Z][A-Za-z0-9-\\._]{0,61}[a-zA-Z]$/;

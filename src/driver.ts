@@ -14,16 +14,18 @@ import { S3fsEngine } from './engines/s3fs.js';
 import { createIdentityService } from './identity/service.js';
 import { Journal } from './mount/journal.js';
 import { MountManager, type FaultHook } from './mount/manager.js';
-import { SystemMounter } from './mount/mounter.js';
-import { SyscallMounter } from './mount/syscall-mounter.js';
+import { SystemMounter } from './kernel/mounter.js';
+import { SyscallMounter } from './kernel/syscall-mounter.js';
 import { DriverMetrics } from './metrics/metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics/server.js';
 import { createNodeService } from './node/service.js';
 import { Prefetcher } from './prefetch/prefetcher.js';
+import { LocalCopies } from './copy/copies.js';
+import { RcloneTransfers } from './engines/rclone-transfer.js';
 import { CacheClients } from './supervisor/clients.js';
 import { HealthLoop } from './supervisor/health-loop.js';
 import { LauncherRunner } from './supervisor/launcher.js';
-import { ExecaRunner, type ProcessRunner } from './supervisor/runner.js';
+import { ExecaRunner, type ProcessRunner } from './kernel/runner.js';
 import { packageVersion } from './version.js';
 
 export interface Driver {
@@ -78,6 +80,7 @@ export async function startDriver(
   }
   let manager: MountManager | undefined;
   let prefetcher: Prefetcher | undefined;
+  let copies: LocalCopies | undefined;
   let closeMounter: () => void = () => undefined;
   let healthLoop: HealthLoop | undefined;
   if (withNode) {
@@ -99,7 +102,12 @@ export async function startDriver(
       () => healthLoop?.trigger(),
     );
     const journal = Journal.inStateDir(config.stateDir);
-    prefetcher = new Prefetcher(log, config.prefetchConcurrency);
+    prefetcher = new Prefetcher(
+      log,
+      config.prefetchConcurrency,
+      new RcloneTransfers(config.rcloneBinary),
+    );
+    copies = new LocalCopies(mounter, runner, log);
     const nodeManager = new MountManager(
       journal,
       clients,
@@ -110,6 +118,7 @@ export async function startDriver(
         memCacheBytes: config.memCacheLimitBytes,
         ephemeralDir: join(config.stateDir, 'ephemeral'),
         prefetcher,
+        copies,
       },
       faultHook(config.faultPoint, log),
     );
@@ -140,6 +149,7 @@ export async function startDriver(
     throw err;
   }
   healthLoop?.start();
+  copies?.start();
   ready = true;
   log.info({ mode: config.mode, nodeId: config.nodeId, driver: config.driverName }, 'ready');
 
@@ -148,6 +158,7 @@ export async function startDriver(
     // Cache clients are left running on purpose: pods keep reading while the driver restarts.
     close: async () => {
       await healthLoop?.stop();
+      await copies?.stop();
       prefetcher?.close();
       await metricsServer?.close();
       await server.close();

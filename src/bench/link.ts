@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import { waitForPort } from '../demo/loopback-server.js';
-import { sleep } from '../util/proc.js';
+import { sleep } from '../kernel/proc.js';
 
 const PROXY = fileURLToPath(new URL('../../dist/bench/delay-proxy.js', import.meta.url));
 

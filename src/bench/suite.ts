@@ -13,9 +13,9 @@ import { execa, type ResultPromise } from 'execa';
 import { CsiClient } from '../csi/client.js';
 import { timedRead, writeRandomFile } from '../demo/files.js';
 import { s3rverRcloneEnv } from '../demo/s3-server.js';
-import { MountTable } from '../mount/mountinfo.js';
+import { MountTable } from '../kernel/mountinfo.js';
 import { freePort } from '../util/net.js';
-import { sleep } from '../util/proc.js';
+import { sleep } from '../kernel/proc.js';
 import { EmulatedLink } from './link.js';
 import { renderReport, type BenchResult } from './report.js';
 import {
@@ -227,10 +227,33 @@ class Bench {
     ]);
   }
 
-  async metric(name: string): Promise<number> {
+  /** A dataset's metric (by the dataset of a staged volume). */
+  async metric(name: string, volumeId: string): Promise<number> {
+    const key = await this.datasetKey(volumeId);
     const text = await (await fetch(`http://127.0.0.1:${this.metricsPort}/metrics`)).text();
-    const line = text.split('\n').find((l) => l.startsWith(`dataset_cache_${name}{`));
+    const line = text
+      .split('\n')
+      .find((l) => l.startsWith(`dataset_cache_${name}{dataset="${key}"}`));
     return Number(line?.split(' ').pop() ?? NaN);
+  }
+
+  async datasetKey(volumeId: string): Promise<string> {
+    const journal = JSON.parse(await readFile(join(this.stateDir, 'journal.json'), 'utf8')) as {
+      volumes: Record<string, { datasetKey: string }>;
+    };
+    const volume = journal.volumes[volumeId];
+    if (!volume) throw new Error(`volume ${volumeId} is not staged`);
+    return volume.datasetKey;
+  }
+
+  /** Waits until a dataset's metric reaches a value; seconds it took. */
+  async waitForMetric(name: string, volumeId: string, atLeast: number): Promise<number> {
+    const started = Date.now();
+    while ((await this.metric(name, volumeId)) < atLeast) {
+      if (Date.now() - started > 3_600_000) throw new Error(`${name} never reached ${atLeast}`);
+      await sleep(50);
+    }
+    return (Date.now() - started) / 1000;
   }
 
   /** rclone without a cache: what a pod gets from a plain remote mount. */
@@ -266,6 +289,17 @@ class Bench {
     this.defer(close);
     return { path, close };
   }
+}
+
+/** Page cache and tmpfs of the whole node ("Cached" in /proc/meminfo, which includes Shmem). */
+async function cachedBytes(): Promise<number> {
+  const meminfo = await readFile('/proc/meminfo', 'utf8');
+  return Number(/^Cached:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? NaN) * 1024;
+}
+
+/** Clean page cache is dropped before a memory measurement (tmpfs contents stay). */
+async function dropPageCache(): Promise<void> {
+  await writeFile('/proc/sys/vm/drop_caches', '3');
 }
 
 async function main(): Promise<number> {
@@ -407,8 +441,12 @@ async function main(): Promise<number> {
       const uncached = await bench.uncachedMount(remote);
       const uncachedMBps = bigBytes / 1e6 / (await timedRead(join(uncached.path, 'big.bin')));
 
-      log(`${remote.protocol}: big file through the driver, pod 1 (cold) then pod 2 (warm)`);
-      const volume = await bench.stage(remote, { cacheQuota });
+      // The FUSE path (localCopy off): every read crosses the page-cache layer and rclone.
+      const fusePath = { cacheQuota, localCopy: 'false' };
+      log(`${remote.protocol}: FUSE path: big file, pod 1 (cold) then pod 2 (warm)`);
+      await dropPageCache();
+      const fuseMemoryBefore = await cachedBytes();
+      const volume = await bench.stage(remote, fusePath);
       const pod1 = await bench.publish(volume, 'pod1');
       const pod2 = await bench.publish(volume, 'pod2');
       const clients = await bench.clientPids();
@@ -421,10 +459,10 @@ async function main(): Promise<number> {
       const clientCpuPerGiB = (cpuAfter - cpuBefore) / served;
       const driverCpuPerGiB = ((await cpuSeconds(driver.pid)) - driverCpuBefore) / served;
       const clientRssMiB = (await Promise.all(clients.map(rssMiB))).reduce((a, b) => a + b, 0);
+      const fuseMemoryPerByte =
+        ((await cachedBytes()) - fuseMemoryBefore + clientRssMiB * MiB) / bigBytes;
 
-      log(
-        `${remote.protocol}: small files, ${sizes.epochs} epochs: uncached, driver, driver with prefetch`,
-      );
+      log(`${remote.protocol}: small files, ${sizes.epochs} epochs: uncached, FUSE path`);
       const uncachedEpochs: number[] = [];
       for (let e = 0; e < sizes.epochs; e += 1) {
         uncachedEpochs.push(await readEpoch(join(uncached.path, 'small'), small.paths, e + 1));
@@ -437,19 +475,11 @@ async function main(): Promise<number> {
       for (const pod of ['pod1', 'pod2']) await bench.unpublish(volume, pod);
       await bench.unstage(volume);
 
-      const prefetched = await bench.stage(remote, { cacheQuota, prefetch: 'small/**' });
-      const prefetchStarted = Date.now();
-      let prefetchSeconds = NaN;
-      for (;;) {
-        if ((await bench.metric('prefetch_completed')) >= 1) {
-          prefetchSeconds = (Date.now() - prefetchStarted) / 1000;
-          break;
-        }
-        if (Date.now() - prefetchStarted > 3_600_000) throw new Error('prefetch did not finish');
-        await sleep(100);
-      }
-      const prefetchBytes = await bench.metric('prefetch_bytes_total');
-      const prefetchMBps = prefetchBytes / 1e6 / prefetchSeconds;
+      log(`${remote.protocol}: FUSE path: prefetch of the small files through the mount`);
+      const prefetched = await bench.stage(remote, { ...fusePath, prefetch: 'small/**' });
+      const prefetchSeconds = await bench.waitForMetric('prefetch_completed', prefetched, 1);
+      const prefetchMBps =
+        (await bench.metric('prefetch_bytes_total', prefetched)) / 1e6 / prefetchSeconds;
       const pod3 = await bench.publish(prefetched, 'pod3');
       const prefetchEpochs: number[] = [];
       for (let e = 0; e < sizes.epochs; e += 1) {
@@ -458,8 +488,62 @@ async function main(): Promise<number> {
       await bench.unpublish(prefetched, 'pod3');
       await bench.unstage(prefetched);
 
+      // The copy path (the default for read-only datasets): files read whole are promoted into
+      // the local copy, and a prefetch fills it in bulk; both are then served by the kernel.
+      log(`${remote.protocol}: copy path: big file cold, promoted, then warm from the copy`);
+      const onDemand = await bench.stage(remote, { cacheQuota });
+      const copyPod1 = await bench.publish(onDemand, 'copy1');
+      const copyPod2 = await bench.publish(onDemand, 'copy2');
+      const copyColdMBps = bigBytes / 1e6 / (await timedRead(join(copyPod1, 'big.bin')));
+      await bench.waitForMetric('copy_files', onDemand, 1);
+      await sleep(1500); // a round of the copy keeper: the overlay forgets names it looked up
+      const copyWarmMBps = bigBytes / 1e6 / (await timedRead(join(copyPod2, 'big.bin')));
+      log(`${remote.protocol}: copy path: small files without prefetch (epoch 2 from promotions)`);
+      const copyEpochs = [await readEpoch(join(copyPod1, 'small'), small.paths, 1)];
+      await bench.waitForMetric('copy_files', onDemand, 1 + small.paths.length);
+      await sleep(1500);
+      for (let e = 1; e < sizes.epochs; e += 1) {
+        copyEpochs.push(await readEpoch(join(copyPod1, 'small'), small.paths, e + 1));
+      }
+      for (const pod of ['copy1', 'copy2']) await bench.unpublish(onDemand, pod);
+      await bench.unstage(onDemand);
+
+      log(`${remote.protocol}: copy path: prefetch of the small files in bulk`);
+      const bulk = await bench.stage(remote, { cacheQuota, prefetch: 'small/**' });
+      const copyPrefetchSeconds = await bench.waitForMetric('prefetch_completed', bulk, 1);
+      const copyPrefetchMBps = small.bytes / 1e6 / copyPrefetchSeconds;
+      if ((await bench.metric('copy_files', bulk)) < small.paths.length) {
+        throw new Error('the small-file prefetch did not fill the copy');
+      }
+      await sleep(1500);
+      const bulkPod = await bench.publish(bulk, 'bulk');
+      const copyPrefetchEpochs: number[] = [];
+      for (let e = 0; e < sizes.epochs; e += 1) {
+        copyPrefetchEpochs.push(await readEpoch(join(bulkPod, 'small'), small.paths, e + 1));
+      }
+      await bench.unpublish(bulk, 'bulk');
+      await bench.unstage(bulk);
+
+      log(`${remote.protocol}: copy path: prefetch of the big file, then read from the copy`);
+      await dropPageCache();
+      const copyMemoryBefore = await cachedBytes();
+      const bigVolume = await bench.stage(remote, { cacheQuota, prefetch: 'big.bin' });
+      const bigPrefetchSeconds = await bench.waitForMetric('prefetch_completed', bigVolume, 1);
+      const bigPrefetchMBps = bigBytes / 1e6 / bigPrefetchSeconds;
+      await sleep(1500);
+      const bigPod = await bench.publish(bigVolume, 'bigpod');
+      const copyBigWarmMBps = bigBytes / 1e6 / (await timedRead(join(bigPod, 'big.bin')));
+      const copyClientRss = (await Promise.all((await bench.clientPids()).map(rssMiB))).reduce(
+        (a, b) => a + b,
+        0,
+      );
+      const copyMemoryPerByte =
+        ((await cachedBytes()) - copyMemoryBefore + copyClientRss * MiB) / bigBytes;
+      await bench.unpublish(bigVolume, 'bigpod');
+      await bench.unstage(bigVolume);
+
       const uncachedFilesPerSec = Math.max(...uncachedEpochs);
-      const warmFilesPerSec = Math.max(...driverEpochs.slice(1));
+      const copyWarmFilesPerSec = Math.max(...copyPrefetchEpochs);
       perProtocol.push({
         protocol: remote.protocol,
         bigFile: { uncachedMBps, coldMBps, warmMBps, tmpfsMBps, linkMBps },
@@ -471,13 +555,36 @@ async function main(): Promise<number> {
           prefetchSeconds,
           prefetchMBps,
         },
+        copyPath: {
+          bigColdMBps: copyColdMBps,
+          bigWarmPromotedMBps: copyWarmMBps,
+          bigWarmPrefetchedMBps: copyBigWarmMBps,
+          bigPrefetchMBps,
+          smallEpochs: copyEpochs,
+          smallEpochsAfterPrefetch: copyPrefetchEpochs,
+          smallPrefetchSeconds: copyPrefetchSeconds,
+          smallPrefetchMBps: copyPrefetchMBps,
+          nodeMemoryPerCachedByte: copyMemoryPerByte,
+        },
         ratios: {
+          warmToTmpfs: Math.max(copyWarmMBps, copyBigWarmMBps) / tmpfsMBps,
+          coldToLink: copyColdMBps / linkMBps,
+          pod2OverPod1: copyWarmMBps / copyColdMBps,
+          smallFilesWarmOverUncached: copyWarmFilesPerSec / uncachedFilesPerSec,
+          smallFilesWarmToTmpfs: copyWarmFilesPerSec / tmpfsFilesPerSec,
+          smallFilesEpoch2ToTmpfs: (copyEpochs[1] ?? NaN) / tmpfsFilesPerSec,
+          prefetchToLink: copyPrefetchMBps / linkMBps,
+          bigPrefetchToLink: bigPrefetchMBps / linkMBps,
+          nodeMemoryPerCachedByte: copyMemoryPerByte,
+        },
+        fuseRatios: {
           warmToTmpfs: warmMBps / tmpfsMBps,
           coldToLink: coldMBps / linkMBps,
           pod2OverPod1: warmMBps / coldMBps,
-          smallFilesWarmOverUncached: warmFilesPerSec / uncachedFilesPerSec,
-          smallFilesWarmToTmpfs: warmFilesPerSec / tmpfsFilesPerSec,
+          smallFilesWarmOverUncached: Math.max(...driverEpochs.slice(1)) / uncachedFilesPerSec,
+          smallFilesWarmToTmpfs: Math.max(...driverEpochs.slice(1)) / tmpfsFilesPerSec,
           prefetchToLink: prefetchMBps / linkMBps,
+          nodeMemoryPerCachedByte: fuseMemoryPerByte,
         },
         resources: {
           clientCpuSecondsPerGiB: clientCpuPerGiB,
@@ -531,6 +638,12 @@ async function main(): Promise<number> {
       smallFilesWarmOverUncached: worst('smallFilesWarmOverUncached'),
       smallFilesWarmToTmpfs: worst('smallFilesWarmToTmpfs'),
       prefetchToLink: worst('prefetchToLink'),
+      smallFilesEpoch2ToTmpfs: worst('smallFilesEpoch2ToTmpfs'),
+      bigPrefetchToLink: worst('bigPrefetchToLink'),
+      nodeMemoryPerCachedByte:
+        perProtocol.length === 0
+          ? NaN
+          : Math.max(...perProtocol.map((p) => p.ratios.nodeMemoryPerCachedByte)),
       publishP99Ms: percentile(latencies, 99),
       publishesPerMin: (sizes.storm / stormSeconds) * 60,
       stageReadyMs: percentile(stageTimes, 50),

@@ -2,7 +2,7 @@ import { posix } from 'node:path';
 import { unavailable } from '../csi/errors.js';
 import type { Source } from '../dataset/source.js';
 import { REMOTE, remoteConfig } from '../engines/rclone.js';
-import type { CommandResult, ProcessRunner } from '../supervisor/runner.js';
+import type { CommandResult, ProcessRunner } from '../kernel/runner.js';
 
 /** Creates and removes a volume's own directory on a dataset's source (layout: subdir). */
 export interface SourceDirectories {

@@ -16,6 +16,11 @@ export interface DatasetSpec {
   engine: EngineName;
   readOnly: boolean;
   cache: { medium: CacheMedium; path?: string; quotaBytes: number };
+  /**
+   * Complete files are kept in a local copy served by the kernel (read-only datasets only): the
+   * copy shows files as they were when copied, until a refresh.
+   */
+  localCopy: boolean;
   /** Bytes per second on the remote link; undefined means unlimited. */
   bandwidthLimit?: number;
   /**
@@ -61,6 +66,7 @@ const KNOWN_KEYS = new Set([
   'bandwidthLimit',
   'keepWarm',
   'subPath',
+  'localCopy',
 ]);
 /** Added by csi-provisioner (--extra-create-metadata) and by kubelet (podInfoOnMount). */
 const KUBERNETES_PREFIX = 'csi.storage.k8s.io/';
@@ -96,6 +102,21 @@ export function normalizeSubPath(key: string, value: string | undefined): string
     throw new ParameterError(`parameter ${key}="${value}" must not contain '..'`);
   const normalized = posix.normalize(value).replace(/\/+$/, '');
   return normalized === '.' ? '' : normalized;
+}
+
+/** On by default where it can work: read-only datasets served by rclone. */
+function parseLocalCopy(value: string | undefined, readOnly: boolean, engine: EngineName): boolean {
+  if (value === undefined) return readOnly && engine === 'rclone';
+  const wanted = parseBool('localCopy', value);
+  if (wanted && !readOnly) {
+    throw new ParameterError(
+      'parameter localCopy=true needs readOnly: true (a local copy is never written back to the remote)',
+    );
+  }
+  if (wanted && engine !== 'rclone') {
+    throw new ParameterError(`parameter localCopy=true needs engine rclone, not ${engine}`);
+  }
+  return wanted;
 }
 
 const MAX_KEEP_WARM_MS = 7 * 24 * 3600 * 1000;
@@ -182,12 +203,14 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
     }
     cache.path = posix.normalize(path).replace(/(.)\/+$/, '$1');
   }
+  // An HTTP source cannot take writes, whatever was asked.
+  const readOnly = parseBool('readOnly', params.readOnly) || source.kind === 'http';
   const dataset: DatasetSpec = {
     source,
     engine,
-    // An HTTP source cannot take writes, whatever was asked.
-    readOnly: parseBool('readOnly', params.readOnly) || source.kind === 'http',
+    readOnly,
     cache,
+    localCopy: parseLocalCopy(params.localCopy, readOnly, engine),
   };
   if (params.bandwidthLimit !== undefined) {
     if (engine !== 'rclone') {
@@ -224,6 +247,7 @@ const INLINE_KEYS = new Set([
   'source',
   'engine',
   'readOnly',
+  'localCopy',
   'subPath',
   'cacheQuota',
   'prefetch',
@@ -270,7 +294,7 @@ export function parseInlineVolumeParameters(
 
 /**
  * The sharing key of a Dataset: what decides the bytes a reader sees (source, engine, writability,
- * and for inline volumes the tenant), never tuning. Equal keys share one cache client on a node.
+ * a local copy turned off, and for inline volumes the tenant), never tuning. Equal keys share one cache client on a node.
  */
 export function datasetKey(spec: DatasetSpec): string {
   const identity = JSON.stringify([
@@ -278,6 +302,9 @@ export function datasetKey(spec: DatasetSpec): string {
     spec.engine,
     spec.readOnly,
     ...(spec.tenant === undefined ? [] : [spec.tenant]),
+    // What a reader sees differs (a copy is a snapshot until refreshed); keys of datasets with the
+    // default stay as they were.
+    ...(spec.localCopy === (spec.readOnly && spec.engine === 'rclone') ? [] : ['no-copy']),
   ]);
   return `ds-${createHash('sha256').update(identity).digest('hex').slice(0, 16)}`;
 }

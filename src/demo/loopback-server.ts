@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { freePort } from '../util/net.js';
-import { sleep } from '../util/proc.js';
+import { sleep } from '../kernel/proc.js';
 
 export type ServeProtocol = 'webdav' | 'http' | 'sftp';
 

@@ -64,6 +64,8 @@ export interface Engine {
   stats?(control: ControlEndpoint): Promise<EngineStats>;
   /** Resolves when the client can reach the remote's root now; rejects with the reason. */
   checkRemote?(control: ControlEndpoint, spec: DatasetSpec): Promise<void>;
+  /** Forgets every listing the client cached: the next look-ups ask the remote again. */
+  forgetListings?(control: ControlEndpoint): Promise<void>;
   /** Forgets the client's cached listing of a directory (relative to the dataset root). */
   refreshDirectory?(control: ControlEndpoint, dir: string): Promise<void>;
 }

@@ -165,6 +165,10 @@ export class RcloneEngine implements Engine {
     return (stats.diskCache?.uploadsInProgress ?? 0) + (stats.diskCache?.uploadsQueued ?? 0);
   }
 
+  async forgetListings(control: ControlEndpoint): Promise<void> {
+    await rcCall(control, 'vfs/forget', {}, 15_000);
+  }
+
   async refreshDirectory(control: ControlEndpoint, dir: string): Promise<void> {
     // A directory made on the remote after the mount started (a new sub-directory volume) is
     // invisible until rclone's directory cache expires (5 min) unless its parent is re-read.

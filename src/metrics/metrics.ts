@@ -107,6 +107,19 @@ export class DriverMetrics {
           prefetchRunning.set(labels, d.prefetch.running);
           prefetchDone.set(labels, d.prefetch.completed);
         }
+        if (d.copy) {
+          copyFiles.set(labels, d.copy.files);
+          copyBytes.set(labels, d.copy.bytes);
+          unsafeNames.inc(labels, unsafeTotals.add(d.key, 0, d.copy.unsafeNames));
+          noRoom.inc(labels, noRoomTotals.add(d.key, 0, d.copy.refusedForRoom));
+          if (d.prefetch) {
+            const { running, completed, noRoom: left, errors } = d.prefetch;
+            copyComplete.set(
+              labels,
+              running === 0 && completed > 0 && left === 0 && errors === 0 ? 1 : 0,
+            );
+          }
+        }
         const servedSum = servedTotals.sums.get(d.key) ?? 0;
         if (servedSum > 0) {
           const fetched = Math.max(
@@ -149,13 +162,39 @@ export class DriverMetrics {
     const prefetchMatched = gauge('prefetch_matched_files', 'Files matched by prefetch patterns');
     const prefetchRunning = gauge('prefetch_running', 'Prefetch jobs running');
     const prefetchDone = gauge('prefetch_completed', 'Prefetch jobs finished');
+    const copyFiles = gauge(
+      'copy_files',
+      'Files in the local copy (served by the kernel, no FUSE)',
+    );
+    const copyBytes = gauge('copy_bytes', 'Bytes of the files in the local copy');
+    const copyComplete = gauge(
+      'copy_complete',
+      '1 when the finished prefetch put every matched file into the local copy',
+    );
+    const unsafeNames = counter(
+      'copy_unsafe_names_total',
+      'Remote names that cannot be local paths (.., NUL, line breaks, too long): not copied',
+    );
+    const noRoom = counter(
+      'copy_no_room_total',
+      'Files the local copy left out because cacheQuota had no room for them',
+    );
 
     const servedTotals = new Totals();
     const remoteTotals = new Totals();
     const restartTotals = new Totals();
     const prefetchFileTotals = new Totals();
     const prefetchByteTotals = new Totals();
+    const unsafeTotals = new Totals();
+    const noRoomTotals = new Totals();
     const perDataset = [up, volumes, warm, quota, capacity, used, files, pending, hitRatio];
-    const prefetchGauges = [prefetchMatched, prefetchRunning, prefetchDone];
+    const prefetchGauges = [
+      prefetchMatched,
+      prefetchRunning,
+      prefetchDone,
+      copyFiles,
+      copyBytes,
+      copyComplete,
+    ];
   }
 }

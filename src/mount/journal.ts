@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { DatasetSpec } from '../dataset/params.js';
+import type { DatasetSpec, PrefetchPattern } from '../dataset/params.js';
 import type { ControlEndpoint } from '../engines/engine.js';
 import { readJson, writeJson } from '../state/json-file.js';
 
@@ -21,6 +21,11 @@ export interface ClientRecord {
   mountIdentity: MountIdentity;
   /** The page-cache layer over the engine's own mount (at its mountPoint), when there is one. */
   layer?: { pid: number; startTime: string; mountPoint: string };
+  /**
+   * The local-copy layer of a read-only dataset: the overlay at mountPoint has `root` (in the
+   * cache file system) over the page-cache layer mounted at `fuseMount`.
+   */
+  copy?: { root: string; fuseMount: string };
   cacheDir: string;
   runtimeDir: string;
   startedAt: string;
@@ -45,6 +50,8 @@ export interface VolumeRecord {
   keepWarmMs?: number;
   /** An inline volume: staged by the driver at its own path, unstaged with its last target. */
   ephemeral?: boolean;
+  /** The volume's prefetch patterns: a restarted driver resumes them. */
+  prefetch?: PrefetchPattern[];
 }
 
 interface JournalDocument {

@@ -18,10 +18,12 @@ import {
   type RemoteProblem,
 } from '../supervisor/clients.js';
 import { engineMountOf, type ClientRecord, type Journal, type VolumeRecord } from './journal.js';
-import type { Mounter } from './mounter.js';
-import type { MountTable } from './mountinfo.js';
-import type { FsUsage } from './path-probe.js';
-import type { Prefetcher, PrefetchStatus } from '../prefetch/prefetcher.js';
+import type { Mounter } from '../kernel/mounter.js';
+import type { MountTable } from '../kernel/mountinfo.js';
+import type { FsUsage } from '../kernel/path-probe.js';
+import type { Prefetcher, PrefetchStatus, PrefetchTarget } from '../prefetch/prefetcher.js';
+import type { LocalCopies } from '../copy/copies.js';
+import type { CopyFigures } from '../copy/local-copy.js';
 
 export interface VolumeHealth {
   abnormal: boolean;
@@ -65,6 +67,8 @@ export interface DatasetStatus {
   restarts: number;
   stats: ClientStats;
   prefetch?: PrefetchStatus;
+  /** The local copy of a read-only dataset, when it has one. */
+  copy?: CopyFigures;
 }
 
 /** Consecutive hung probes after which a client is killed and restarted. */
@@ -95,6 +99,7 @@ export class MountManager {
       /** Where inline volumes are staged (the driver's own, not kubelet's). */
       ephemeralDir: string;
       prefetcher?: Prefetcher;
+      copies?: LocalCopies;
     },
     private readonly fault: FaultHook = () => undefined,
   ) {}
@@ -149,6 +154,7 @@ export class MountManager {
           targets: existing?.targets ?? {},
           ...(params.keepWarmMs > 0 ? { keepWarmMs: params.keepWarmMs } : {}),
           ...(ephemeral ? { ephemeral } : {}),
+          ...(params.prefetch.length > 0 ? { prefetch: params.prefetch } : {}),
         });
         await this.journal.save();
       } catch (err) {
@@ -161,7 +167,7 @@ export class MountManager {
         throw err;
       }
       this.event('volume staged', started, { volumeId, dataset: key, stagingPath });
-      this.settings.prefetcher?.request(key, engineMountOf(client), params.prefetch);
+      this.settings.prefetcher?.request(await this.prefetchTarget(client), params.prefetch);
     });
   }
 
@@ -391,6 +397,8 @@ export class MountManager {
         message: `remote of dataset ${dataset} is unreachable (${remote.reason}); files already cached are still served`,
       };
     }
+    const copy = this.copyProblem(client);
+    if (copy) return { abnormal: true, message: copy };
     const { cacheUsedBytes: used, cacheCapacityBytes: capacity } =
       await this.clients.cacheUsage(client);
     if (used !== undefined && capacity !== undefined && used >= capacity * CACHE_FULL_FRACTION) {
@@ -401,6 +409,40 @@ export class MountManager {
       };
     }
     return { abnormal: false, message: 'cache client running, mount live, remote reachable' };
+  }
+
+  /** Why the local copy stopped growing, when it did for want of room. */
+  private copyProblem(client: ClientRecord): string | undefined {
+    const figures = this.settings.copies?.get(client.key)?.current();
+    if (!figures || figures.refusedForRoom === 0) return undefined;
+    const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+    return `local copy of dataset ${client.key} is incomplete: ${figures.files} files (${mib(figures.bytes)} MiB) copied, ${figures.refusedForRoom} left out for want of room in cacheQuota; they are still served through the cache client; raise cacheQuota`;
+  }
+
+  /**
+   * Where the dataset's prefetch goes. A client with a copy layer gets its copy kept (promotion
+   * and visibility) from now on, whether or not anything is prefetched.
+   */
+  private async prefetchTarget(client: ClientRecord): Promise<PrefetchTarget> {
+    const target: PrefetchTarget = { key: client.key, engineMount: engineMountOf(client) };
+    if (client.copy && this.settings.copies) {
+      const copy = await this.settings.copies.attach({
+        key: client.key,
+        spec: client.spec,
+        cacheDir: client.cacheDir,
+        overlay: client.mountPoint,
+        fuseMount: client.copy.fuseMount,
+      });
+      target.copy = {
+        copy,
+        source: {
+          spec: client.spec,
+          secrets: await this.clients.credentials(client),
+          runtimeDir: client.runtimeDir,
+        },
+      };
+    }
+    return target;
   }
 
   /** The remote check costs a request: its answer is reused for a while per dataset. */
@@ -428,6 +470,7 @@ export class MountManager {
         restarts: this.restarts.get(client.key) ?? 0,
         stats: await this.clients.stats(client),
         prefetch: this.settings.prefetcher?.status(client.key),
+        copy: this.settings.copies?.get(client.key)?.current(),
       })),
     );
   }
@@ -584,6 +627,7 @@ export class MountManager {
         .flatMap((client) => [
           client.mountPoint,
           ...(client.layer ? [client.layer.mountPoint] : []),
+          ...(client.copy ? [client.copy.fuseMount] : []),
         ]),
     );
     for (const mount of (await this.mounter.table()).entries) {
@@ -593,6 +637,13 @@ export class MountManager {
       await this.clients.detachAll(mount.mountPoint);
     }
     await this.superviseAll();
+    // Copies are kept again, and prefetches a restart interrupted resume (what is copied stays).
+    for (const client of this.journal.clients()) {
+      const target = await this.prefetchTarget(client);
+      for (const volume of this.journal.volumesOf(client.key)) {
+        this.settings.prefetcher?.request(target, volume.prefetch ?? []);
+      }
+    }
   }
 
   private async ensureClient(
@@ -659,6 +710,7 @@ export class MountManager {
 
   private async stopClient(client: ClientRecord): Promise<void> {
     this.settings.prefetcher?.forget(client.key);
+    this.settings.copies?.detach(client.key);
     await this.clients.stop(client);
     this.journal.deleteClient(client.key);
     await this.journal.save();

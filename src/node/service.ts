@@ -11,7 +11,7 @@ import {
   type VolumeParameters,
 } from '../dataset/params.js';
 import type { MountManager } from '../mount/manager.js';
-import type { FsUsage } from '../mount/path-probe.js';
+import type { FsUsage } from '../kernel/path-probe.js';
 
 export interface NodeServiceOptions {
   nodeId: string;

@@ -1,13 +1,23 @@
+// `dataset-cache-csi prefetch`: warms a dataset on this node by hand, into its local copy or through its engine's mount.
 import { parseArgs } from 'node:util';
+import { fillCopy } from '../copy/fill.js';
+import { LocalCopy } from '../copy/local-copy.js';
 import { parsePrefetch, ParameterError } from '../dataset/params.js';
+import { RcloneEngine } from '../engines/rclone.js';
+import { RcloneTransfers } from '../engines/rclone-transfer.js';
+import { ExecaRunner } from '../kernel/runner.js';
+import { SystemMounter } from '../kernel/mounter.js';
 import { engineMountOf, Journal } from '../mount/journal.js';
+import { clientCredentials } from '../supervisor/clients.js';
 import { prefetch } from './walk.js';
 
-export const PREFETCH_USAGE = `usage: dataset-cache-csi prefetch --state-dir DIR --dataset KEY|VOLUME_ID [--concurrency N] PATTERN...
-  Reads the files matching each PATTERN (globs relative to the dataset; "dir/" warms metadata only)
-  through the node's running cache client of the dataset, so later reads are served from the cache.`;
+export const PREFETCH_USAGE = `usage: dataset-cache-csi prefetch --state-dir DIR --dataset KEY|VOLUME_ID [--concurrency N] [--refresh] PATTERN...
+  Warms the files matching each PATTERN (globs relative to the dataset; "dir/" warms metadata only)
+  on this node: into the dataset's local copy when it has one (read-only datasets), else through
+  its running cache client. --refresh first drops copies that no longer match the remote (size,
+  time or gone), so the files are copied again as they are now.`;
 
-/** The by-hand prefetch: finds the dataset's client in the node journal and warms its cache. */
+/** The by-hand prefetch: finds the dataset's client in the node journal and warms it. */
 export async function runPrefetchCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -16,6 +26,8 @@ export async function runPrefetchCommand(argv: string[]): Promise<number> {
       'state-dir': { type: 'string', default: '/var/lib/dataset-cache-csi' },
       dataset: { type: 'string' },
       concurrency: { type: 'string', default: '16' },
+      refresh: { type: 'boolean', default: false },
+      rclone: { type: 'string', default: 'rclone' },
     },
   });
   const concurrency = Number(values.concurrency);
@@ -44,9 +56,39 @@ export async function runPrefetchCommand(argv: string[]): Promise<number> {
     );
     return 1;
   }
-  const result = await prefetch(engineMountOf(client), patterns, concurrency, (progress) => {
-    if (!progress.done) process.stderr.write(`${JSON.stringify(progress)}\n`);
+  const metadata = patterns.filter((p) => p.metadataOnly || !client.copy);
+  const content = client.copy ? patterns.filter((p) => !p.metadataOnly) : [];
+  const through = await prefetch(engineMountOf(client), metadata, concurrency, () => undefined);
+  if (!client.copy) {
+    process.stdout.write(`${JSON.stringify({ dataset: key, ...through })}\n`);
+    return through.errors === 0 ? 0 : 1;
+  }
+  const copy = new LocalCopy(client.cacheDir);
+  await copy.count();
+  const filled = await fillCopy({
+    copy,
+    transfers: new RcloneTransfers(values.rclone),
+    source: {
+      spec: client.spec,
+      secrets: await clientCredentials(client),
+      runtimeDir: client.runtimeDir,
+    },
+    globs: content.map((p) => p.glob),
+    concurrency,
+    refresh: values.refresh,
+    onProgress: (progress) => {
+      if (!progress.done) process.stderr.write(`${JSON.stringify(progress)}\n`);
+    },
   });
-  process.stdout.write(`${JSON.stringify({ dataset: key, ...result })}\n`);
-  return result.errors === 0 ? 0 : 1;
+  // Files dropped from the copy fall through to the engine, which must not answer from listings
+  // it cached before the change; the overlay forgets the names it looked up.
+  if (filled.stale > 0 && client.control) {
+    await new RcloneEngine(values.rclone).forgetListings(client.control);
+  }
+  await new SystemMounter(new ExecaRunner()).remount(client.mountPoint);
+  const errors = filled.errors + through.errors;
+  process.stdout.write(
+    `${JSON.stringify({ dataset: key, ...filled, files: filled.files + through.files, errors })}\n`,
+  );
+  return errors === 0 ? 0 : 1;
 }

@@ -1,8 +1,12 @@
+// Background prefetch per dataset: bulk copy into the local copy, or reads through the engine's mount in a worker process.
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import type { Logger } from 'pino';
+import { fillCopy } from '../copy/fill.js';
+import type { LocalCopy } from '../copy/local-copy.js';
 import type { PrefetchPattern } from '../dataset/params.js';
+import type { RcloneTransfers, TransferSource } from '../engines/rclone-transfer.js';
 import type { PrefetchProgress } from './walk.js';
 
 /** dist/ and src/ are siblings, so this resolves to the built worker from either. */
@@ -13,24 +17,37 @@ export interface PrefetchStatus {
   files: number;
   bytes: number;
   errors: number;
+  /** Matched files the local copy had no room for. */
+  noRoom: number;
   /** Prefetch jobs of the dataset still running. */
   running: number;
   /** Prefetch jobs of the dataset that finished. */
   completed: number;
 }
 
+/** Where a dataset's prefetch goes: its engine's own mount, and its local copy when it has one. */
+export interface PrefetchTarget {
+  key: string;
+  engineMount: string;
+  copy?: { copy: LocalCopy; source: TransferSource };
+}
+
 interface Job {
-  progress: PrefetchProgress;
-  child?: ResultPromise;
+  progress: PrefetchProgress & { noRoom?: number };
   running: boolean;
+  stop(): void;
+  /** Told once when the job has ended. */
+  onEnd?: () => void;
 }
 
 const signatureOf = (patterns: PrefetchPattern[]): string =>
   JSON.stringify(patterns.map((p) => `${p.metadataOnly ? 'meta:' : ''}${p.glob}`).sort());
 
 /**
- * Warms datasets' caches in the background: each distinct pattern set once per dataset on this
- * node, however many volumes stage it at once, in a worker process per job.
+ * Warms datasets in the background: each distinct pattern set once per dataset on this node,
+ * however many volumes stage it at once. Content patterns of a dataset with a local copy are
+ * copied in bulk by rclone into the copy; otherwise (and for metadata-only patterns) a worker
+ * process reads through the engine's mount, where a hung mount can only block the worker.
  */
 export class Prefetcher {
   private readonly datasets = new Map<string, Map<string, Job>>();
@@ -38,24 +55,92 @@ export class Prefetcher {
   constructor(
     private readonly log: Logger,
     private readonly concurrency: number,
+    private readonly transfers: RcloneTransfers,
     private readonly worker = WORKER,
   ) {}
 
-  request(key: string, root: string, patterns: PrefetchPattern[]): void {
+  request(target: PrefetchTarget, patterns: PrefetchPattern[]): void {
     if (patterns.length === 0) return;
-    const jobs = this.datasets.get(key) ?? new Map<string, Job>();
-    this.datasets.set(key, jobs);
+    const jobs = this.datasets.get(target.key) ?? new Map<string, Job>();
+    this.datasets.set(target.key, jobs);
     const signature = signatureOf(patterns);
     if (jobs.has(signature)) return;
-    const job: Job = {
-      progress: { matched: 0, files: 0, bytes: 0, errors: 0, done: false },
-      running: true,
-    };
-    jobs.set(signature, job);
+    const content = patterns.filter((p) => !p.metadataOnly);
+    const toCopy = target.copy && content.length > 0 ? content : [];
+    const throughMount = target.copy ? patterns.filter((p) => p.metadataOnly) : patterns;
     const started = Date.now();
+    const parts: Job[] = [];
+    if (target.copy && toCopy.length > 0) parts.push(this.copyJob(target, toCopy, target.copy));
+    if (throughMount.length > 0) parts.push(this.workerJob(target, throughMount));
+    const job = combine(parts, () => {
+      const { matched, files, bytes, errors, noRoom, done } = job.progress;
+      const fields = {
+        dataset: target.key,
+        matched,
+        files,
+        bytes,
+        errors,
+        noRoom,
+        mode: target.copy ? 'local copy' : 'through the mount',
+        durationMs: Date.now() - started,
+        mbPerSecond: Number(
+          (bytes / 1e6 / Math.max(0.001, (Date.now() - started) / 1000)).toFixed(1),
+        ),
+      };
+      if (done) this.log.info(fields, 'prefetch completed');
+      else this.log.warn(fields, 'prefetch stopped early');
+    });
+    jobs.set(signature, job);
+    this.log.info(
+      {
+        dataset: target.key,
+        patterns: patterns.map((p) => p.glob),
+        copy: target.copy !== undefined,
+      },
+      'prefetch started',
+    );
+  }
+
+  private copyJob(
+    target: PrefetchTarget,
+    globs: PrefetchPattern[],
+    { copy, source }: NonNullable<PrefetchTarget['copy']>,
+  ): Job {
+    const abort = new AbortController();
+    const job: Job = {
+      progress: { matched: 0, files: 0, bytes: 0, errors: 0, noRoom: 0, done: false },
+      running: true,
+      stop: () => abort.abort(),
+    };
+    void fillCopy({
+      copy,
+      transfers: this.transfers,
+      source,
+      globs: globs.map((p) => p.glob),
+      concurrency: this.concurrency,
+      signal: abort.signal,
+      onProgress: (progress) => {
+        job.progress = progress;
+      },
+    })
+      .catch((err: unknown) => {
+        this.log.warn(
+          { dataset: target.key, err: String(err) },
+          'prefetch into the local copy failed',
+        );
+        job.progress = { ...job.progress, errors: job.progress.errors + 1, done: false };
+      })
+      .finally(() => {
+        job.running = false;
+        job.onEnd?.();
+      });
+    return job;
+  }
+
+  private workerJob(target: PrefetchTarget, patterns: PrefetchPattern[]): Job {
     const child = execa(
       process.execPath,
-      [this.worker, root, String(this.concurrency), JSON.stringify(patterns)],
+      [this.worker, target.engineMount, String(this.concurrency), JSON.stringify(patterns)],
       {
         stdin: 'ignore',
         stderr: 'ignore',
@@ -65,11 +150,11 @@ export class Prefetcher {
         env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
       },
     );
-    job.child = child;
-    this.log.info(
-      { dataset: key, patterns: patterns.map((p) => p.glob), pid: child.pid },
-      'prefetch started',
-    );
+    const job: Job = {
+      progress: { matched: 0, files: 0, bytes: 0, errors: 0, done: false },
+      running: true,
+      stop: () => child.kill('SIGKILL'),
+    };
     if (child.stdout) {
       createInterface({ input: child.stdout }).on('line', (line) => {
         try {
@@ -79,25 +164,11 @@ export class Prefetcher {
         }
       });
     }
-    void child.then((result) => {
+    void child.then(() => {
       job.running = false;
-      job.child = undefined;
-      const { matched, files, bytes, errors, done } = job.progress;
-      const fields = {
-        dataset: key,
-        matched,
-        files,
-        bytes,
-        errors,
-        durationMs: Date.now() - started,
-      };
-      if (done) this.log.info(fields, 'prefetch completed');
-      else
-        this.log.warn(
-          { ...fields, exitCode: result.exitCode, signal: result.signal },
-          'prefetch stopped early',
-        );
+      job.onEnd?.();
     });
+    return job;
   }
 
   status(key: string): PrefetchStatus | undefined {
@@ -108,6 +179,7 @@ export class Prefetcher {
       files: 0,
       bytes: 0,
       errors: 0,
+      noRoom: 0,
       running: 0,
       completed: 0,
     };
@@ -116,6 +188,7 @@ export class Prefetcher {
       status.files += job.progress.files;
       status.bytes += job.progress.bytes;
       status.errors += job.progress.errors;
+      status.noRoom += job.progress.noRoom ?? 0;
       if (job.running) status.running += 1;
       else if (job.progress.done) status.completed += 1;
     }
@@ -124,11 +197,40 @@ export class Prefetcher {
 
   /** The dataset's client is gone: stop its jobs; a later stage prefetches again. */
   forget(key: string): void {
-    for (const job of this.datasets.get(key)?.values() ?? []) job.child?.kill('SIGKILL');
+    for (const job of this.datasets.get(key)?.values() ?? []) job.stop();
     this.datasets.delete(key);
   }
 
   close(): void {
     for (const key of [...this.datasets.keys()]) this.forget(key);
   }
+}
+
+/** One job made of parts (copy and metadata walk): its progress is their sum. */
+function combine(parts: Job[], onEnd: () => void): Job {
+  const sum = (): Job['progress'] => ({
+    matched: parts.reduce((n, p) => n + p.progress.matched, 0),
+    files: parts.reduce((n, p) => n + p.progress.files, 0),
+    bytes: parts.reduce((n, p) => n + p.progress.bytes, 0),
+    errors: parts.reduce((n, p) => n + p.progress.errors, 0),
+    noRoom: parts.reduce((n, p) => n + (p.progress.noRoom ?? 0), 0),
+    done: parts.every((p) => p.progress.done),
+  });
+  const job = {
+    get progress() {
+      return sum();
+    },
+    get running() {
+      return parts.some((p) => p.running);
+    },
+    stop: () => parts.forEach((p) => p.stop()),
+  };
+  let left = parts.length;
+  for (const part of parts) {
+    part.onEnd = () => {
+      left -= 1;
+      if (left === 0) onEnd();
+    };
+  }
+  return job;
 }

@@ -43,7 +43,7 @@ class Pool {
 }
 
 /** The directory a glob can only match below (its leading literal part). */
-function baseOf(glob: string): string {
+export function globBase(glob: string): string {
   const scanned = picomatch.scan(glob);
   return scanned.isGlob ? scanned.base : glob.split('/').slice(0, -1).join('/');
 }
@@ -127,7 +127,7 @@ export async function prefetch(
 
   const timer = setInterval(() => onProgress({ ...progress }), 500);
   try {
-    const bases = [...new Set(patterns.map((p) => baseOf(p.glob)))].sort();
+    const bases = [...new Set(patterns.map((p) => globBase(p.glob)))].sort();
     // A base inside another base is walked with it.
     for (const base of bases) {
       if (bases.some((other) => other !== base && (other === '' || base.startsWith(`${other}/`))))

@@ -2,8 +2,8 @@ import { chmod, rm, stat, statfs, truncate, unlink, writeFile } from 'node:fs/pr
 import type { Logger } from 'pino';
 import { failedPrecondition, resourceExhausted } from '../csi/errors.js';
 import type { DatasetSpec } from '../dataset/params.js';
-import type { Mounter } from '../mount/mounter.js';
-import type { ProcessRunner } from './runner.js';
+import type { Mounter } from '../kernel/mounter.js';
+import type { ProcessRunner } from '../kernel/runner.js';
 
 /** The tmpfs of a MEM cache is named after its dataset, so mountinfo tells it from anything else. */
 export const CACHE_TMPFS_PREFIX = 'dataset-cache-csi-cache:';

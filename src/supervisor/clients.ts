@@ -15,13 +15,14 @@ import {
   type LaunchPlan,
 } from '../engines/engine.js';
 import type { ClientRecord, MountIdentity } from '../mount/journal.js';
-import type { Mounter } from '../mount/mounter.js';
-import { PathProbe } from '../mount/path-probe.js';
-import type { MountEntry, MountTable } from '../mount/mountinfo.js';
+import type { Mounter } from '../kernel/mounter.js';
+import { PathProbe } from '../kernel/path-probe.js';
+import type { MountEntry, MountTable } from '../kernel/mountinfo.js';
 import { freePort } from '../util/net.js';
-import { isSameProcess, processStartTime, sleep } from '../util/proc.js';
+import { isSameProcess, processStartTime, sleep } from '../kernel/proc.js';
+import { copyRoot, ENGINE_SHARE } from '../copy/local-copy.js';
 import { CacheVolumes } from './cache-volume.js';
-import type { ProcessRunner } from './runner.js';
+import type { ProcessRunner } from '../kernel/runner.js';
 
 export interface ClientLayout {
   stateDir: string;
@@ -103,6 +104,23 @@ export const isDatasetCacheMount = (entry: MountEntry): boolean =>
 
 /** Where the engine mounts when a page-cache layer is stacked on top of it. */
 const backingMount = (mountPoint: string): string => join(dirname(mountPoint), 'backing');
+/** Where the page-cache layer mounts when the copy overlay is the top of the stack. */
+const fuseMount = (mountPoint: string): string => join(dirname(mountPoint), 'fuse');
+
+/** The file-system type of the copy overlay, the top of a read-only dataset's stack. */
+export const OVERLAY_FS_TYPE = 'overlay';
+const overlayName = (key: string): string => `${deviceName(key)}:copy`;
+
+/**
+ * Whether a dataset gets the local-copy layer: read-only (a copy is never written back), served by
+ * rclone (whose cache files can be promoted) under the page-cache layer (rclone itself cannot be
+ * an overlay layer: it answers the overlay's xattr look-ups with EIO; bindfs --xattr-none can).
+ */
+export const hasCopyLayer = (spec: DatasetSpec, pageCache: ClientLayout['pageCache']): boolean =>
+  spec.localCopy && spec.engine === 'rclone' && pageCache === 'bindfs';
+
+/** The share of the cache file system the engine's own limit is taken from (a copy keeps the rest). */
+const engineCacheShare = (withCopy: boolean): number => (withCopy ? ENGINE_SHARE : 1);
 
 async function logTail(file: string, bytes = 2048): Promise<string> {
   try {
@@ -121,6 +139,20 @@ async function logTail(file: string, bytes = 2048): Promise<string> {
 }
 
 const SECRETS_FILE = 'secrets.json';
+
+/** The credentials a client was started with (kept 0600 in its runtime directory on tmpfs). */
+export async function clientCredentials(
+  record: Pick<ClientRecord, 'runtimeDir'>,
+): Promise<Record<string, string>> {
+  try {
+    return JSON.parse(await readFile(join(record.runtimeDir, SECRETS_FILE), 'utf8')) as Record<
+      string,
+      string
+    >;
+  } catch {
+    return {}; // no credentials were given, or the runtime dir was lost (node reboot)
+  }
+}
 
 /** A process of a client that is up and mounted; watch() turns on exit reporting. */
 interface Spawned {
@@ -156,7 +188,10 @@ export class CacheClients {
   /** Where dataset mounts live (pod binds elsewhere are never treated as orphans). */
   isDatasetMountPath(path: string): boolean {
     const root = join(this.layout.stateDir, 'datasets');
-    return path.startsWith(`${root}/`) && (path.endsWith('/mount') || path.endsWith('/backing'));
+    return (
+      path.startsWith(`${root}/`) &&
+      (path.endsWith('/mount') || path.endsWith('/backing') || path.endsWith('/fuse'))
+    );
   }
 
   engineOf(spec: DatasetSpec): Engine {
@@ -176,7 +211,10 @@ export class CacheClients {
     if (!(await isSameProcess(record.pid, record.startTime))) return 'dead';
     if (record.layer && !(await isSameProcess(record.layer.pid, record.layer.startTime)))
       return 'dead';
-    if (!this.isOwnMount(table ?? (await this.mounter.table()), record)) return 'unmounted';
+    const mounts = table ?? (await this.mounter.table());
+    if (!this.isOwnMount(mounts, record)) return 'unmounted';
+    if (record.copy && mounts.at(record.copy.fuseMount)?.fsType !== LAYER_FS_TYPE)
+      return 'unmounted';
     return (await this.probeOnce(record.mountPoint)) ? 'healthy' : 'hung';
   }
 
@@ -212,21 +250,18 @@ export class CacheClients {
    */
   async restart(record: ClientRecord): Promise<ClientRecord> {
     const paths = clientPaths(this.layout, record.key, record.spec);
-    let secrets: Record<string, string> = {};
-    try {
-      secrets = JSON.parse(await readFile(join(paths.runtimeDir, SECRETS_FILE), 'utf8')) as Record<
-        string,
-        string
-      >;
-    } catch {
-      // no credentials were given, or the runtime dir was lost (node reboot): start without
-    }
+    const secrets = await this.credentials(record);
     this.log.warn(
       { dataset: record.key, pid: record.pid, clientLog: await logTail(paths.logFile) },
       'restarting cache client',
     );
     await this.kill(record);
     return this.start(record.key, record.spec, secrets);
+  }
+
+  /** The credentials the client was started with, for its restarts and transfers. */
+  credentials(record: ClientRecord): Promise<Record<string, string>> {
+    return clientCredentials(record);
   }
 
   private async newControlEndpoint(engine: Engine): Promise<ControlEndpoint | undefined> {
@@ -251,12 +286,17 @@ export class CacheClients {
       throw failedPrecondition(`source directory ${spec.source.path} does not exist on this node`);
     }
     const layered = this.layout.pageCache === 'bindfs' && !engine.keepsPageCache;
+    const withCopy = layered && hasCopyLayer(spec, this.layout.pageCache);
     const engineMount = layered ? backingMount(paths.mountPoint) : paths.mountPoint;
+    const layerMount = withCopy ? fuseMount(paths.mountPoint) : paths.mountPoint;
     // Planned before anything is created, so that a refused plan leaves nothing behind.
     const control = await this.newControlEndpoint(engine);
     const planWith = (cacheBytes: number): LaunchPlan =>
       engine.plan(
-        { ...spec, cache: { ...spec.cache, quotaBytes: cacheBytes } },
+        {
+          ...spec,
+          cache: { ...spec.cache, quotaBytes: Math.floor(cacheBytes * engineCacheShare(withCopy)) },
+        },
         { ...paths, mountPoint: engineMount },
         secrets,
         deviceName(key),
@@ -264,8 +304,10 @@ export class CacheClients {
       );
     let plan = planWith(spec.cache.quotaBytes);
     await this.detachAll(paths.mountPoint);
+    await this.detachAll(layerMount);
     await this.detachAll(engineMount);
     await mkdir(engineMount, { recursive: true });
+    await mkdir(layerMount, { recursive: true });
     await mkdir(paths.mountPoint, { recursive: true });
     await mkdir(paths.cacheDir, { recursive: true, mode: 0o700 });
     const cache = await this.cacheVolumes.ensure(key, spec, paths.cacheDir);
@@ -284,6 +326,7 @@ export class CacheClients {
     const deadline = Date.now() + this.timings.readyTimeoutMs;
     const spawned: Spawned[] = [];
     let identity: MountIdentity = { fsType: engine.fsType, source: deviceName(key) };
+    let overlaid = false;
     try {
       spawned.push(
         await this.spawnUntilMounted(
@@ -316,10 +359,12 @@ export class CacheClients {
             '-f',
             '--multithreaded',
             ...(spec.readOnly ? ['-r'] : []),
+            // An overlay layer must answer xattr look-ups; rclone's answers are EIO.
+            ...(withCopy ? ['--xattr-none'] : []),
             '-o',
             `auto_cache,allow_other,subtype=${LAYER_FS_TYPE.slice('fuse.'.length)}`,
             engineMount,
-            paths.mountPoint,
+            layerMount,
           ],
           env: baseEnvironment(paths.runtimeDir),
           files: [],
@@ -331,13 +376,22 @@ export class CacheClients {
             layer,
             layerLog,
             paths.runtimeDir,
-            paths.mountPoint,
+            layerMount,
             identity,
             deadline,
           ),
         );
       }
+      if (withCopy) {
+        // Files of the copy are served by the kernel; the rest falls through to the engine.
+        const copy = copyRoot(paths.cacheDir);
+        await mkdir(copy, { recursive: true, mode: 0o755 });
+        await this.mounter.mountOverlay([copy, layerMount], paths.mountPoint, overlayName(key));
+        overlaid = true;
+        identity = { fsType: OVERLAY_FS_TYPE, source: overlayName(key) };
+      }
     } catch (err) {
+      if (overlaid) await this.detachAll(paths.mountPoint);
       for (const process of spawned.reverse()) {
         await this.detachAll(process.mountPoint);
         await this.terminate(process.pid, process.startTime);
@@ -366,6 +420,7 @@ export class CacheClients {
     };
     if (layer)
       record.layer = { pid: layer.pid, startTime: layer.startTime, mountPoint: engineMount };
+    if (withCopy) record.copy = { fuseMount: layerMount, root: copyRoot(paths.cacheDir) };
     if (control) record.control = control;
     this.log.info(
       {
@@ -449,6 +504,7 @@ export class CacheClients {
     await this.detachAll(record.mountPoint);
     if (record.layer) {
       await this.terminate(record.layer.pid, record.layer.startTime);
+      if (record.copy) await this.detachAll(record.copy.fuseMount);
       await this.detachAll(record.layer.mountPoint);
     }
     await this.terminate(record.pid, record.startTime);
@@ -463,6 +519,7 @@ export class CacheClients {
     // Empty directories only: an SSD cache kept under the dataset directory stays warm for later.
     await rmdir(record.mountPoint).catch(() => undefined);
     if (record.layer) await rmdir(record.layer.mountPoint).catch(() => undefined);
+    if (record.copy) await rmdir(record.copy.fuseMount).catch(() => undefined);
     await rmdir(dirname(record.mountPoint)).catch(() => undefined);
     this.log.info(
       { dataset: record.key, pid: record.pid, durationMs: Date.now() - started },
@@ -483,6 +540,7 @@ export class CacheClients {
       );
     }
     await this.detachAll(record.mountPoint);
+    if (record.copy) await this.detachAll(record.copy.fuseMount);
     if (record.layer) await this.detachAll(record.layer.mountPoint);
   }
 

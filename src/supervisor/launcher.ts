@@ -9,7 +9,7 @@ import {
   type DetachedProcess,
   type ProcessRunner,
   type SpawnOptions,
-} from './runner.js';
+} from '../kernel/runner.js';
 
 /**
  * Cache clients must outlive the node plugin's pod: a DaemonSet update replaces the pod, and the

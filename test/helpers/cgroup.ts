@@ -1,6 +1,6 @@
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { sleep } from '../../src/util/proc.js';
+import { sleep } from '../../src/kernel/proc.js';
 
 async function cgroup2Root(): Promise<string> {
   const mounts = await readFile('/proc/self/mounts', 'utf8');

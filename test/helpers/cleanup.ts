@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { execa } from 'execa';
-import { MountTable } from '../../src/mount/mountinfo.js';
-import { isSameProcess, sleep } from '../../src/util/proc.js';
+import { MountTable } from '../../src/kernel/mountinfo.js';
+import { isSameProcess, sleep } from '../../src/kernel/proc.js';
 
 interface RecordedProcess {
   pid: number;

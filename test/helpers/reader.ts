@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { sleep } from '../../src/util/proc.js';
+import { sleep } from '../../src/kernel/proc.js';
 
 export interface StreamResult {
   sha256: string;

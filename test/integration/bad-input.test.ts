@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { MountTable } from '../../src/mount/mountinfo.js';
+import { MountTable } from '../../src/kernel/mountinfo.js';
 import { cleanupUnder, recordedClients } from '../helpers/cleanup.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
 import { pidsWithArgs } from '../helpers/processes.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { CsiClient } from '../../src/csi/client.js';
-import { sleep } from '../../src/util/proc.js';
+import { sleep } from '../../src/kernel/proc.js';
 
 const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
 let work: string;

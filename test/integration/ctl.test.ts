@@ -3,7 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
-import { MountTable } from '../../src/mount/mountinfo.js';
+import { MountTable } from '../../src/kernel/mountinfo.js';
 import { startTestDriver, type TestDriver } from '../helpers/driver.js';
 
 const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));

@@ -7,8 +7,8 @@ import { mkdir, readFile, writeFile, unlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
-import { MountTable } from '../../src/mount/mountinfo.js';
-import { isSameProcess, sleep } from '../../src/util/proc.js';
+import { MountTable } from '../../src/kernel/mountinfo.js';
+import { isSameProcess, sleep } from '../../src/kernel/proc.js';
 import { recordedClients } from '../helpers/cleanup.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
 import { sha256File, treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
@@ -72,7 +72,11 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 
 }
 
 it('metrics: a cold then a warm read move the hit ratio up, remote bytes stay flat', async () => {
-  const vol = await volume('metrics', { source: `http://127.0.0.1:${server.port}/` });
+  // The FUSE path: these figures count what the cache client serves (the copy layer has its own).
+  const vol = await volume('metrics', {
+    source: `http://127.0.0.1:${server.port}/`,
+    localCopy: 'false',
+  });
   await kubelet.run(vol, ['cold', 'warm']);
   try {
     const { key } = await clientOf();
@@ -156,7 +160,12 @@ it('metrics: a cold then a warm read move the hit ratio up, remote bytes stay fl
 });
 
 it('prefetch: a 5,000-file tree is warmed once in the background; reading it fetches nothing more', async () => {
-  const parameters = { source: `http://127.0.0.1:${server.port}/`, prefetch: 'small/**,meta/' };
+  // Through the engine's mount (localCopy off); prefetch into the copy is tested in local-copy.
+  const parameters = {
+    source: `http://127.0.0.1:${server.port}/`,
+    prefetch: 'small/**,meta/',
+    localCopy: 'false',
+  };
   const volumes = await Promise.all(
     ['pf-a', 'pf-b', 'pf-c'].map((name) => volume(name, parameters)),
   );

@@ -7,7 +7,7 @@
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
-import { MountTable } from '../../src/mount/mountinfo.js';
+import { MountTable } from '../../src/kernel/mountinfo.js';
 import { recordedClients } from '../helpers/cleanup.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
 import { sha256File, treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';

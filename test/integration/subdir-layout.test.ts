@@ -10,7 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { DIRECTORY_MARKER } from '../../src/controller/source-directories.js';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
 import { S3Server } from '../../src/demo/s3-server.js';
-import { MountTable } from '../../src/mount/mountinfo.js';
+import { MountTable } from '../../src/kernel/mountinfo.js';
 import { recordedClients } from '../helpers/cleanup.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
 import { Kubelet } from '../helpers/kubelet.js';

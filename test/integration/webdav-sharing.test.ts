@@ -5,8 +5,8 @@
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
-import { MountTable } from '../../src/mount/mountinfo.js';
-import { isSameProcess, sleep } from '../../src/util/proc.js';
+import { MountTable } from '../../src/kernel/mountinfo.js';
+import { isSameProcess, sleep } from '../../src/kernel/proc.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
 import { recordedClients } from '../helpers/cleanup.js';
 import { sha256File, treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';

@@ -1,4 +1,4 @@
-import { MountTable, parseMountInfo } from '../../src/mount/mountinfo.js';
+import { MountTable, parseMountInfo } from '../../src/kernel/mountinfo.js';
 
 const SAMPLE = [
   '22 1 253:0 / / rw,relatime shared:1 - ext4 /dev/vda rw',

@@ -1,4 +1,4 @@
-import type { ProcessRunner } from '../supervisor/runner.js';
+import type { ProcessRunner } from './runner.js';
 
 export interface FsUsage {
   totalBytes: number;

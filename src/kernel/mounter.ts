@@ -1,4 +1,5 @@
-import type { ProcessRunner } from '../supervisor/runner.js';
+// Mounting and unmounting through util-linux: the kernel primitives every layer above builds on.
+import type { ProcessRunner } from './runner.js';
 import { MountTable } from './mountinfo.js';
 
 export interface Mounter {
@@ -9,7 +10,28 @@ export interface Mounter {
   mountTmpfs(target: string, sizeBytes: number, name: string): Promise<void>;
   /** A file-system image through a loop device (released again when unmounted). */
   mountImage(image: string, target: string, fsType: string): Promise<void>;
+  /**
+   * A read-only overlay of directories, the first on top (no upper layer: nothing can be written).
+   * `name` is the mount source that mountinfo shows.
+   */
+  mountOverlay(lowerDirs: string[], target: string, name: string): Promise<void>;
+  /**
+   * Remounts a read-only file system as it is. For an overlay this drops the names it has cached,
+   * so files added to a lower layer since are found by the next look-up of an existing name.
+   */
+  remount(target: string): Promise<void>;
   table(): Promise<MountTable>;
+}
+
+/** overlayfs separates lower layers with ':' and options with ',': such paths cannot be layers. */
+export function overlayOptions(lowerDirs: string[]): string {
+  const unsafe = lowerDirs.find((dir) => /[:,\\\s]/.test(dir));
+  if (unsafe !== undefined) {
+    throw new MountError(
+      `cannot use ${unsafe} as an overlay layer: it contains ':', ',', '\\' or a space`,
+    );
+  }
+  return `ro,lowerdir=${lowerDirs.join(':')}`;
 }
 
 export class MountError extends Error {}
@@ -64,6 +86,30 @@ export class SystemMounter implements Mounter {
     ]);
     if (result.exitCode !== 0) {
       throw new MountError(`mount of ${image} at ${target} failed: ${result.stderr.trim()}`);
+    }
+  }
+
+  async mountOverlay(lowerDirs: string[], target: string, name: string): Promise<void> {
+    const options = overlayOptions(lowerDirs);
+    const result = await this.runner.run('mount', [
+      '-c',
+      '-t',
+      'overlay',
+      '-o',
+      options,
+      '--',
+      name,
+      target,
+    ]);
+    if (result.exitCode !== 0) {
+      throw new MountError(`overlay mount at ${target} failed: ${result.stderr.trim()}`);
+    }
+  }
+
+  async remount(target: string): Promise<void> {
+    const result = await this.runner.run('mount', ['-c', '-o', 'remount,ro', '--', target]);
+    if (result.exitCode !== 0) {
+      throw new MountError(`remount of ${target} failed: ${result.stderr.trim()}`);
     }
   }
 

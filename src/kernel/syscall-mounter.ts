@@ -31,6 +31,9 @@ while (my $line = <STDIN>) {
       $r = syscall($SYS_MOUNT, $src, $dst, 0, $MS_REMOUNT | $MS_BIND | $MS_RDONLY, 0);
       if ($r != 0) { my $e = $! + 0; syscall($SYS_UMOUNT2, $dst, $MNT_DETACH); $! = $e; }
     }
+  } elsif ($op eq 'remount') {
+    my ($none, $path) = ('none', @a);
+    $r = syscall($SYS_MOUNT, $none, $path, 0, $MS_REMOUNT | $MS_RDONLY, 0);
   } elsif ($op eq 'umount') {
     my ($path, $lazy) = @a;
     $r = syscall($SYS_UMOUNT2, $path, $lazy eq '1' ? $MNT_DETACH : 0);
@@ -68,6 +71,15 @@ export class SyscallMounter implements Mounter {
   async unmount(target: string, options: { lazy?: boolean } = {}): Promise<void> {
     const answer = await this.call('umount', target, options.lazy ? '1' : '0');
     if (answer !== 'ok') throw new MountError(`unmount ${target} failed: ${answer}`);
+  }
+
+  async remount(target: string): Promise<void> {
+    const answer = await this.call('remount', target);
+    if (answer !== 'ok') throw new MountError(`remount of ${target} failed: ${answer}`);
+  }
+
+  mountOverlay(lowerDirs: string[], target: string, name: string): Promise<void> {
+    return this.fallback.mountOverlay(lowerDirs, target, name);
   }
 
   mountTmpfs(target: string, sizeBytes: number, name: string): Promise<void> {

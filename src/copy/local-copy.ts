@@ -1,0 +1,303 @@
+// A dataset's local copy: complete files of a read-only dataset in its cache file system, each made visible by one rename.
+import { randomBytes } from 'node:crypto';
+import {
+  chmod,
+  link,
+  lstat,
+  mkdir,
+  opendir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  statfs,
+  unlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Mutex } from 'async-mutex';
+import { isSameProcess } from '../kernel/proc.js';
+
+/** The copy, inside the cache file system: the overlay's upper lower layer. */
+export const copyRoot = (cacheDir: string): string => join(cacheDir, 'copy');
+/** Files being written or linked before their rename into the copy: never seen by readers. */
+const incomingRoot = (cacheDir: string): string => join(cacheDir, 'incoming');
+
+/** Modes the engine's mount shows (rclone's defaults), so a file looks the same from either layer. */
+const FILE_MODE = 0o644;
+const DIR_MODE = 0o755;
+const MAX_NAME_BYTES = 255;
+/**
+ * The share of a dataset's cache file system left to the engine for files it is fetching or holds
+ * only partly (the engine's own cache limit); the local copy may fill the rest.
+ */
+export const ENGINE_SHARE = 0.2;
+const MAX_PATH_BYTES = 4000;
+
+/**
+ * Whether a name from the remote can be a path inside the copy: relative, no empty, `.` or `..`
+ * segment, no control character (nor the "control pictures" U+2400–U+2421 rclone lists in their
+ * place, which its local backend turns back into control characters), and within the kernel's name
+ * and path limits.
+ */
+export function isSafeRelativePath(path: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  if (path === '' || path.startsWith('/') || /[\u0000-\u001f\u007f\u2400-\u2421]/.test(path))
+    return false;
+  if (Buffer.byteLength(path) > MAX_PATH_BYTES) return false;
+  return path
+    .split('/')
+    .every(
+      (segment) =>
+        segment !== '' &&
+        segment !== '.' &&
+        segment !== '..' &&
+        Buffer.byteLength(segment) <= MAX_NAME_BYTES,
+    );
+}
+
+/** What the remote says a file is: a copy is current only when both match. */
+export interface RemoteFile {
+  size: number;
+  mtimeMs: number;
+}
+
+export interface CopyFigures {
+  files: number;
+  bytes: number;
+  /** Files the copy could not take because the cache file system has no room left for it. */
+  refusedForRoom: number;
+  /** Names from the remote that cannot be local paths (skipped, never written). */
+  unsafeNames: number;
+}
+
+/** Why a file was not installed; undefined when it was. */
+export type InstallRefusal = 'present' | 'unsafe-name' | 'no-room' | 'not-as-expected';
+
+/**
+ * The local copy of one dataset. Every file enters complete: written or linked under
+ * `incoming/`, checked, then renamed into `copy/`, so a reader of the overlay sees either no file
+ * (and falls through to the engine) or the whole file, never a partial one.
+ */
+export class LocalCopy {
+  readonly root: string;
+  private readonly incoming: string;
+  private readonly figures: CopyFigures = { files: 0, bytes: 0, refusedForRoom: 0, unsafeNames: 0 };
+  private readonly placing = new Mutex();
+  /** Files the engine holds that were refused for room once (counted once each). */
+  private readonly refusedLinks = new Set<string>();
+  /** Called after files were installed: the overlay must drop names it cached from the engine. */
+  onChanged: () => void = () => undefined;
+
+  constructor(readonly cacheDir: string) {
+    this.root = copyRoot(cacheDir);
+    this.incoming = incomingRoot(cacheDir);
+  }
+
+  /**
+   * Makes the directories, ends transfers a crashed driver left running (by PID and start time)
+   * and discards their unfinished files, and counts what an earlier client copied (disk caches
+   * outlive clients).
+   */
+  async prepare(): Promise<void> {
+    await mkdir(this.root, { recursive: true, mode: DIR_MODE });
+    await mkdir(this.incoming, { recursive: true, mode: 0o700 });
+    const dir = await opendir(this.incoming);
+    for await (const entry of dir) {
+      const owner = await readFile(join(this.incoming, entry.name, 'owner'), 'utf8').catch(
+        () => '',
+      );
+      const [pid, startTime] = owner.split(' ');
+      if (
+        pid !== undefined &&
+        startTime !== undefined &&
+        (await isSameProcess(Number(pid), startTime))
+      ) {
+        process.kill(Number(pid), 'SIGKILL');
+      }
+      await rm(join(this.incoming, entry.name), { recursive: true, force: true });
+    }
+    await this.count();
+  }
+
+  /** Counts what the copy holds (an earlier client's copy, or the one a running driver keeps). */
+  async count(): Promise<void> {
+    this.figures.files = 0;
+    this.figures.bytes = 0;
+    await this.walk('', (_, stats) => {
+      this.figures.files += 1;
+      this.figures.bytes += stats.size;
+    });
+  }
+
+  current(): CopyFigures {
+    return { ...this.figures };
+  }
+
+  /** A private directory for one transfer, on the copy's file system (so installing is a rename). */
+  async workspace(): Promise<string> {
+    const dir = join(this.incoming, randomBytes(8).toString('hex'));
+    await mkdir(dir, { mode: 0o700 });
+    return dir;
+  }
+
+  /** Names the process writing into a workspace, so a restarted driver can end it by PID. */
+  async recordOwner(workspace: string, owner: { pid: number; startTime: string }): Promise<void> {
+    await writeFile(join(workspace, 'owner'), `${owner.pid} ${owner.startTime}`, { mode: 0o600 });
+  }
+
+  async releaseWorkspace(dir: string): Promise<void> {
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  /**
+   * Bytes the copy may still add: its files (linked ones included: the engine may drop its own
+   * name of them at any time) stay within the cache file system less the engine's share.
+   */
+  async room(): Promise<number> {
+    const fs = await statfs(this.cacheDir);
+    const capacity = fs.blocks * fs.bsize;
+    const budget = capacity * (1 - ENGINE_SHARE) - this.figures.bytes;
+    return Math.max(0, Math.min(budget, fs.bavail * fs.bsize));
+  }
+
+  /** Whether the copy holds this file as the remote describes it. */
+  async holds(relative: string, remote: RemoteFile): Promise<boolean> {
+    try {
+      const stats = await lstat(join(this.root, relative));
+      return (
+        stats.isFile() && stats.size === remote.size && sameTime(stats.mtimeMs, remote.mtimeMs)
+      );
+    } catch {
+      return false;
+    }
+  }
+
+  countUnsafe(): void {
+    this.figures.unsafeNames += 1;
+  }
+
+  countNoRoom(): void {
+    this.figures.refusedForRoom += 1;
+  }
+
+  /**
+   * Installs a file fully written under a workspace (moved in: it costs no room). The size must be
+   * the remote's; the time is set to the remote's.
+   */
+  async installWritten(
+    written: string,
+    relative: string,
+    remote: RemoteFile,
+  ): Promise<InstallRefusal | undefined> {
+    if (!isSafeRelativePath(relative)) {
+      this.countUnsafe();
+      await unlink(written).catch(() => undefined);
+      return 'unsafe-name';
+    }
+    const stats = await lstat(written).catch(() => undefined);
+    if (!stats?.isFile() || stats.size !== remote.size) {
+      await unlink(written).catch(() => undefined);
+      return 'not-as-expected';
+    }
+    await this.place(written, relative, remote, stats.size);
+    return undefined;
+  }
+
+  /**
+   * Installs a file the engine holds complete in its own cache by a hard link into the copy: no
+   * byte is copied and no room is taken (both names share the blocks). `isStillComplete` is asked
+   * after the link is made, so a cache file the engine replaced meanwhile is never installed.
+   */
+  async installLinked(
+    engineFile: string,
+    relative: string,
+    remote: RemoteFile,
+    isStillComplete: () => Promise<boolean>,
+  ): Promise<InstallRefusal | undefined> {
+    if (!isSafeRelativePath(relative)) {
+      this.countUnsafe();
+      return 'unsafe-name';
+    }
+    if (await this.holds(relative, remote)) return 'present';
+    if (remote.size > (await this.room())) {
+      if (!this.refusedLinks.has(relative)) this.countNoRoom();
+      this.refusedLinks.add(relative);
+      return 'no-room';
+    }
+    const linked = join(this.incoming, `link-${randomBytes(8).toString('hex')}`);
+    await link(engineFile, linked);
+    try {
+      const [ours, theirs] = await Promise.all([lstat(linked), lstat(engineFile)]);
+      // The same inode as the engine's current file, of the full size, with every block present:
+      // the engine recreates (never rewrites) a cache file it resets, so this cannot change later.
+      const whole =
+        ours.ino === theirs.ino &&
+        ours.isFile() &&
+        ours.size === remote.size &&
+        ours.blocks * 512 >= ours.size &&
+        (await isStillComplete());
+      if (!whole) {
+        await unlink(linked);
+        return 'not-as-expected';
+      }
+      await this.place(linked, relative, remote, ours.size);
+      return undefined;
+    } catch (err) {
+      await unlink(linked).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Removes a file from the copy (it changed or vanished on the remote). */
+  async remove(relative: string): Promise<void> {
+    const path = join(this.root, relative);
+    const stats = await lstat(path).catch(() => undefined);
+    if (!stats?.isFile()) return;
+    await unlink(path);
+    this.figures.files -= 1;
+    this.figures.bytes -= stats.size;
+  }
+
+  /** Every file of the copy, relative to its root. */
+  async walk(
+    relative: string,
+    visit: (relative: string, stats: { size: number; mtimeMs: number }) => Promise<void> | void,
+  ): Promise<void> {
+    const dir = await opendir(join(this.root, relative)).catch(() => undefined);
+    if (!dir) return;
+    for await (const entry of dir) {
+      const path = relative === '' ? entry.name : `${relative}/${entry.name}`;
+      if (entry.isDirectory()) await this.walk(path, visit);
+      else if (entry.isFile()) await visit(path, await stat(join(this.root, path)));
+    }
+  }
+
+  private async place(
+    from: string,
+    relative: string,
+    remote: RemoteFile,
+    size: number,
+  ): Promise<void> {
+    await chmod(from, FILE_MODE);
+    await utimes(from, remote.mtimeMs / 1000, remote.mtimeMs / 1000);
+    const target = join(this.root, relative);
+    await mkdir(dirname(target), { recursive: true, mode: DIR_MODE });
+    // Promotion and prefetch may install the same name at once: one rename at a time keeps the count.
+    await this.placing.runExclusive(async () => {
+      const replaced = await lstat(target).catch(() => undefined);
+      await rename(from, target);
+      if (replaced?.isFile()) {
+        this.figures.bytes -= replaced.size;
+      } else {
+        this.figures.files += 1;
+      }
+      this.figures.bytes += size;
+    });
+    this.onChanged();
+  }
+}
+
+/** File times within a millisecond are the same time (remotes differ in precision below that). */
+export const sameTime = (a: number, b: number): boolean => Math.abs(a - b) < 1;

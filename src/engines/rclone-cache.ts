@@ -1,0 +1,165 @@
+// Reads rclone's VFS cache from outside: which cached files are complete, for promotion into the local copy.
+import { lstat, opendir, readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { DatasetSpec } from '../dataset/params.js';
+import { REMOTE, remoteConfig } from './rclone.js';
+
+/** A file rclone holds whole in its cache, as the remote described it when rclone fetched it. */
+export interface CompleteCacheFile {
+  relative: string;
+  /** rclone's data file (the copy links it). */
+  dataPath: string;
+  size: number;
+  mtimeMs: number;
+}
+
+/** The parts of rclone's per-file metadata (vfsMeta/…) that tell completeness. */
+interface CacheItemInfo {
+  Size?: number;
+  Rs?: { Pos: number; Size: number }[] | null;
+  Fingerprint?: string;
+  Dirty?: boolean;
+}
+
+/**
+ * Go's time.String() as rclone writes it into fingerprints ("size,2026-12-01 04:21:46.72163 +0000
+ * UTC[,hash]"): the remote's modification time, or undefined when the remote has none.
+ */
+export function fingerprintTime(fingerprint: string): number | undefined {
+  const match = /^\d+,(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(\.\d+)? ([+-])(\d\d)(\d\d)/.exec(
+    fingerprint,
+  );
+  if (!match) return undefined;
+  const [, date, time, fraction = '', sign, hours, minutes] = match;
+  const ms = Date.parse(`${date}T${time}${fraction.slice(0, 4)}${sign}${hours}:${minutes}`);
+  return Number.isNaN(ms) ? undefined : ms;
+}
+
+/** Complete means one downloaded range covering the whole file, nothing written locally. */
+function completeSize(info: CacheItemInfo): number | undefined {
+  if (info.Dirty !== false || typeof info.Size !== 'number' || !info.Fingerprint) return undefined;
+  const ranges = info.Rs ?? [];
+  if (info.Size === 0) return ranges.length === 0 ? 0 : undefined;
+  const [range] = ranges;
+  return ranges.length === 1 && range?.Pos === 0 && range.Size === info.Size
+    ? info.Size
+    : undefined;
+}
+
+interface DirState {
+  mtimeMs: number;
+  subdirectories: string[];
+  /** Items seen here that were not complete yet (or not yet taken): looked at again each scan. */
+  pending: Set<string>;
+}
+
+/**
+ * Scans rclone's cache metadata for files that became complete. A directory whose modification
+ * time did not change has no new items, so later scans only re-read the items still pending.
+ */
+export class RcloneCacheIndex {
+  private readonly remotePath: string;
+  private readonly dirs = new Map<string, DirState>();
+  private readonly taken = new Set<string>();
+  /** The remote's directory name in the cache, once seen. */
+  private remoteName?: string;
+
+  constructor(
+    private readonly cacheDir: string,
+    spec: DatasetSpec,
+  ) {
+    this.remotePath = remoteConfig(spec.source, {}).path;
+  }
+
+  /**
+   * rclone keeps an item of remote SRC:path at <cache>/vfs/<name>/path/<item>, its metadata under
+   * vfsMeta, where <name> is SRC or, for a remote defined with overrides, SRC{hash}.
+   */
+  private async roots(): Promise<{ data: string; meta: string } | undefined> {
+    if (this.remoteName === undefined) {
+      const names = await readdir(join(this.cacheDir, 'vfsMeta')).catch(() => [] as string[]);
+      this.remoteName = names.find((name) => name === REMOTE || name.startsWith(`${REMOTE}{`));
+      if (this.remoteName === undefined) return undefined;
+    }
+    return {
+      data: join(this.cacheDir, 'vfs', this.remoteName, this.remotePath),
+      meta: join(this.cacheDir, 'vfsMeta', this.remoteName, this.remotePath),
+    };
+  }
+
+  /** Files complete since the last scan that `take` did not take before. */
+  async scan(take: (file: CompleteCacheFile) => Promise<boolean>): Promise<void> {
+    const roots = await this.roots();
+    if (roots) await this.scanDir(roots, '', take);
+  }
+
+  /** Whether rclone still describes the item as complete with this size (after it was linked). */
+  async isComplete(relative: string, size: number): Promise<boolean> {
+    const roots = await this.roots();
+    const info = roots && (await this.read(roots, relative));
+    return info !== undefined && completeSize(info) === size;
+  }
+
+  private async read(
+    roots: { meta: string },
+    relative: string,
+  ): Promise<CacheItemInfo | undefined> {
+    try {
+      return JSON.parse(await readFile(join(roots.meta, relative), 'utf8')) as CacheItemInfo;
+    } catch {
+      return undefined; // being rewritten or removed by rclone: looked at again next scan
+    }
+  }
+
+  private async scanDir(
+    roots: { data: string; meta: string },
+    relative: string,
+    take: (file: CompleteCacheFile) => Promise<boolean>,
+  ): Promise<void> {
+    const path = join(roots.meta, relative);
+    const stats = await lstat(path).catch(() => undefined);
+    if (!stats?.isDirectory()) {
+      this.dirs.delete(relative);
+      return;
+    }
+    let state = this.dirs.get(relative);
+    if (!state || state.mtimeMs !== stats.mtimeMs) {
+      const previous = state;
+      state = { mtimeMs: stats.mtimeMs, subdirectories: [], pending: new Set() };
+      for await (const entry of await opendir(path)) {
+        const child = relative === '' ? entry.name : `${relative}/${entry.name}`;
+        if (entry.isDirectory()) state.subdirectories.push(child);
+        // Items taken before stay taken; new and still-pending ones are looked at.
+        else if (
+          entry.isFile() &&
+          (!previous || previous.pending.has(child) || !this.taken.has(child))
+        )
+          state.pending.add(child);
+      }
+      this.dirs.set(relative, state);
+    }
+    for (const item of [...state.pending]) {
+      if (await this.offer(roots, item, take)) {
+        state.pending.delete(item);
+        this.taken.add(item);
+      }
+    }
+    for (const sub of state.subdirectories) await this.scanDir(roots, sub, take);
+  }
+
+  private async offer(
+    roots: { data: string; meta: string },
+    relative: string,
+    take: (file: CompleteCacheFile) => Promise<boolean>,
+  ): Promise<boolean> {
+    const info = await this.read(roots, relative);
+    if (!info) return false;
+    const size = completeSize(info);
+    if (size === undefined) return false;
+    const dataPath = join(roots.data, relative);
+    const data = await lstat(dataPath).catch(() => undefined);
+    if (!data?.isFile() || data.size !== size) return false;
+    const mtimeMs = fingerprintTime(info.Fingerprint ?? '') ?? data.mtimeMs;
+    return take({ relative, dataPath, size, mtimeMs });
+  }
+}

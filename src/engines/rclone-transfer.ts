@@ -1,0 +1,167 @@
+// Bulk listing and parallel copying of a dataset's files with rclone itself, outside the mount (fills the local copy).
+import { createInterface } from 'node:readline';
+import { execa } from 'execa';
+import type { DatasetSpec } from '../dataset/params.js';
+import { baseEnvironment } from './engine.js';
+import { REMOTE, remoteConfig } from './rclone.js';
+
+export interface RemoteEntry {
+  /** Path relative to the dataset root, as the remote names it. */
+  relative: string;
+  size: number;
+  mtimeMs: number;
+}
+
+/** What a transfer needs to reach the remote: the client's own definition and credentials. */
+export interface TransferSource {
+  spec: DatasetSpec;
+  secrets: Record<string, string>;
+  /** The client's private runtime directory (HOME of the transfer). */
+  runtimeDir: string;
+}
+
+interface LsjsonEntry {
+  Path: string;
+  Size: number;
+  ModTime: string;
+  IsDir: boolean;
+}
+
+interface JsonLogLine {
+  level?: string;
+  msg?: string;
+  object?: string;
+}
+
+/**
+ * rclone lsjson and rclone copy with the remote defined in the environment exactly as the cache
+ * client gets it: no URL, credential or path of the remote in argv.
+ */
+export class RcloneTransfers {
+  constructor(private readonly binary = 'rclone') {}
+
+  /** The remote as rclone names it (`SRC:path[/dir]`) and the environment defining SRC. */
+  private remote(source: TransferSource, dir = ''): { fs: string; env: Record<string, string> } {
+    const remote = remoteConfig(source.spec.source, source.secrets);
+    const path = [remote.path.replace(/\/+$/, ''), dir].filter((part) => part !== '').join('/');
+    return {
+      fs: `${REMOTE}:${remote.path.startsWith('/') && path === '' ? '/' : path}`,
+      env: { ...baseEnvironment(source.runtimeDir), ...remote.env },
+    };
+  }
+
+  private rateArgs(spec: DatasetSpec): string[] {
+    return spec.bandwidthLimit === undefined
+      ? []
+      : ['--bwlimit', `${Math.max(1, Math.floor(spec.bandwidthLimit / 1024))}K`];
+  }
+
+  /** Every file below `dir` of the dataset ('' for all), streamed as rclone lists it. */
+  async list(
+    source: TransferSource,
+    dir: string,
+    signal: AbortSignal | undefined,
+    onEntry: (entry: RemoteEntry) => void,
+  ): Promise<void> {
+    const { fs, env } = this.remote(source, dir);
+    const child = execa(
+      this.binary,
+      ['lsjson', '-R', '--files-only', '--no-mimetype', '--config', '/dev/null', fs],
+      {
+        reject: false,
+        buffer: { stdout: false, stderr: true },
+        stdin: 'ignore',
+        extendEnv: false,
+        env,
+        ...(signal ? { cancelSignal: signal } : {}),
+      },
+    );
+    if (child.stdout) {
+      // One entry per line ("{…},"), so millions of files never sit in memory as one document.
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        const text = line.trim().replace(/,$/, '');
+        if (!text.startsWith('{')) return;
+        const entry = JSON.parse(text) as LsjsonEntry;
+        if (entry.IsDir) return;
+        onEntry({
+          relative: dir === '' ? entry.Path : `${dir}/${entry.Path}`,
+          size: entry.Size,
+          mtimeMs: Date.parse(entry.ModTime),
+        });
+      });
+    }
+    const result = await child;
+    // A directory that does not exist lists nothing: the patterns simply match no file.
+    if (result.exitCode !== 0 && !/directory not found/i.test(String(result.stderr))) {
+      throw new Error(`listing the remote failed: ${lastLine(String(result.stderr))}`);
+    }
+  }
+
+  /**
+   * Copies the files named in `listFile` (one path a line, relative to the dataset root) into
+   * `destination`, `transfers` at a time, calling `onCopied` as each one is complete there.
+   */
+  async copy(
+    source: TransferSource,
+    listFile: string,
+    destination: string,
+    transfers: number,
+    signal: AbortSignal | undefined,
+    onStarted: (pid: number) => Promise<void>,
+    onCopied: (relative: string) => void,
+  ): Promise<{ ok: boolean; reason: string }> {
+    const { fs, env } = this.remote(source);
+    const child = execa(
+      this.binary,
+      [
+        'copy',
+        fs,
+        destination,
+        '--files-from-raw',
+        listFile,
+        '--transfers',
+        String(transfers),
+        '--checkers',
+        String(transfers),
+        '--config',
+        '/dev/null',
+        '--use-json-log',
+        '--log-level',
+        'INFO',
+        '--stats',
+        '0',
+        ...this.rateArgs(source.spec),
+      ],
+      {
+        reject: false,
+        buffer: false,
+        stdin: 'ignore',
+        stdout: 'ignore',
+        extendEnv: false,
+        env,
+        ...(signal ? { cancelSignal: signal } : {}),
+      },
+    );
+    if (child.pid !== undefined) await onStarted(child.pid);
+    let lastError = '';
+    if (child.stderr) {
+      createInterface({ input: child.stderr }).on('line', (line) => {
+        let parsed: JsonLogLine;
+        try {
+          parsed = JSON.parse(line) as JsonLogLine;
+        } catch {
+          return;
+        }
+        // rclone writes the destination in place and logs "Copied" once the file is whole.
+        if (parsed.object !== undefined && parsed.msg?.startsWith('Copied'))
+          onCopied(parsed.object);
+        else if (parsed.level === 'error')
+          lastError = `${parsed.object ?? ''}: ${parsed.msg ?? ''}`;
+      });
+    }
+    const result = await child;
+    return { ok: result.exitCode === 0, reason: lastError };
+  }
+}
+
+const lastLine = (text: string): string => text.trim().split('\n').slice(-1)[0] ?? '';

@@ -1,0 +1,335 @@
+/**
+ * The local-copy layer of read-only datasets, against a real HTTP server on loopback: prefetch
+ * fills the copy in bulk while readers hammer the files, promotion makes a second epoch local
+ * without any prefetch, the quota stops the copy and says so, unsafe names and escaping globs are
+ * refused, and a refresh replaces files that changed on the remote.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, readdir, stat, writeFile, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import { execa } from 'execa';
+import { LoopbackServer } from '../../src/demo/loopback-server.js';
+import { MountTable } from '../../src/kernel/mountinfo.js';
+import { sleep } from '../../src/kernel/proc.js';
+import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
+import { treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
+import { Kubelet } from '../helpers/kubelet.js';
+import { Scrape } from '../helpers/metrics.js';
+
+const MiB = 1 << 20;
+const cap = mountCapability('MULTI_NODE_READER_ONLY');
+let driver: TestDriver;
+let kubelet: Kubelet;
+let data: string;
+let server: LoopbackServer;
+let digests: Record<string, string>;
+
+beforeAll(async () => {
+  driver = await startTestDriver({ metricsAddress: '127.0.0.1:0' });
+  kubelet = new Kubelet(driver.work, () => driver.client, cap);
+  data = join(driver.work, 'data');
+  for (const tree of ['train', 'epoch', 'quota', 'hammer'])
+    await writeTree(join(data, tree), 10, 40);
+  await writeRandomFile(join(data, 'hammer', 'big.bin'), 24 * MiB);
+  // More than the copy's share of an 8 MiB cache once the small files are in, less than the cache.
+  await writeRandomFile(join(data, 'quota', 'big.bin'), 7 * MiB);
+  digests = await treeDigest(data);
+  server = await LoopbackServer.start(data, 'http');
+}, 120_000);
+
+afterAll(async () => {
+  await server?.stop();
+  await driver.dispose();
+});
+
+const scrape = (): Promise<Scrape> => Scrape.of(driver.metricsPort() as number);
+
+/** Bytes the server process has read (its files and requests): what a read costs the remote. */
+async function serverReadBytes(): Promise<number> {
+  const io = await readFile(`/proc/${server.pid as number}/io`, 'utf8');
+  return Number(/^rchar:\s+(\d+)$/m.exec(io)?.[1]);
+}
+
+async function volume(name: string, parameters: Record<string, string>) {
+  const { volume: created } = await driver.client.controller.CreateVolume({
+    name,
+    volume_capabilities: [cap],
+    parameters,
+  });
+  if (!created) throw new Error('no volume');
+  return created;
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 60_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+const sha256 = async (path: string) =>
+  createHash('sha256')
+    .update(await readFile(path))
+    .digest('hex');
+
+/** Relative paths of the files below `prefix` of the dataset. */
+const filesUnder = (prefix: string) =>
+  Object.keys(digests).filter((p) => p.startsWith(`${prefix}/`));
+
+interface DatasetRecord {
+  key: string;
+  cacheDir: string;
+  spec: { source: { path: string } };
+  copy?: { root: string };
+}
+
+/** The journal's record of the dataset whose source path is `path` (http: '/prefix'). */
+async function datasetAt(path: string): Promise<DatasetRecord & { copy: { root: string } }> {
+  const journal = JSON.parse(await readFile(join(driver.stateDir, 'journal.json'), 'utf8')) as {
+    datasets: Record<string, DatasetRecord>;
+  };
+  const record = Object.values(journal.datasets).find((d) => d.spec.source.path === path);
+  if (!record?.copy) throw new Error(`no dataset with a local copy at ${path}`);
+  return record as DatasetRecord & { copy: { root: string } };
+}
+
+/** Files in the copy, relative to it. */
+async function copied(root: string): Promise<string[]> {
+  const found: string[] = [];
+  const walk = async (dir: string, rel: string) => {
+    for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      const path = rel === '' ? entry.name : `${rel}/${entry.name}`;
+      if (entry.isDirectory()) await walk(join(dir, entry.name), path);
+      else found.push(path);
+    }
+  };
+  await walk(root, '');
+  return found.sort();
+}
+
+it('prefetch fills the copy in bulk while readers hammer it: never a partial file, then reads cost the remote nothing', async () => {
+  const vol = await volume('hammer', {
+    source: `http://127.0.0.1:${server.port}/hammer/`,
+    prefetch: 'd*/**,big.bin',
+  });
+  await kubelet.run(vol, ['reader'], true);
+  const target = kubelet.target('reader');
+  const files = filesUnder('hammer').map((p) => p.slice('hammer/'.length));
+  const { key, copy } = await datasetAt('/hammer');
+  const mounts = await MountTable.read();
+  expect(mounts.at(kubelet.staging(vol.volume_id))?.fsType).toBe('overlay');
+
+  // Readers go round the dataset until the prefetch is done; every read must be the source's.
+  let done = false;
+  let reads = 0;
+  const wrong: string[] = [];
+  const readers = Array.from({ length: 4 }, async (_, r) => {
+    for (let i = r; !done; i = (i + 7) % files.length) {
+      const name = files[i] as string;
+      const got = await sha256(join(target, name));
+      reads += 1;
+      if (got !== digests[`hammer/${name}`]) wrong.push(name);
+    }
+  });
+  const progress = await until('the prefetch to complete', async () => {
+    const s = await scrape();
+    return (s.dataset('prefetch_completed', key) ?? 0) >= 1 ? s : undefined;
+  });
+  done = true;
+  await Promise.all(readers);
+  expect(wrong).toEqual([]);
+  expect(reads).toBeGreaterThan(50);
+  // 400 small files and the big file are matched, the manifest is not (but the readers read it
+  // through the engine, which promotes it).
+  expect(progress.dataset('prefetch_matched_files', key)).toBe(files.length - 1);
+  const inCopy = await copied(copy.root);
+  expect(inCopy).toEqual(expect.arrayContaining(files.filter((f) => f !== 'MANIFEST')));
+  expect(progress.dataset('copy_files', key)).toBe(inCopy.length);
+  expect(progress.dataset('copy_complete', key)).toBe(1);
+
+  // Everything prefetched is now read from the copy: the server reads nothing for it.
+  await until('the overlay to show the copy', async () => {
+    await sleep(1200);
+    return true;
+  });
+  const before = await serverReadBytes();
+  for (const name of files.filter((f) => f !== 'MANIFEST')) {
+    expect(await sha256(join(target, name))).toBe(digests[`hammer/${name}`]);
+  }
+  expect((await serverReadBytes()) - before).toBe(0);
+  // Same size and time as the source, read-only like the dataset.
+  const [bigInCopy, atSource] = await Promise.all([
+    stat(join(target, 'big.bin')),
+    stat(join(data, 'hammer', 'big.bin')),
+  ]);
+  expect(bigInCopy.size).toBe(atSource.size);
+  expect(Math.abs(bigInCopy.mtimeMs - atSource.mtimeMs)).toBeLessThan(1000);
+  await expect(writeFile(join(target, 'new.txt'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
+  await kubelet.stop(vol.volume_id, ['reader']);
+});
+
+it('files read on demand are promoted: the second epoch never crosses FUSE nor the network', async () => {
+  const vol = await volume('epoch', { source: `http://127.0.0.1:${server.port}/epoch/` });
+  await kubelet.run(vol, ['trainer'], true);
+  const target = kubelet.target('trainer');
+  const files = filesUnder('epoch').map((p) => p.slice('epoch/'.length));
+  const { key, copy } = await datasetAt('/epoch');
+  for (const name of files) expect(await sha256(join(target, name))).toBe(digests[`epoch/${name}`]);
+  await until('every file to be promoted', async () =>
+    (await copied(copy.root)).length === files.length ? true : undefined,
+  );
+  await sleep(1200); // one round of the copy keeper: the overlay forgets the names it had cached
+  const served = async () => (await scrape()).dataset('served_bytes_total', key) ?? NaN;
+  const [remoteBefore, servedBefore] = [await serverReadBytes(), await served()];
+  for (const name of files) expect(await sha256(join(target, name))).toBe(digests[`epoch/${name}`]);
+  expect((await serverReadBytes()) - remoteBefore).toBe(0);
+  // No file of epoch 2 went through FUSE: the page-cache layer (bindfs) read only the few FUSE
+  // requests of directory look-ups (its rchar counts them), not the files' 190 KB.
+  const sizes = await Promise.all(files.map((name) => stat(join(data, 'epoch', name))));
+  expect(sizes.reduce((sum, s) => sum + s.size, 0)).toBeGreaterThan(150_000);
+  expect((await served()) - servedBefore).toBeLessThan(16 * 1024);
+  // The copy shares the engine cache's blocks (hard links): promotion costs no second copy.
+  const one = join(copy.root, files[1] as string);
+  expect((await stat(one)).nlink).toBeGreaterThanOrEqual(1);
+  expect((await scrape()).dataset('copy_files', key)).toBe(files.length);
+  await kubelet.stop(vol.volume_id, ['trainer']);
+});
+
+it('a prefetch bigger than cacheQuota stops at the quota; everything stays readable and the condition says why', async () => {
+  const vol = await volume('quota', {
+    source: `http://127.0.0.1:${server.port}/quota/`,
+    cacheQuota: '8Mi',
+    prefetch: '**',
+  });
+  await kubelet.run(vol, ['small-quota'], true);
+  const { key, copy } = await datasetAt('/quota');
+  await until('the prefetch to end', async () =>
+    ((await scrape()).dataset('prefetch_completed', key) ?? 0) >= 1 ? true : undefined,
+  );
+  const s = await scrape();
+  expect(s.dataset('copy_complete', key)).toBe(0);
+  expect(await copied(copy.root)).not.toContain('big.bin');
+  const copyBytes = s.dataset('copy_bytes', key) as number;
+  expect(copyBytes).toBeLessThanOrEqual(8 * MiB * 0.8);
+  const { volume_condition: condition } = await driver.client.node.NodeGetVolumeStats({
+    volume_id: vol.volume_id,
+    volume_path: kubelet.target('small-quota'),
+  });
+  expect(condition?.abnormal).toBe(true);
+  expect(condition?.message).toMatch(/local copy .* incomplete.*raise cacheQuota/);
+  const target = kubelet.target('small-quota');
+  for (const name of filesUnder('quota').map((p) => p.slice('quota/'.length))) {
+    expect(await sha256(join(target, name))).toBe(digests[`quota/${name}`]);
+  }
+  await kubelet.stop(vol.volume_id, ['small-quota']);
+});
+
+it('prefetch globs that escape the dataset are refused, naming the key', async () => {
+  for (const prefetch of ['../etc/**', '/etc/**', 'train/../../x']) {
+    await expect(
+      volume(`escape-${prefetch.length}`, { source: `http://127.0.0.1:${server.port}/`, prefetch }),
+    ).rejects.toMatchObject({
+      code: GrpcStatus.INVALID_ARGUMENT,
+      details: expect.stringMatching(/prefetch/),
+    });
+  }
+  await expect(
+    volume('copy-on-writable', { source: 'local:///tmp', localCopy: 'true' }),
+  ).rejects.toMatchObject({
+    code: GrpcStatus.INVALID_ARGUMENT,
+    details: expect.stringMatching(/localCopy=true needs readOnly/),
+  });
+});
+
+it('names from the remote that cannot be local paths are skipped and counted, nothing is written outside the copy', async () => {
+  const tree = join(driver.work, 'unsafe');
+  await writeTree(join(tree, 'ok'), 2, 5);
+  await writeFile(join(tree, 'ok', 'line\nbreak.txt'), 'newline in the name\n');
+  await writeFile(join(tree, 'ok', 'carriage\rreturn'), 'cr in the name\n');
+  const vol = await volume('unsafe', {
+    source: `local://${tree}`,
+    readOnly: 'true',
+    prefetch: '**',
+  });
+  await kubelet.run(vol, ['u'], true);
+  const { key, cacheDir, copy } = await datasetAt(tree);
+  await until('the prefetch to end', async () =>
+    ((await scrape()).dataset('prefetch_completed', key) ?? 0) >= 1 ? true : undefined,
+  );
+  const s = await scrape();
+  expect(s.dataset('copy_unsafe_names_total', key)).toBe(2);
+  const root = copy.root;
+  expect((await copied(root)).every((p) => !/[\n\r]/.test(p))).toBe(true);
+  expect(await copied(root)).toHaveLength(11);
+  // The cache file system holds rclone's cache, the copy and its workspace, nothing else.
+  expect((await readdir(cacheDir)).sort()).toEqual(expect.arrayContaining(['copy', 'incoming']));
+  expect(
+    (await readdir(cacheDir)).filter(
+      (name) => !['copy', 'incoming', 'vfs', 'vfsMeta', 'lost+found'].includes(name),
+    ),
+  ).toEqual([]);
+  expect(await readdir(join(cacheDir, 'incoming'))).toEqual([]);
+  await kubelet.stop(vol.volume_id, ['u']);
+});
+
+it('a file changed on the remote keeps its copied content until a refresh, which replaces it whole', async () => {
+  const tree = join(driver.work, 'changing');
+  await mkdir(tree, { recursive: true });
+  await writeFile(join(tree, 'labels.csv'), 'version 1\n');
+  await writeFile(join(tree, 'gone.txt'), 'will be removed\n');
+  const vol = await volume('changing', {
+    source: `local://${tree}`,
+    readOnly: 'true',
+    prefetch: '*',
+  });
+  await kubelet.run(vol, ['c'], true);
+  const target = kubelet.target('c');
+  const { key } = await datasetAt(tree);
+  await until('the prefetch to end', async () =>
+    ((await scrape()).dataset('prefetch_completed', key) ?? 0) >= 1 ? true : undefined,
+  );
+  await sleep(1200);
+  expect(await readFile(join(target, 'labels.csv'), 'utf8')).toBe('version 1\n');
+  await writeFile(join(tree, 'labels.csv'), 'version 2 is longer\n');
+  await utimes(join(tree, 'labels.csv'), new Date(), new Date(Date.now() + 5000));
+  await execa('rm', [join(tree, 'gone.txt')]);
+  // The dataset is treated as immutable: the copy still answers.
+  expect(await readFile(join(target, 'labels.csv'), 'utf8')).toBe('version 1\n');
+  const result = await execa(
+    process.execPath,
+    [
+      join(process.cwd(), 'dist', 'main.js'),
+      'prefetch',
+      '--state-dir',
+      driver.stateDir,
+      '--dataset',
+      vol.volume_id,
+      '--refresh',
+      '*',
+    ],
+    { reject: false },
+  );
+  expect(result.exitCode).toBe(0);
+  const summary = JSON.parse(result.stdout.trim().split('\n').pop() as string) as {
+    stale: number;
+    files: number;
+  };
+  expect(summary.stale).toBe(2);
+  expect(summary.files).toBe(1);
+  expect(await readFile(join(target, 'labels.csv'), 'utf8')).toBe('version 2 is longer\n');
+  // Dropped from the copy, it falls through to the engine, which lists the directory again.
+  await until(
+    'the removed file to disappear',
+    () =>
+      stat(join(target, 'gone.txt')).then(
+        () => undefined,
+        (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? true : undefined),
+      ),
+    10_000,
+  );
+  await kubelet.stop(vol.volume_id, ['c']);
+});
