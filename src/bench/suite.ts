@@ -4,7 +4,7 @@
  * limit (the same files on tmpfs), measured in one run. Writes bench/results/<date>.json and
  * .svg, prints a table, and prints one JSON object as its very last line.
  */
-import { copyFile, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -250,10 +250,45 @@ class Bench {
   async waitForMetric(name: string, volumeId: string, atLeast: number): Promise<number> {
     const started = Date.now();
     while ((await this.metric(name, volumeId)) < atLeast) {
-      if (Date.now() - started > 3_600_000) throw new Error(`${name} never reached ${atLeast}`);
+      if (Date.now() - started > 900_000) {
+        const value = await this.metric(name, volumeId);
+        throw new Error(`${name} reached ${value}, not ${atLeast}, in 15 minutes`);
+      }
       await sleep(50);
     }
     return (Date.now() - started) / 1000;
+  }
+
+  /**
+   * RAM the node holds for a dataset after a file was read: its MEM cache file system (engine
+   * cache and local copy), the page-cache layer's pages of the file (fincore), and the client
+   * processes' RSS. Counted from the dataset's own parts, so the loopback server's page cache of
+   * the source files is not mistaken for the node's.
+   */
+  async memoryHeld(volumeId: string, file: string): Promise<number> {
+    const journal = JSON.parse(await readFile(join(this.stateDir, 'journal.json'), 'utf8')) as {
+      datasets: Record<
+        string,
+        {
+          cacheDir: string;
+          mountPoint: string;
+          pid: number;
+          layer?: { pid: number };
+          copy?: { fuseMount: string };
+        }
+      >;
+    };
+    const client = journal.datasets[await this.datasetKey(volumeId)];
+    if (!client) throw new Error('no client');
+    const fs = await statfs(client.cacheDir);
+    const layerPath = join(client.copy?.fuseMount ?? client.mountPoint, file);
+    const resident = await execa('fincore', ['-b', '-n', '-o', 'RES', layerPath]);
+    const rss = await Promise.all([client.pid, client.layer?.pid ?? 0].map(rssMiB));
+    return (
+      (fs.blocks - fs.bfree) * fs.bsize +
+      Number(resident.stdout.trim()) +
+      rss.reduce((a, b) => a + (Number.isNaN(b) ? 0 : b), 0) * MiB
+    );
   }
 
   /** rclone without a cache: what a pod gets from a plain remote mount. */
@@ -291,15 +326,11 @@ class Bench {
   }
 }
 
-/** Page cache and tmpfs of the whole node ("Cached" in /proc/meminfo, which includes Shmem). */
-async function cachedBytes(): Promise<number> {
-  const meminfo = await readFile('/proc/meminfo', 'utf8');
-  return Number(/^Cached:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? NaN) * 1024;
-}
-
-/** Clean page cache is dropped before a memory measurement (tmpfs contents stay). */
-async function dropPageCache(): Promise<void> {
-  await writeFile('/proc/sys/vm/drop_caches', '3');
+/** Warm reads are short (tens of ms): the best of three, for the limit and the driver alike. */
+async function bestMBps(path: string, bytes: number): Promise<number> {
+  let best = 0;
+  for (let i = 0; i < 3; i += 1) best = Math.max(best, bytes / 1e6 / (await timedRead(path)));
+  return best;
 }
 
 async function main(): Promise<number> {
@@ -310,7 +341,7 @@ async function main(): Promise<number> {
       'node-only': { type: 'boolean', default: false },
       'rate-mbit': { type: 'string', default: '1000' },
       'delay-ms': { type: 'string', default: '1' },
-      'prefetch-concurrency': { type: 'string', default: '64' },
+      'prefetch-concurrency': { type: 'string', default: '16' },
     },
   });
   const sizes = values.quick ? QUICK : FULL;
@@ -354,8 +385,7 @@ async function main(): Promise<number> {
     bench.defer(() => rm(tmpfs, { recursive: true, force: true }));
     await copyFile(join(data, 'big.bin'), join(tmpfs, 'big.bin'));
     await cp(join(data, 'small'), join(tmpfs, 'small'), { recursive: true });
-    await timedRead(join(tmpfs, 'big.bin'));
-    const tmpfsMBps = bigBytes / 1e6 / (await timedRead(join(tmpfs, 'big.bin')));
+    const tmpfsMBps = await bestMBps(join(tmpfs, 'big.bin'), bigBytes);
     const tmpfsEpochs: number[] = [];
     for (let e = 0; e < sizes.epochs; e += 1) {
       tmpfsEpochs.push(await readEpoch(join(tmpfs, 'small'), small.paths, e + 1));
@@ -434,6 +464,8 @@ async function main(): Promise<number> {
     await sleep(2000);
     const driverIdleRssMiB = await rssMiB(driver.pid);
     const cacheQuota = `${Math.ceil(((bigBytes + small.bytes) * 1.2) / MiB)}Mi`;
+    // The copy may fill 80 % of the cache file system (the engine keeps the rest).
+    const copyQuota = `${Math.ceil(((bigBytes + small.bytes) * 1.5) / MiB)}Mi`;
     const perProtocol: BenchResult['protocols'] = [];
 
     for (const remote of values['node-only'] ? [] : remotes) {
@@ -444,8 +476,6 @@ async function main(): Promise<number> {
       // The FUSE path (localCopy off): every read crosses the page-cache layer and rclone.
       const fusePath = { cacheQuota, localCopy: 'false' };
       log(`${remote.protocol}: FUSE path: big file, pod 1 (cold) then pod 2 (warm)`);
-      await dropPageCache();
-      const fuseMemoryBefore = await cachedBytes();
       const volume = await bench.stage(remote, fusePath);
       const pod1 = await bench.publish(volume, 'pod1');
       const pod2 = await bench.publish(volume, 'pod2');
@@ -453,14 +483,13 @@ async function main(): Promise<number> {
       const cpuBefore = (await Promise.all(clients.map(cpuSeconds))).reduce((a, b) => a + b, 0);
       const driverCpuBefore = await cpuSeconds(driver.pid);
       const coldMBps = bigBytes / 1e6 / (await timedRead(join(pod1, 'big.bin')));
-      const warmMBps = bigBytes / 1e6 / (await timedRead(join(pod2, 'big.bin')));
+      const warmMBps = await bestMBps(join(pod2, 'big.bin'), bigBytes);
       const cpuAfter = (await Promise.all(clients.map(cpuSeconds))).reduce((a, b) => a + b, 0);
       const served = (2 * bigBytes) / 2 ** 30;
       const clientCpuPerGiB = (cpuAfter - cpuBefore) / served;
       const driverCpuPerGiB = ((await cpuSeconds(driver.pid)) - driverCpuBefore) / served;
       const clientRssMiB = (await Promise.all(clients.map(rssMiB))).reduce((a, b) => a + b, 0);
-      const fuseMemoryPerByte =
-        ((await cachedBytes()) - fuseMemoryBefore + clientRssMiB * MiB) / bigBytes;
+      const fuseMemoryPerByte = (await bench.memoryHeld(volume, 'big.bin')) / bigBytes;
 
       log(`${remote.protocol}: small files, ${sizes.epochs} epochs: uncached, FUSE path`);
       const uncachedEpochs: number[] = [];
@@ -491,13 +520,13 @@ async function main(): Promise<number> {
       // The copy path (the default for read-only datasets): files read whole are promoted into
       // the local copy, and a prefetch fills it in bulk; both are then served by the kernel.
       log(`${remote.protocol}: copy path: big file cold, promoted, then warm from the copy`);
-      const onDemand = await bench.stage(remote, { cacheQuota });
+      const onDemand = await bench.stage(remote, { cacheQuota: copyQuota });
       const copyPod1 = await bench.publish(onDemand, 'copy1');
       const copyPod2 = await bench.publish(onDemand, 'copy2');
       const copyColdMBps = bigBytes / 1e6 / (await timedRead(join(copyPod1, 'big.bin')));
       await bench.waitForMetric('copy_files', onDemand, 1);
       await sleep(1500); // a round of the copy keeper: the overlay forgets names it looked up
-      const copyWarmMBps = bigBytes / 1e6 / (await timedRead(join(copyPod2, 'big.bin')));
+      const copyWarmMBps = await bestMBps(join(copyPod2, 'big.bin'), bigBytes);
       log(`${remote.protocol}: copy path: small files without prefetch (epoch 2 from promotions)`);
       const copyEpochs = [await readEpoch(join(copyPod1, 'small'), small.paths, 1)];
       await bench.waitForMetric('copy_files', onDemand, 1 + small.paths.length);
@@ -509,7 +538,7 @@ async function main(): Promise<number> {
       await bench.unstage(onDemand);
 
       log(`${remote.protocol}: copy path: prefetch of the small files in bulk`);
-      const bulk = await bench.stage(remote, { cacheQuota, prefetch: 'small/**' });
+      const bulk = await bench.stage(remote, { cacheQuota: copyQuota, prefetch: 'small/**' });
       const copyPrefetchSeconds = await bench.waitForMetric('prefetch_completed', bulk, 1);
       const copyPrefetchMBps = small.bytes / 1e6 / copyPrefetchSeconds;
       if ((await bench.metric('copy_files', bulk)) < small.paths.length) {
@@ -525,20 +554,13 @@ async function main(): Promise<number> {
       await bench.unstage(bulk);
 
       log(`${remote.protocol}: copy path: prefetch of the big file, then read from the copy`);
-      await dropPageCache();
-      const copyMemoryBefore = await cachedBytes();
-      const bigVolume = await bench.stage(remote, { cacheQuota, prefetch: 'big.bin' });
+      const bigVolume = await bench.stage(remote, { cacheQuota: copyQuota, prefetch: 'big.bin' });
       const bigPrefetchSeconds = await bench.waitForMetric('prefetch_completed', bigVolume, 1);
       const bigPrefetchMBps = bigBytes / 1e6 / bigPrefetchSeconds;
       await sleep(1500);
       const bigPod = await bench.publish(bigVolume, 'bigpod');
-      const copyBigWarmMBps = bigBytes / 1e6 / (await timedRead(join(bigPod, 'big.bin')));
-      const copyClientRss = (await Promise.all((await bench.clientPids()).map(rssMiB))).reduce(
-        (a, b) => a + b,
-        0,
-      );
-      const copyMemoryPerByte =
-        ((await cachedBytes()) - copyMemoryBefore + copyClientRss * MiB) / bigBytes;
+      const copyBigWarmMBps = await bestMBps(join(bigPod, 'big.bin'), bigBytes);
+      const copyMemoryPerByte = (await bench.memoryHeld(bigVolume, 'big.bin')) / bigBytes;
       await bench.unpublish(bigVolume, 'bigpod');
       await bench.unstage(bigVolume);
 

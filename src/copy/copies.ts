@@ -9,6 +9,9 @@ import type { ProcessRunner } from '../kernel/runner.js';
 import { LocalCopy } from './local-copy.js';
 import { promoteComplete } from './promote.js';
 
+/** Files from this size on have their page-cache-layer pages dropped once promoted. */
+const DROP_PAGES_MIN_BYTES = 1 << 20;
+
 /** What the copies need of a dataset's client: where its cache and its overlay are. */
 export interface CopyHost {
   key: string;
@@ -106,10 +109,13 @@ export class LocalCopies {
         if (promoted.length > 0) {
           // Read through FUSE, these files also sit in the page-cache layer's pages: a second copy
           // in RAM next to the (tmpfs) copy, no longer read now that the overlay serves the copy.
+          // Dropping costs a FUSE open per file, so only big files are worth it; small files'
+          // pages stay as reclaimable page cache.
           const { fuseMount } = entry.host;
+          const big = promoted.filter((file) => file.size >= DROP_PAGES_MIN_BYTES);
           await dropCachedPages(
             this.runner,
-            promoted.map((relative) => join(fuseMount, relative)),
+            big.map((file) => join(fuseMount, file.relative)),
           );
           this.log.debug(
             {

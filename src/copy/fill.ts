@@ -21,6 +21,9 @@ export interface FillProgress {
   unsafeNames: number;
   /** Copies that no longer matched the remote and were removed (refresh). */
   stale: number;
+  /** Time spent listing the remote, and transferring. */
+  listSeconds: number;
+  transferSeconds: number;
   done: boolean;
 }
 
@@ -62,8 +65,11 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
     noRoom: 0,
     unsafeNames: 0,
     stale: 0,
+    listSeconds: 0,
+    transferSeconds: 0,
     done: false,
   };
+  const listStarted = Date.now();
   const report = () => options.onProgress?.({ ...progress });
   if (options.refresh) progress.stale = await dropStale(copy, transfers, source, options.signal);
 
@@ -97,8 +103,11 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
     room -= entry.size;
     admitted.set(entry.relative, entry);
   }
+  progress.listSeconds = (Date.now() - listStarted) / 1000;
   report();
+  const transferStarted = Date.now();
   if (admitted.size > 0) await transfer(options, admitted, progress, report);
+  progress.transferSeconds = (Date.now() - transferStarted) / 1000;
   progress.done = true;
   report();
   return progress;

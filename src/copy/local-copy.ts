@@ -155,11 +155,12 @@ export class LocalCopy {
    * Bytes the copy may still add: its files (linked ones included: the engine may drop its own
    * name of them at any time) stay within the cache file system less the engine's share.
    */
-  async room(): Promise<number> {
+  async room(options: { linked?: boolean } = {}): Promise<number> {
     const fs = await statfs(this.cacheDir);
     const capacity = fs.blocks * fs.bsize;
     const budget = capacity * (1 - ENGINE_SHARE) - this.figures.bytes;
-    return Math.max(0, Math.min(budget, fs.bavail * fs.bsize));
+    // A hard link takes no space: the engine's file already does.
+    return Math.max(0, options.linked ? budget : Math.min(budget, fs.bavail * fs.bsize));
   }
 
   /** Whether the copy holds this file as the remote describes it. */
@@ -221,7 +222,7 @@ export class LocalCopy {
       return 'unsafe-name';
     }
     if (await this.holds(relative, remote)) return 'present';
-    if (remote.size > (await this.room())) {
+    if (remote.size > (await this.room({ linked: true }))) {
       if (!this.refusedLinks.has(relative)) this.countNoRoom();
       this.refusedLinks.add(relative);
       return 'no-room';

@@ -2,9 +2,12 @@
 import type { RcloneCacheIndex } from '../engines/rclone-cache.js';
 import type { LocalCopy } from './local-copy.js';
 
-/** Links every file that became complete in the engine's cache into the copy; returns their names. */
-export async function promoteComplete(copy: LocalCopy, index: RcloneCacheIndex): Promise<string[]> {
-  const promoted: string[] = [];
+/** Links every file that became complete in the engine's cache into the copy; returns them. */
+export async function promoteComplete(
+  copy: LocalCopy,
+  index: RcloneCacheIndex,
+): Promise<{ relative: string; size: number }[]> {
+  const promoted: { relative: string; size: number }[] = [];
   await index.scan(async (file) => {
     const refused = await copy.installLinked(
       file.dataPath,
@@ -12,7 +15,7 @@ export async function promoteComplete(copy: LocalCopy, index: RcloneCacheIndex):
       { size: file.size, mtimeMs: file.mtimeMs },
       () => index.isComplete(file.relative, file.size),
     );
-    if (refused === undefined) promoted.push(file.relative);
+    if (refused === undefined) promoted.push({ relative: file.relative, size: file.size });
     // No room or a cache file being replaced: offered again at a later scan.
     return refused === undefined || refused === 'present' || refused === 'unsafe-name';
   });

@@ -130,6 +130,10 @@ export class RcloneTransfers {
         'INFO',
         '--stats',
         '0',
+        // One stream per file: the transfers already run in parallel, and range requests of
+        // several streams cost object stores more than they gain on one link.
+        '--multi-thread-streams',
+        '0',
         ...this.rateArgs(source.spec),
       ],
       {

@@ -56,21 +56,13 @@ export class SystemMounter implements Mounter {
     }
   }
 
-  async mountTmpfs(target: string, sizeBytes: number, name: string): Promise<void> {
-    const options = `size=${sizeBytes},mode=0700,nosuid,nodev,noexec`;
-    const result = await this.runner.run('mount', [
-      '-c',
-      '-t',
+  mountTmpfs(target: string, sizeBytes: number, name: string): Promise<void> {
+    return this.mountTyped(
       'tmpfs',
-      '-o',
-      options,
-      '--',
+      `size=${sizeBytes},mode=0700,nosuid,nodev,noexec`,
       name,
       target,
-    ]);
-    if (result.exitCode !== 0) {
-      throw new MountError(`tmpfs mount at ${target} failed: ${result.stderr.trim()}`);
-    }
+    );
   }
 
   async mountImage(image: string, target: string, fsType: string): Promise<void> {
@@ -89,20 +81,28 @@ export class SystemMounter implements Mounter {
     }
   }
 
-  async mountOverlay(lowerDirs: string[], target: string, name: string): Promise<void> {
-    const options = overlayOptions(lowerDirs);
+  mountOverlay(lowerDirs: string[], target: string, name: string): Promise<void> {
+    return this.mountTyped('overlay', overlayOptions(lowerDirs), name, target);
+  }
+
+  private async mountTyped(
+    fsType: string,
+    options: string,
+    source: string,
+    target: string,
+  ): Promise<void> {
     const result = await this.runner.run('mount', [
       '-c',
       '-t',
-      'overlay',
+      fsType,
       '-o',
       options,
       '--',
-      name,
+      source,
       target,
     ]);
     if (result.exitCode !== 0) {
-      throw new MountError(`overlay mount at ${target} failed: ${result.stderr.trim()}`);
+      throw new MountError(`${fsType} mount at ${target} failed: ${result.stderr.trim()}`);
     }
   }
 

@@ -33,7 +33,7 @@ export interface PrefetchTarget {
 }
 
 interface Job {
-  progress: PrefetchProgress & { noRoom?: number };
+  progress: PrefetchProgress & { noRoom?: number; listSeconds?: number; transferSeconds?: number };
   running: boolean;
   stop(): void;
   /** Told once when the job has ended. */
@@ -73,8 +73,11 @@ export class Prefetcher {
     if (target.copy && toCopy.length > 0) parts.push(this.copyJob(target, toCopy, target.copy));
     if (throughMount.length > 0) parts.push(this.workerJob(target, throughMount));
     const job = combine(parts, () => {
-      const { matched, files, bytes, errors, noRoom, done } = job.progress;
+      const { matched, files, bytes, errors, noRoom, done, listSeconds, transferSeconds } =
+        job.progress;
       const fields = {
+        listSeconds,
+        transferSeconds,
         dataset: target.key,
         matched,
         files,
@@ -215,6 +218,8 @@ function combine(parts: Job[], onEnd: () => void): Job {
     errors: parts.reduce((n, p) => n + p.progress.errors, 0),
     noRoom: parts.reduce((n, p) => n + (p.progress.noRoom ?? 0), 0),
     done: parts.every((p) => p.progress.done),
+    listSeconds: parts.reduce((n, p) => n + (p.progress.listSeconds ?? 0), 0),
+    transferSeconds: parts.reduce((n, p) => n + (p.progress.transferSeconds ?? 0), 0),
   });
   const job = {
     get progress() {

@@ -14,6 +14,7 @@ import { MountTable } from '../../src/kernel/mountinfo.js';
 import { sleep } from '../../src/kernel/proc.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
 import { treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
+import { until } from '../helpers/wait.js';
 import { Kubelet } from '../helpers/kubelet.js';
 import { Scrape } from '../helpers/metrics.js';
 
@@ -59,16 +60,6 @@ async function volume(name: string, parameters: Record<string, string>) {
   });
   if (!created) throw new Error('no volume');
   return created;
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 60_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
 }
 
 const sha256 = async (path: string) =>

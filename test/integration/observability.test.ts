@@ -8,10 +8,11 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
 import { MountTable } from '../../src/kernel/mountinfo.js';
-import { isSameProcess, sleep } from '../../src/kernel/proc.js';
+import { isSameProcess } from '../../src/kernel/proc.js';
 import { recordedClients } from '../helpers/cleanup.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
 import { sha256File, treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
+import { until } from '../helpers/wait.js';
 import { Kubelet } from '../helpers/kubelet.js';
 import { Scrape } from '../helpers/metrics.js';
 
@@ -59,16 +60,6 @@ async function clientOf(predicate: (mountPoint: string) => boolean = () => true)
   const client = clients.find((c) => predicate(c.mountPoint));
   if (!client) throw new Error('no client recorded');
   return client;
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 60_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
 }
 
 it('metrics: a cold then a warm read move the hit ratio up, remote bytes stay flat', async () => {

@@ -1,0 +1,115 @@
+// Binds of a dataset's mount into staging and target paths, made only from a live mount of the dataset's own stack.
+import { join, posix } from 'node:path';
+import { failedPrecondition, unavailable } from '../csi/errors.js';
+import type { Mounter } from '../kernel/mounter.js';
+import type { MountTable } from '../kernel/mountinfo.js';
+import { isDatasetCacheMount, type CacheClients } from '../supervisor/clients.js';
+import type { ClientRecord } from './journal.js';
+
+/** A health-loop answer this fresh stands in for a probe before a bind. */
+const RECENT_ANSWER_MS = 2_000;
+
+/**
+ * Staging binds (the dataset mount or its sub-directory) and target binds (the staging path),
+ * checked against the mount table: invariant 3, nothing is bound from a bare directory or a dead
+ * client's mount.
+ */
+export class DatasetBinds {
+  /** When the health loop last saw each dataset's mount answer. */
+  private readonly answeredAt = new Map<string, number>();
+
+  constructor(
+    private readonly clients: CacheClients,
+    private readonly mounter: Mounter,
+  ) {}
+
+  /** What the health loop saw of a dataset's mount just now. */
+  noteAnswer(key: string, answered: boolean): void {
+    if (answered) this.answeredAt.set(key, Date.now());
+    else this.answeredAt.delete(key);
+  }
+
+  async bindStaging(
+    client: ClientRecord,
+    subPath: string,
+    stagingPath: string,
+    readOnly: boolean,
+  ): Promise<void> {
+    await this.clients.detachAll(stagingPath);
+    await this.bindFromLiveMount(client, join(client.mountPoint, subPath), stagingPath, readOnly);
+  }
+
+  /** With a current mount table that shows nothing at the target, nothing is detached first. */
+  async bindTarget(
+    client: ClientRecord,
+    stagingPath: string,
+    targetPath: string,
+    readOnly: boolean,
+    table?: MountTable,
+  ): Promise<void> {
+    if (!table || table.at(targetPath)) await this.clients.detachAll(targetPath);
+    await this.bindFromLiveMount(client, stagingPath, targetPath, readOnly, table);
+  }
+
+  /** Invariant 3: bind only from a live mount of the client's own filesystem. */
+  private async bindFromLiveMount(
+    client: ClientRecord,
+    source: string,
+    target: string,
+    readOnly: boolean,
+    known?: MountTable,
+  ): Promise<void> {
+    const table = known ?? (await this.mounter.table());
+    const sourceIsLive =
+      this.isBindOf(table, client.mountPoint, client) &&
+      (source === client.mountPoint ||
+        source.startsWith(`${client.mountPoint}/`) ||
+        this.isBindOf(table, source, client));
+    // The mount table proves the type and device; whether the client answers is asked by a probe
+    // process (~3 ms), unless the health loop saw it answer a moment ago (publish storms).
+    const answeredRecently = Date.now() - (this.answeredAt.get(client.key) ?? 0) < RECENT_ANSWER_MS;
+    if (!sourceIsLive || !(answeredRecently || (await this.clients.probe.answers(source)))) {
+      throw unavailable(
+        `refusing to bind ${source}: it is not a live mount of dataset ${client.key}`,
+      );
+    }
+    await this.mounter.bind(source, target, { readOnly });
+  }
+
+  /**
+   * Whether the mount at path comes from the client's live dataset mount: its own type and device
+   * name, and the same device number (a stale bind of a crashed client keeps the old one).
+   */
+  isBindOf(table: MountTable, path: string, client: ClientRecord): boolean {
+    const origin = table.at(client.mountPoint);
+    const mount = table.at(path);
+    return (
+      origin !== undefined &&
+      mount !== undefined &&
+      this.clients.isOwnMount(table, client) &&
+      mount.device === origin.device
+    );
+  }
+
+  async isBoundTo(path: string, client: ClientRecord): Promise<boolean> {
+    return this.isBindOf(await this.mounter.table(), path, client);
+  }
+
+  /** A sub-directory made on the source after the client started may need a fresh listing. */
+  async requireDirectory(client: ClientRecord, subPath: string): Promise<void> {
+    const path = join(client.mountPoint, subPath);
+    if ((await this.clients.probe.kind(path)) === 'directory') return;
+    await this.clients.refreshDirectory(client, posix.dirname(subPath).replace(/^\.$/, ''));
+    if ((await this.clients.probe.kind(path)) !== 'directory') {
+      throw failedPrecondition(
+        `sub-directory "${subPath}" does not exist in dataset ${client.key}`,
+      );
+    }
+  }
+
+  /** Removes mounts at a path only when they came from one of our clients (never a foreign mount). */
+  async detachLeftover(path: string): Promise<void> {
+    const mount = (await this.mounter.table()).at(path);
+    if (mount && isDatasetCacheMount(mount)) await this.clients.detachAll(path);
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Failures under the local-copy layer: a kill -9 of the engine client while readers read copied
+ * and uncopied files (the overlay is rebuilt on the new FUSE path and every bind re-made), and a
+ * kill -9 of the driver during a prefetch (no partial file ever enters the copy; the restarted
+ * driver ends the orphaned transfer by PID and resumes the prefetch).
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LoopbackServer } from '../../src/demo/loopback-server.js';
+import { MountTable } from '../../src/kernel/mountinfo.js';
+import { isSameProcess, processStartTime, sleep } from '../../src/kernel/proc.js';
+import { DriverProcess } from '../helpers/driver-process.js';
+import { mountCapability, startTestDriver } from '../helpers/driver.js';
+import { treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
+import { until } from '../helpers/wait.js';
+import { Kubelet } from '../helpers/kubelet.js';
+
+const cap = mountCapability('MULTI_NODE_READER_ONLY');
+// What a read through a dead FUSE layer (directly or under the overlay) fails with.
+const RETRIABLE = new Set(['EIO', 'ENOTCONN', 'ECONNABORTED', 'ENOENT', 'ESTALE', 'ENXIO']);
+
+interface JournalDataset {
+  key: string;
+  pid: number;
+  cacheDir: string;
+  copy?: { root: string };
+}
+
+async function datasets(stateDir: string): Promise<JournalDataset[]> {
+  const journal = JSON.parse(await readFile(join(stateDir, 'journal.json'), 'utf8')) as {
+    datasets: Record<string, JournalDataset>;
+  };
+  return Object.values(journal.datasets);
+}
+
+const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+
+/** Files of the copy with their digests. */
+async function copyContents(root: string): Promise<Record<string, string>> {
+  return treeDigest(root).catch(() => ({}));
+}
+
+it('a kill -9 of the engine under readers of copied and uncopied files: repaired, every read right', async () => {
+  const driver = await startTestDriver();
+  const data = join(driver.work, 'data');
+  await writeTree(join(data, 'copied'), 4, 25);
+  await writeTree(join(data, 'remote'), 4, 25);
+  const digests = await treeDigest(data);
+  const server = await LoopbackServer.start(data, 'http');
+  const kubelet = new Kubelet(driver.work, () => driver.client, cap);
+  try {
+    const { volume } = await driver.client.controller.CreateVolume({
+      name: 'failover-copy',
+      volume_capabilities: [cap],
+      parameters: { source: `http://127.0.0.1:${server.port}/`, prefetch: 'copied/**' },
+    });
+    if (!volume) throw new Error('no volume');
+    await kubelet.run(volume, ['reader'], true);
+    const target = kubelet.target('reader');
+    const [dataset] = await datasets(driver.stateDir);
+    if (!dataset?.copy) throw new Error('no copy layer');
+    await until('the prefetch to fill the copy', async () =>
+      Object.keys(await copyContents(dataset.copy?.root as string)).length === 101
+        ? true
+        : undefined,
+    );
+    await sleep(1200);
+
+    const names = Object.keys(digests);
+    let stop = false;
+    const wrong: string[] = [];
+    const errors: string[] = [];
+    let readsAfterRepair = 0;
+    let repaired = false;
+    const readers = Array.from({ length: 4 }, async (_, r) => {
+      for (let i = r; !stop; i = (i + 5) % names.length) {
+        const name = names[i] as string;
+        try {
+          const bytes = await readFile(join(target, name));
+          if (sha256(bytes) !== digests[name]) wrong.push(name);
+          if (repaired) readsAfterRepair += 1;
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code ?? String(err);
+          if (!RETRIABLE.has(code)) throw err;
+          errors.push(code);
+          await sleep(10);
+        }
+      }
+    });
+    await sleep(300);
+    process.kill(dataset.pid, 'SIGKILL');
+    const killedAt = Date.now();
+    const replaced = await until('a new client', async () => {
+      const [now] = await datasets(driver.stateDir);
+      return now && now.pid !== dataset.pid ? now : undefined;
+    });
+    // The overlay is rebuilt on the new FUSE path and the staging and target binds follow it.
+    await until('the binds to be repaired', async () => {
+      const table = await MountTable.read();
+      const top = table.at(join(driver.stateDir, 'datasets', dataset.key, 'mount'));
+      const bound = table.at(target);
+      return top?.fsType === 'overlay' && bound?.device === top.device ? true : undefined;
+    });
+    const repairMs = Date.now() - killedAt;
+    repaired = true;
+    await until('reads after the repair', async () => (readsAfterRepair > 400 ? true : undefined));
+    stop = true;
+    await Promise.all(readers);
+    process.stdout.write(
+      `copy failover: engine kill -9 repaired in ${repairMs} ms (pid ${dataset.pid} -> ${replaced.pid}); reader errors during it: ${errors.length}; reads after: ${readsAfterRepair}\n`,
+    );
+    expect(wrong).toEqual([]);
+    expect(readsAfterRepair).toBeGreaterThan(400);
+    // The copy survived the restart (same cache file system), grew by the files read whole, and
+    // holds only whole files of the source.
+    const copy = await copyContents(dataset.copy.root);
+    expect(Object.keys(copy).length).toBeGreaterThanOrEqual(101);
+    for (const [name, digest] of Object.entries(copy)) expect(digest).toBe(digests[name]);
+    await kubelet.stop(volume.volume_id, ['reader']);
+  } finally {
+    await server.stop();
+    await driver.dispose();
+  }
+}, 120_000);
+
+it('a kill -9 of the driver during a prefetch: no partial file enters the copy; the restart ends the orphan and resumes', async () => {
+  const driver = await DriverProcess.create();
+  const data = join(driver.work, 'data');
+  await mkdir(data, { recursive: true });
+  for (let i = 0; i < 24; i += 1) await writeRandomFile(join(data, `shard-${i}.bin`), 512 * 1024);
+  const digests = await treeDigest(data);
+  // 12 MiB at 3 MB/s: the prefetch runs for seconds.
+  const server = await LoopbackServer.start(data, 'http', ['--bwlimit', '3M']);
+  try {
+    await driver.start();
+    const kubelet = new Kubelet(driver.work, () => driver.client, cap);
+    const { volume } = await driver.client.controller.CreateVolume({
+      name: 'crash-prefetch',
+      volume_capabilities: [cap],
+      parameters: { source: `http://127.0.0.1:${server.port}/`, prefetch: '*.bin' },
+    });
+    if (!volume) throw new Error('no volume');
+    await kubelet.stage(volume);
+    const [dataset] = await datasets(driver.stateDir);
+    const root = dataset?.copy?.root as string;
+    await until('a few files in the copy', async () => {
+      const n = (await readdir(root)).length;
+      return n >= 3 && n < 20 ? true : undefined;
+    });
+    // The transfer the driver started, recorded by PID in its workspace.
+    const incoming = join(dataset?.cacheDir as string, 'incoming');
+    const [workspace] = await readdir(incoming);
+    const owner = (await readFile(join(incoming, workspace as string, 'owner'), 'utf8')).split(' ');
+    const orphan = { pid: Number(owner[0]), startTime: owner[1] as string };
+    expect(await processStartTime(orphan.pid)).toBe(orphan.startTime);
+    await driver.crash();
+    // Whatever is in the copy is whole, while the orphaned transfer still writes elsewhere.
+    for (const [name, digest] of Object.entries(await copyContents(root))) {
+      expect(digest).toBe(digests[name]);
+    }
+    expect(await isSameProcess(orphan.pid, orphan.startTime)).toBe(true);
+
+    await driver.start();
+    expect(await isSameProcess(orphan.pid, orphan.startTime)).toBe(false);
+    await until(
+      'the resumed prefetch to fill the copy',
+      async () => (Object.keys(await copyContents(root)).length === 24 ? true : undefined),
+      60_000,
+    );
+    expect(await copyContents(root)).toEqual(digests);
+    await kubelet.publish(volume.volume_id, 'after');
+    await sleep(1200);
+    expect(await treeDigest(kubelet.target('after'))).toEqual(digests);
+    await kubelet.stop(volume.volume_id, ['after']);
+  } finally {
+    await server.stop();
+    await driver.dispose();
+  }
+}, 120_000);
