@@ -385,12 +385,22 @@ async function main(): Promise<number> {
     bench.defer(() => rm(tmpfs, { recursive: true, force: true }));
     await copyFile(join(data, 'big.bin'), join(tmpfs, 'big.bin'));
     await cp(join(data, 'small'), join(tmpfs, 'small'), { recursive: true });
-    const tmpfsMBps = await bestMBps(join(tmpfs, 'big.bin'), bigBytes);
+    let tmpfsMBps = await bestMBps(join(tmpfs, 'big.bin'), bigBytes);
     const tmpfsEpochs: number[] = [];
     for (let e = 0; e < sizes.epochs; e += 1) {
       tmpfsEpochs.push(await readEpoch(join(tmpfs, 'small'), small.paths, e + 1));
     }
-    const tmpfsFilesPerSec = Math.max(...tmpfsEpochs);
+    let tmpfsFilesPerSec = Math.max(...tmpfsEpochs);
+    // The limit is measured again next to each protocol's copy-path epochs (the machine's speed
+    // drifts over a run); ratios use the best the limit ever did, so they err low, not high.
+    const remeasureTmpfs = async (): Promise<void> => {
+      tmpfsMBps = Math.max(tmpfsMBps, await bestMBps(join(tmpfs, 'big.bin'), bigBytes));
+      for (let e = 0; e < sizes.epochs; e += 1) {
+        const rate = await readEpoch(join(tmpfs, 'small'), small.paths, e + 1);
+        tmpfsEpochs.push(rate);
+        tmpfsFilesPerSec = Math.max(tmpfsFilesPerSec, rate);
+      }
+    };
     log(`tmpfs: ${tmpfsMBps.toFixed(0)} MB/s, ${tmpfsFilesPerSec.toFixed(0)} files/s`);
 
     // The link, and the remotes behind it.
@@ -564,6 +574,7 @@ async function main(): Promise<number> {
       await bench.unpublish(bigVolume, 'bigpod');
       await bench.unstage(bigVolume);
 
+      await remeasureTmpfs();
       const uncachedFilesPerSec = Math.max(...uncachedEpochs);
       const copyWarmFilesPerSec = Math.max(...copyPrefetchEpochs);
       perProtocol.push({

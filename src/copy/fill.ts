@@ -175,7 +175,7 @@ async function dropStale(
   signal: AbortSignal | undefined,
 ): Promise<number> {
   const remote = new Map<string, RemoteEntry>();
-  await transfers.list(source, '', signal, (entry) => remote.set(entry.relative, entry));
+  await transfers.list(source, '', signal, (entry) => remote.set(entry.relative, entry), true);
   const stale: string[] = [];
   await copy.walk('', (relative, stats) => {
     const entry = remote.get(relative);

@@ -57,7 +57,7 @@ export function isSafeRelativePath(path: string): boolean {
     );
 }
 
-/** What the remote says a file is: a copy is current only when both match. */
+/** What the remote says a file is: a copy is current only when both match (NaN: time not known). */
 export interface RemoteFile {
   size: number;
   mtimeMs: number;
@@ -282,7 +282,10 @@ export class LocalCopy {
     size: number,
   ): Promise<void> {
     await chmod(from, FILE_MODE);
-    await utimes(from, remote.mtimeMs / 1000, remote.mtimeMs / 1000);
+    // Without a listed time, the one rclone set from the download stands.
+    if (!Number.isNaN(remote.mtimeMs)) {
+      await utimes(from, remote.mtimeMs / 1000, remote.mtimeMs / 1000);
+    }
     const target = join(this.root, relative);
     await mkdir(dirname(target), { recursive: true, mode: DIR_MODE });
     // Promotion and prefetch may install the same name at once: one rename at a time keeps the count.

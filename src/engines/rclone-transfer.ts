@@ -9,6 +9,7 @@ export interface RemoteEntry {
   /** Path relative to the dataset root, as the remote names it. */
   relative: string;
   size: number;
+  /** NaN when listed without times. */
   mtimeMs: number;
 }
 
@@ -56,17 +57,30 @@ export class RcloneTransfers {
       : ['--bwlimit', `${Math.max(1, Math.floor(spec.bandwidthLimit / 1024))}K`];
   }
 
-  /** Every file below `dir` of the dataset ('' for all), streamed as rclone lists it. */
+  /**
+   * Every file below `dir` of the dataset ('' for all), streamed as rclone lists it. Times cost a
+   * request per object on some remotes (S3 keeps them in metadata): ask for them only when needed.
+   */
   async list(
     source: TransferSource,
     dir: string,
     signal: AbortSignal | undefined,
     onEntry: (entry: RemoteEntry) => void,
+    withTimes = false,
   ): Promise<void> {
     const { fs, env } = this.remote(source, dir);
     const child = execa(
       this.binary,
-      ['lsjson', '-R', '--files-only', '--no-mimetype', '--config', '/dev/null', fs],
+      [
+        'lsjson',
+        '-R',
+        '--files-only',
+        '--no-mimetype',
+        ...(withTimes ? [] : ['--no-modtime']),
+        '--config',
+        '/dev/null',
+        fs,
+      ],
       {
         reject: false,
         buffer: { stdout: false, stderr: true },
@@ -86,7 +100,7 @@ export class RcloneTransfers {
         onEntry({
           relative: dir === '' ? entry.Path : `${dir}/${entry.Path}`,
           size: entry.Size,
-          mtimeMs: Date.parse(entry.ModTime),
+          mtimeMs: withTimes ? Date.parse(entry.ModTime) : NaN,
         });
       });
     }

@@ -139,6 +139,7 @@ export class MountManager {
       }
     }
     await this.datasetLocks.run(key, async () => {
+      const before = this.journal.client(key);
       const client = await this.ensureClient(key, params, secrets);
       this.fault('stage:client-ready');
       if (existing && (await this.binds.isBoundTo(stagingPath, client))) return;
@@ -175,7 +176,13 @@ export class MountManager {
         throw err;
       }
       this.event('volume staged', started, { volumeId, dataset: key, stagingPath });
-      this.settings.prefetcher?.request(await this.prefetchTarget(client), params.prefetch);
+      const target = await this.prefetchTarget(client);
+      // A new client on a copy an earlier one left (a disk cache outlives its client): the remote
+      // may have changed meanwhile, so the copy is checked against it (in the background).
+      if (client !== before && target.copy && target.copy.copy.current().files > 0) {
+        this.settings.prefetcher?.refresh(target);
+      }
+      this.settings.prefetcher?.request(target, params.prefetch);
     });
   }
 

@@ -33,12 +33,20 @@ export interface PrefetchTarget {
 }
 
 interface Job {
-  progress: PrefetchProgress & { noRoom?: number; listSeconds?: number; transferSeconds?: number };
+  progress: PrefetchProgress & {
+    noRoom?: number;
+    stale?: number;
+    listSeconds?: number;
+    transferSeconds?: number;
+  };
   running: boolean;
   stop(): void;
   /** Told once when the job has ended. */
   onEnd?: () => void;
 }
+
+/** The job key of a dataset's copy check (prefetch jobs are keyed by their patterns). */
+const REFRESH = 'refresh';
 
 const signatureOf = (patterns: PrefetchPattern[]): string =>
   JSON.stringify(patterns.map((p) => `${p.metadataOnly ? 'meta:' : ''}${p.glob}`).sort());
@@ -51,6 +59,8 @@ const signatureOf = (patterns: PrefetchPattern[]): string =>
  */
 export class Prefetcher {
   private readonly datasets = new Map<string, Map<string, Job>>();
+  /** Per dataset, the running check of its copy against the remote. */
+  private readonly checks = new Map<string, Promise<void>>();
 
   constructor(
     private readonly log: Logger,
@@ -104,10 +114,30 @@ export class Prefetcher {
     );
   }
 
+  /**
+   * Checks the dataset's copy against the remote once: copies whose size or time changed, or
+   * whose file is gone, are dropped (and served through the engine, or copied again by prefetch).
+   */
+  refresh(target: PrefetchTarget): void {
+    if (!target.copy) return;
+    const jobs = this.datasets.get(target.key) ?? new Map<string, Job>();
+    this.datasets.set(target.key, jobs);
+    if (jobs.has(REFRESH)) return;
+    const started = Date.now();
+    const job = this.copyJob(target, [], target.copy, true);
+    job.onEnd = () =>
+      this.log.info(
+        { dataset: target.key, stale: job.progress.stale, durationMs: Date.now() - started },
+        'local copy checked against the remote',
+      );
+    jobs.set(REFRESH, job);
+  }
+
   private copyJob(
     target: PrefetchTarget,
     globs: PrefetchPattern[],
     { copy, source }: NonNullable<PrefetchTarget['copy']>,
+    refresh = false,
   ): Job {
     const abort = new AbortController();
     const job: Job = {
@@ -115,17 +145,26 @@ export class Prefetcher {
       running: true,
       stop: () => abort.abort(),
     };
-    void fillCopy({
-      copy,
-      transfers: this.transfers,
-      source,
-      globs: globs.map((p) => p.glob),
-      concurrency: this.concurrency,
-      signal: abort.signal,
-      onProgress: (progress) => {
-        job.progress = progress;
-      },
-    })
+    // A check of the copy against the remote goes first: a prefetch must not take a stale copy for
+    // a current one.
+    const checked = refresh
+      ? Promise.resolve()
+      : (this.checks.get(target.key) ?? Promise.resolve());
+    const run = checked.then(() =>
+      fillCopy({
+        copy,
+        transfers: this.transfers,
+        source,
+        globs: globs.map((p) => p.glob),
+        concurrency: this.concurrency,
+        refresh,
+        signal: abort.signal,
+        onProgress: (progress) => {
+          job.progress = progress;
+        },
+      }),
+    );
+    void run
       .catch((err: unknown) => {
         this.log.warn(
           { dataset: target.key, err: String(err) },
@@ -137,6 +176,15 @@ export class Prefetcher {
         job.running = false;
         job.onEnd?.();
       });
+    if (refresh) {
+      this.checks.set(
+        target.key,
+        run.then(
+          () => undefined,
+          () => undefined,
+        ),
+      );
+    }
     return job;
   }
 
@@ -176,7 +224,7 @@ export class Prefetcher {
 
   status(key: string): PrefetchStatus | undefined {
     const jobs = this.datasets.get(key);
-    if (!jobs) return undefined;
+    if (!jobs || [...jobs.keys()].every((signature) => signature === REFRESH)) return undefined;
     const status: PrefetchStatus = {
       matched: 0,
       files: 0,
@@ -186,7 +234,8 @@ export class Prefetcher {
       running: 0,
       completed: 0,
     };
-    for (const job of jobs.values()) {
+    for (const [signature, job] of jobs) {
+      if (signature === REFRESH) continue; // a check of the copy, not a prefetch
       status.matched += job.progress.matched;
       status.files += job.progress.files;
       status.bytes += job.progress.bytes;
@@ -202,6 +251,7 @@ export class Prefetcher {
   forget(key: string): void {
     for (const job of this.datasets.get(key)?.values() ?? []) job.stop();
     this.datasets.delete(key);
+    this.checks.delete(key);
   }
 
   close(): void {

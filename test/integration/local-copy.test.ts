@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
+import { S3Server } from '../../src/demo/s3-server.js';
 import { MountTable } from '../../src/kernel/mountinfo.js';
 import { sleep } from '../../src/kernel/proc.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
@@ -323,4 +324,84 @@ it('a file changed on the remote keeps its copied content until a refresh, which
     10_000,
   );
   await kubelet.stop(vol.volume_id, ['c']);
+});
+
+it('an S3 dataset: the prefetch lists without a request per object and copies every file whole', async () => {
+  const store = join(driver.work, 's3');
+  const s3 = await S3Server.start(store, ['datasets']);
+  try {
+    await s3.upload(join(data, 'train'), 'datasets/train');
+    const vol = await volume('s3-copy', {
+      source: 's3://datasets/train',
+      readOnly: 'true',
+      prefetch: 'd1/**,d2/**,MANIFEST',
+    });
+    await kubelet.stage(vol, s3.secrets());
+    await kubelet.publish(vol.volume_id, 's3-reader', true);
+    const { key, copy } = await datasetAt('/train');
+    await until('the prefetch to end', async () =>
+      ((await scrape()).dataset('prefetch_completed', key) ?? 0) >= 1 ? true : undefined,
+    );
+    const expected = filesUnder('train')
+      .map((p) => p.slice('train/'.length))
+      .filter((p) => /^(d1\/|d2\/|MANIFEST$)/.test(p));
+    expect(await copied(copy.root)).toEqual(expected.sort());
+    expect((await scrape()).dataset('copy_complete', key)).toBe(1);
+    await sleep(1200);
+    const target = kubelet.target('s3-reader');
+    for (const name of expected) {
+      expect(await sha256(join(target, name))).toBe(digests[`train/${name}`]);
+    }
+    // The copy shows the time rclone shows for the object (set from the download).
+    const viaCopy = await stat(join(target, 'd1', 'f1.txt'));
+    const viaEngine = await stat(join(target, 'd3', 'f1.txt'));
+    expect(viaCopy.mode).toBe(viaEngine.mode);
+    expect(
+      Math.abs(viaCopy.mtimeMs - (await stat(join(data, 'train', 'd1', 'f1.txt'))).mtimeMs),
+    ).toBeLessThan(1000);
+    await kubelet.stop(vol.volume_id, ['s3-reader']);
+  } finally {
+    await s3.stop();
+  }
+});
+
+it('a disk cache keeps its copy for the next client, which first drops what changed on the remote', async () => {
+  const tree = join(driver.work, 'kept');
+  await mkdir(tree, { recursive: true });
+  await writeFile(join(tree, 'weights.bin'), 'epoch 1 weights\n');
+  await writeFile(join(tree, 'labels.csv'), 'unchanged\n');
+  const parameters = {
+    source: `local://${tree}`,
+    readOnly: 'true',
+    cacheMedium: 'SSD',
+    cacheQuota: '64Mi',
+    prefetch: '*',
+  };
+  const first = await volume('kept-1', parameters);
+  await kubelet.run(first, ['k1'], true);
+  const { key, copy, cacheDir } = await datasetAt(tree);
+  await until('the first prefetch', async () =>
+    ((await scrape()).dataset('prefetch_completed', key) ?? 0) >= 1 ? true : undefined,
+  );
+  await kubelet.stop(first.volume_id, ['k1']);
+  // The client is gone; its disk image (and the copy in it) stays, unmounted.
+  expect((await MountTable.read()).at(cacheDir)).toBeUndefined();
+  expect((await stat(`${cacheDir}.img`)).size).toBe(64 * MiB);
+  await writeFile(join(tree, 'weights.bin'), 'epoch 2 weights, longer\n');
+  await utimes(join(tree, 'weights.bin'), new Date(), new Date(Date.now() + 5000));
+
+  const second = await volume('kept-2', parameters);
+  await kubelet.run(second, ['k2'], true);
+  await until('the copy to be checked and the prefetch to end', async () =>
+    ((await scrape()).dataset('prefetch_completed', key) ?? 0) >= 1 ? true : undefined,
+  );
+  await sleep(1200);
+  const target = kubelet.target('k2');
+  expect(await readFile(join(target, 'weights.bin'), 'utf8')).toBe('epoch 2 weights, longer\n');
+  expect(await readFile(join(copy.root, 'weights.bin'), 'utf8')).toBe('epoch 2 weights, longer\n');
+  expect(await readFile(join(target, 'labels.csv'), 'utf8')).toBe('unchanged\n');
+  expect(await driver.log()).toMatch(
+    new RegExp(`"dataset":"${key}","stale":1,.*checked against the remote`),
+  );
+  await kubelet.stop(second.volume_id, ['k2']);
 });
