@@ -16,6 +16,7 @@ import { s3rverRcloneEnv } from '../demo/s3-server.js';
 import { MountTable } from '../kernel/mountinfo.js';
 import { freePort } from '../util/net.js';
 import { sleep } from '../kernel/proc.js';
+import { ENGINE_SHARE } from '../copy/local-copy.js';
 import { EmulatedLink } from './link.js';
 import { renderReport, type BenchResult } from './report.js';
 import {
@@ -247,12 +248,17 @@ class Bench {
   }
 
   /** Waits until a dataset's metric reaches a value; seconds it took. */
-  async waitForMetric(name: string, volumeId: string, atLeast: number): Promise<number> {
+  async waitForMetric(
+    name: string,
+    volumeId: string,
+    atLeast: number,
+    timeoutMs = 900_000,
+  ): Promise<number> {
     const started = Date.now();
     while ((await this.metric(name, volumeId)) < atLeast) {
-      if (Date.now() - started > 900_000) {
+      if (Date.now() - started > timeoutMs) {
         const value = await this.metric(name, volumeId);
-        throw new Error(`${name} reached ${value}, not ${atLeast}, in 15 minutes`);
+        throw new Error(`${name} reached ${value}, not ${atLeast}, in ${timeoutMs / 1000} s`);
       }
       await sleep(50);
     }
@@ -476,6 +482,8 @@ async function main(): Promise<number> {
     const cacheQuota = `${Math.ceil(((bigBytes + small.bytes) * 1.2) / MiB)}Mi`;
     // The copy may fill 80 % of the cache file system (the engine keeps the rest).
     const copyQuota = `${Math.ceil(((bigBytes + small.bytes) * 1.5) / MiB)}Mi`;
+    // A file read on demand is promoted once rclone holds it whole, within rclone's share.
+    const onDemandQuota = `${Math.ceil(Math.max((bigBytes + small.bytes) * 1.5, (bigBytes * 1.2) / ENGINE_SHARE) / MiB)}Mi`;
     const perProtocol: BenchResult['protocols'] = [];
 
     for (const remote of values['node-only'] ? [] : remotes) {
@@ -530,16 +538,20 @@ async function main(): Promise<number> {
       // The copy path (the default for read-only datasets): files read whole are promoted into
       // the local copy, and a prefetch fills it in bulk; both are then served by the kernel.
       log(`${remote.protocol}: copy path: big file cold, promoted, then warm from the copy`);
-      const onDemand = await bench.stage(remote, { cacheQuota: copyQuota });
+      const onDemand = await bench.stage(remote, { cacheQuota: onDemandQuota });
       const copyPod1 = await bench.publish(onDemand, 'copy1');
       const copyPod2 = await bench.publish(onDemand, 'copy2');
       const copyColdMBps = bigBytes / 1e6 / (await timedRead(join(copyPod1, 'big.bin')));
-      await bench.waitForMetric('copy_files', onDemand, 1);
+      await bench
+        .waitForMetric('copy_files', onDemand, 1, 120_000)
+        .catch((err: unknown) => log(`big file not promoted: ${String(err)}`));
       await sleep(1500); // a round of the copy keeper: the overlay forgets names it looked up
       const copyWarmMBps = await bestMBps(join(copyPod2, 'big.bin'), bigBytes);
       log(`${remote.protocol}: copy path: small files without prefetch (epoch 2 from promotions)`);
       const copyEpochs = [await readEpoch(join(copyPod1, 'small'), small.paths, 1)];
-      await bench.waitForMetric('copy_files', onDemand, 1 + small.paths.length);
+      await bench
+        .waitForMetric('copy_files', onDemand, 1 + small.paths.length, 300_000)
+        .catch((err: unknown) => log(`small files not all promoted: ${String(err)}`));
       await sleep(1500);
       for (let e = 1; e < sizes.epochs; e += 1) {
         copyEpochs.push(await readEpoch(join(copyPod1, 'small'), small.paths, e + 1));

@@ -21,6 +21,8 @@ export interface FillProgress {
   unsafeNames: number;
   /** Copies that no longer matched the remote and were removed (refresh). */
   stale: number;
+  /** Directories found complete in the copy and marked opaque to the overlay. */
+  completeDirectories: number;
   /** Time spent listing the remote, and transferring. */
   listSeconds: number;
   transferSeconds: number;
@@ -51,6 +53,34 @@ function listingBases(globs: string[]): string[] {
 }
 
 /**
+ * The outermost directories below a listing base whose every listed file the copy holds: the
+ * overlay need not look below the copy there. (A remote directory with no file in it is not in a
+ * files-only listing: inside a complete directory it is not shown.)
+ */
+export function completeDirectories(
+  bases: string[],
+  listed: string[],
+  held: Set<string>,
+): string[] {
+  const incomplete = new Set<string>();
+  const known = new Set<string>();
+  for (const file of listed) {
+    const base = bases.find((b) => b === '' || file.startsWith(`${b}/`));
+    if (base === undefined) continue;
+    const parts = file.split('/');
+    const first = base === '' ? 1 : base.split('/').length;
+    for (let depth = first; depth < parts.length; depth += 1) {
+      const dir = parts.slice(0, depth).join('/');
+      known.add(dir);
+      if (!held.has(file)) incomplete.add(dir);
+    }
+  }
+  const complete = [...known].filter((dir) => !incomplete.has(dir));
+  const completeSet = new Set(complete);
+  return complete.filter((dir) => !completeSet.has(dir.split('/').slice(0, -1).join('/'))).sort();
+}
+
+/**
  * Fills the copy with the remote files matching `globs`: one listing, then `rclone copy` of what
  * the copy lacks (as much as its room allows) into a private workspace, each file renamed into the
  * copy as soon as rclone reports it whole.
@@ -65,6 +95,7 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
     noRoom: 0,
     unsafeNames: 0,
     stale: 0,
+    completeDirectories: 0,
     listSeconds: 0,
     transferSeconds: 0,
     done: false,
@@ -75,8 +106,12 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
 
   const matches = options.globs.length > 0 ? picomatch(options.globs, { dot: true }) : () => false;
   const wanted: RemoteEntry[] = [];
-  for (const base of listingBases(options.globs)) {
+  const bases = listingBases(options.globs);
+  /** Every file listed under the bases, matched or not: what makes a directory complete. */
+  const listed: string[] = [];
+  for (const base of bases) {
     await transfers.list(source, base, options.signal, (entry) => {
+      listed.push(entry.relative);
       if (!matches(entry.relative)) return;
       if (!isSafeRelativePath(entry.relative)) {
         progress.unsafeNames += 1;
@@ -88,9 +123,12 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
     });
   }
   const missing: RemoteEntry[] = [];
+  const held = new Set<string>();
   for (const entry of wanted) {
-    if (await copy.holds(entry.relative, entry)) progress.files += 1;
-    else missing.push(entry);
+    if (await copy.holds(entry.relative, entry)) {
+      progress.files += 1;
+      held.add(entry.relative);
+    } else missing.push(entry);
   }
   let room = await copy.room();
   const admitted = new Map<string, RemoteEntry>();
@@ -106,8 +144,9 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   progress.listSeconds = (Date.now() - listStarted) / 1000;
   report();
   const transferStarted = Date.now();
-  if (admitted.size > 0) await transfer(options, admitted, progress, report);
+  if (admitted.size > 0) await transfer(options, admitted, progress, report, held);
   progress.transferSeconds = (Date.now() - transferStarted) / 1000;
+  progress.completeDirectories = await copy.markComplete(completeDirectories(bases, listed, held));
   progress.done = true;
   report();
   return progress;
@@ -118,6 +157,7 @@ async function transfer(
   admitted: Map<string, RemoteEntry>,
   progress: FillProgress,
   report: () => void,
+  held: Set<string>,
 ): Promise<void> {
   const { copy, transfers, source } = options;
   const workspace = await copy.workspace();
@@ -148,6 +188,7 @@ async function transfer(
             .installWritten(join(destination, relative), relative, entry)
             .catch(() => 'not-as-expected' as const);
           if (refused === undefined) {
+            held.add(relative);
             installed += 1;
             progress.files += 1;
             progress.bytes += entry.size;
@@ -183,6 +224,7 @@ async function dropStale(
       stale.push(relative);
     }
   });
+  await copy.unmarkAbove(stale);
   for (const relative of stale) await copy.remove(relative);
   if (stale.length > 0) copy.onChanged();
   return stale.length;

@@ -72,6 +72,21 @@ export interface CopyFigures {
   unsafeNames: number;
 }
 
+/**
+ * Sets (value) or removes (undefined) an extended attribute on paths; returns those it could not
+ * change. The overlay reads `trusted.overlay.opaque` on a layer's directory: when set, it does not
+ * look into the layers below for that directory.
+ */
+export type XattrSetter = (
+  paths: string[],
+  name: string,
+  value: string | undefined,
+) => Promise<string[]>;
+
+const OPAQUE = 'trusted.overlay.opaque';
+/** Paths per helper process: an argv stays far below the kernel's limit. */
+const XATTR_BATCH = 512;
+
 /** Why a file was not installed; undefined when it was. */
 export type InstallRefusal = 'present' | 'unsafe-name' | 'no-room' | 'not-as-expected';
 
@@ -90,7 +105,10 @@ export class LocalCopy {
   /** Called after files were installed: the overlay must drop names it cached from the engine. */
   onChanged: () => void = () => undefined;
 
-  constructor(readonly cacheDir: string) {
+  constructor(
+    readonly cacheDir: string,
+    private readonly setXattr?: XattrSetter,
+  ) {
     this.root = copyRoot(cacheDir);
     this.incoming = incomingRoot(cacheDir);
   }
@@ -249,6 +267,38 @@ export class LocalCopy {
       await unlink(linked).catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * Marks directories whose whole remote content the copy holds as opaque: look-ups below them
+   * never reach the engine (faster, and they keep working while the engine is restarted). Returns
+   * how many were marked.
+   */
+  async markComplete(directories: string[]): Promise<number> {
+    return this.changeOpaque(directories, 'y');
+  }
+
+  /** Unmarks every directory above these files, so that what the copy lacks shows through again. */
+  async unmarkAbove(files: string[]): Promise<void> {
+    const ancestors = new Set<string>();
+    for (const file of files) {
+      const parts = file.split('/');
+      for (let depth = 1; depth < parts.length; depth += 1) {
+        ancestors.add(parts.slice(0, depth).join('/'));
+      }
+    }
+    await this.changeOpaque([...ancestors], undefined);
+  }
+
+  private async changeOpaque(directories: string[], value: string | undefined): Promise<number> {
+    if (!this.setXattr || directories.length === 0) return 0;
+    let changed = 0;
+    for (let i = 0; i < directories.length; i += XATTR_BATCH) {
+      const batch = directories.slice(i, i + XATTR_BATCH).map((dir) => join(this.root, dir));
+      changed += batch.length - (await this.setXattr(batch, OPAQUE, value)).length;
+    }
+    this.onChanged();
+    return changed;
   }
 
   /** Removes a file from the copy (it changed or vanished on the remote). */

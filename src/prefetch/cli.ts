@@ -7,6 +7,7 @@ import { RcloneEngine } from '../engines/rclone.js';
 import { RcloneTransfers } from '../engines/rclone-transfer.js';
 import { ExecaRunner } from '../kernel/runner.js';
 import { SystemMounter } from '../kernel/mounter.js';
+import { setXattr } from '../kernel/xattr.js';
 import { engineMountOf, Journal } from '../mount/journal.js';
 import { clientCredentials } from '../supervisor/clients.js';
 import { prefetch } from './walk.js';
@@ -63,7 +64,10 @@ export async function runPrefetchCommand(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify({ dataset: key, ...through })}\n`);
     return through.errors === 0 ? 0 : 1;
   }
-  const copy = new LocalCopy(client.cacheDir);
+  const runner = new ExecaRunner();
+  const copy = new LocalCopy(client.cacheDir, (paths, name, value) =>
+    setXattr(runner, paths, name, value),
+  );
   await copy.count();
   const filled = await fillCopy({
     copy,
@@ -85,7 +89,7 @@ export async function runPrefetchCommand(argv: string[]): Promise<number> {
   if (filled.stale > 0 && client.control) {
     await new RcloneEngine(values.rclone).forgetListings(client.control);
   }
-  await new SystemMounter(new ExecaRunner()).remount(client.mountPoint);
+  await new SystemMounter(runner).remount(client.mountPoint);
   const errors = filled.errors + through.errors;
   process.stdout.write(
     `${JSON.stringify({ dataset: key, ...filled, files: filled.files + through.files, errors })}\n`,

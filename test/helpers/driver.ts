@@ -85,3 +85,19 @@ export const mountCapability = (mode = 'SINGLE_NODE_WRITER') => ({
   mount: { fs_type: '', mount_flags: [] },
   access_mode: { mode: mode as 'SINGLE_NODE_WRITER' },
 });
+
+/** CreateVolume of a dataset volume with one capability; fails when no volume comes back. */
+export async function createVolume(
+  client: CsiClient,
+  name: string,
+  parameters: Record<string, string>,
+  capability: ReturnType<typeof mountCapability> = mountCapability('MULTI_NODE_READER_ONLY'),
+) {
+  const { volume } = await client.controller.CreateVolume({
+    name,
+    volume_capabilities: [capability],
+    parameters,
+  });
+  if (!volume) throw new Error(`CreateVolume ${name} returned no volume`);
+  return volume;
+}

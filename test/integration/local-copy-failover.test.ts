@@ -8,6 +8,8 @@ import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
+import { ExecaRunner } from '../../src/kernel/runner.js';
+import { readXattr } from '../../src/kernel/xattr.js';
 import { MountTable } from '../../src/kernel/mountinfo.js';
 import { isSameProcess, processStartTime, sleep } from '../../src/kernel/proc.js';
 import { DriverProcess } from '../helpers/driver-process.js';
@@ -34,6 +36,7 @@ async function datasets(stateDir: string): Promise<JournalDataset[]> {
   return Object.values(journal.datasets);
 }
 
+const runner = new ExecaRunner();
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
 
 /** Files of the copy with their digests. */
@@ -65,12 +68,20 @@ it('a kill -9 of the engine under readers of copied and uncopied files: repaired
         ? true
         : undefined,
     );
+    // copied/ holds every file of its remote directory: marked opaque to the overlay.
+    await until('copied/ to be marked complete', async () => {
+      const root = dataset.copy?.root as string;
+      const value = await readXattr(runner, join(root, 'copied'), 'trusted.overlay.opaque');
+      return value === 'y' ? true : undefined;
+    });
     await sleep(1200);
 
     const names = Object.keys(digests);
     let stop = false;
     const wrong: string[] = [];
     const errors: string[] = [];
+    /** Failed reads of files in the copy: its directories are opaque, so none should fail. */
+    const copiedErrors: string[] = [];
     let readsAfterRepair = 0;
     let repaired = false;
     const readers = Array.from({ length: 4 }, async (_, r) => {
@@ -84,6 +95,7 @@ it('a kill -9 of the engine under readers of copied and uncopied files: repaired
           const code = (err as NodeJS.ErrnoException).code ?? String(err);
           if (!RETRIABLE.has(code)) throw err;
           errors.push(code);
+          if (name.startsWith('copied/')) copiedErrors.push(`${name}: ${code}`);
           await sleep(10);
         }
       }
@@ -112,6 +124,9 @@ it('a kill -9 of the engine under readers of copied and uncopied files: repaired
     );
     expect(wrong).toEqual([]);
     expect(readsAfterRepair).toBeGreaterThan(400);
+    // Files of the copy stayed readable while the engine was dead (reads of the others failed).
+    expect(errors.length).toBeGreaterThan(0);
+    expect(copiedErrors).toEqual([]);
     // The copy survived the restart (same cache file system), grew by the files read whole, and
     // holds only whole files of the source.
     const copy = await copyContents(dataset.copy.root);

@@ -13,7 +13,12 @@ import { LoopbackServer } from '../../src/demo/loopback-server.js';
 import { S3Server } from '../../src/demo/s3-server.js';
 import { MountTable } from '../../src/kernel/mountinfo.js';
 import { sleep } from '../../src/kernel/proc.js';
-import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
+import {
+  createVolume,
+  mountCapability,
+  startTestDriver,
+  type TestDriver,
+} from '../helpers/driver.js';
 import { treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
 import { until } from '../helpers/wait.js';
 import { Kubelet } from '../helpers/kubelet.js';
@@ -53,15 +58,8 @@ async function serverReadBytes(): Promise<number> {
   return Number(/^rchar:\s+(\d+)$/m.exec(io)?.[1]);
 }
 
-async function volume(name: string, parameters: Record<string, string>) {
-  const { volume: created } = await driver.client.controller.CreateVolume({
-    name,
-    volume_capabilities: [cap],
-    parameters,
-  });
-  if (!created) throw new Error('no volume');
-  return created;
-}
+const volume = (name: string, parameters: Record<string, string>) =>
+  createVolume(driver.client, name, parameters, cap);
 
 const sha256 = async (path: string) =>
   createHash('sha256')

@@ -10,7 +10,12 @@ import { LoopbackServer } from '../../src/demo/loopback-server.js';
 import { MountTable } from '../../src/kernel/mountinfo.js';
 import { isSameProcess } from '../../src/kernel/proc.js';
 import { recordedClients } from '../helpers/cleanup.js';
-import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
+import {
+  createVolume,
+  mountCapability,
+  startTestDriver,
+  type TestDriver,
+} from '../helpers/driver.js';
 import { sha256File, treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
 import { until } from '../helpers/wait.js';
 import { Kubelet } from '../helpers/kubelet.js';
@@ -45,15 +50,8 @@ afterAll(async () => {
 
 const scrape = (): Promise<Scrape> => Scrape.of(driver.metricsPort() as number);
 
-async function volume(name: string, parameters: Record<string, string>) {
-  const { volume: created } = await driver.client.controller.CreateVolume({
-    name,
-    volume_capabilities: [cap],
-    parameters,
-  });
-  if (!created) throw new Error('no volume');
-  return created;
-}
+const volume = (name: string, parameters: Record<string, string>) =>
+  createVolume(driver.client, name, parameters, cap);
 
 async function clientOf(predicate: (mountPoint: string) => boolean = () => true) {
   const clients = await recordedClients(driver.stateDir);

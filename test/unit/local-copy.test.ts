@@ -1,0 +1,109 @@
+/**
+ * The local copy's pure decisions, with generated inputs (fast-check) beside hand-written ones:
+ * which remote names may become paths, which directories are complete, what time rclone recorded.
+ */
+import { posix } from 'node:path';
+import fc from 'fast-check';
+import { completeDirectories } from '../../src/copy/fill.js';
+import { isSafeRelativePath } from '../../src/copy/local-copy.js';
+import { fingerprintTime } from '../../src/engines/rclone-cache.js';
+
+describe('isSafeRelativePath', () => {
+  it('refuses what could leave the copy or is not a plain name', () => {
+    for (const bad of [
+      '',
+      '/etc/passwd',
+      '..',
+      '../x',
+      'a/../../x',
+      'a/./b',
+      'a//b',
+      'a/',
+      'nul\0byte',
+      'line\nbreak',
+      'carriage\rreturn',
+      'tab\tname',
+      'rclone␊picture',
+      `${'x'.repeat(256)}`,
+      `${'d/'.repeat(2100)}f`,
+    ]) {
+      expect([bad, isSafeRelativePath(bad)]).toEqual([bad, false]);
+    }
+    for (const good of ['a', 'train/img 001.jpg', 'ünïcödé/файл', '-rf', '--flag=x', '.hidden/x']) {
+      expect([good, isSafeRelativePath(good)]).toEqual([good, true]);
+    }
+  });
+
+  it('never accepts a name that resolves outside the copy (generated)', () => {
+    const segment = fc.oneof(
+      fc.constantFrom('..', '.', '', 'a', 'b', '-x', '--f=', '\0', '\n'),
+      fc.string({ maxLength: 8 }),
+    );
+    fc.assert(
+      fc.property(fc.array(segment, { minLength: 1, maxLength: 6 }), fc.boolean(), (parts, abs) => {
+        const name = `${abs ? '/' : ''}${parts.join('/')}`;
+        if (!isSafeRelativePath(name)) return true;
+        const resolved = posix.normalize(posix.join('/copy', name));
+        return (
+          resolved.startsWith('/copy/') && resolved === `/copy/${name}` && !/[\0\n\r]/.test(name)
+        );
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('completeDirectories', () => {
+  it('returns the outermost directories whose every listed file is held', () => {
+    const listed = ['a/x', 'a/y', 'a/c/w', 'b/z', 'b/c/v', 'top'];
+    expect(completeDirectories([''], listed, new Set(['a/x', 'a/y', 'a/c/w', 'b/c/v']))).toEqual([
+      'a',
+      'b/c',
+    ]);
+    // Below a base only: the base itself may be complete, never its parents.
+    expect(completeDirectories(['b'], ['b/z', 'b/c/v'], new Set(['b/z', 'b/c/v']))).toEqual(['b']);
+    expect(completeDirectories(['b/c'], ['b/c/v'], new Set(['b/c/v']))).toEqual(['b/c']);
+    expect(completeDirectories([''], ['f'], new Set(['f']))).toEqual([]);
+  });
+
+  it('never marks a directory that has a file the copy lacks, nor one inside another marked (generated)', () => {
+    const file = fc
+      .array(fc.constantFrom('a', 'b', 'c'), { minLength: 1, maxLength: 4 })
+      .map((parts) => parts.join('/'));
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(file, { maxLength: 30 }),
+        fc.array(fc.boolean()),
+        (files, flags) => {
+          // A path cannot be both a file and a directory.
+          const listed = files.filter((f) => !files.some((g) => g.startsWith(`${f}/`)));
+          const held = new Set(listed.filter((_, i) => flags[i] ?? false));
+          const marked = completeDirectories([''], listed, held);
+          for (const dir of marked) {
+            const below = listed.filter((f) => f.startsWith(`${dir}/`));
+            if (below.length === 0 || below.some((f) => !held.has(f))) return false;
+            if (marked.some((other) => dir.startsWith(`${other}/`))) return false;
+          }
+          return true;
+        },
+      ),
+      { numRuns: 1000 },
+    );
+  });
+});
+
+describe('fingerprintTime', () => {
+  it('reads the time rclone recorded for the remote object', () => {
+    expect(fingerprintTime('67108864,2026-12-01 04:56:31 +0000 UTC')).toBe(
+      Date.parse('2026-12-01T04:56:31Z'),
+    );
+    expect(fingerprintTime('16384,2026-12-01 04:21:46.721637233 +0000 UTC,362c4d4e')).toBe(
+      Date.parse('2026-12-01T04:21:46.721Z'),
+    );
+    expect(fingerprintTime('5,2026-06-01 10:00:00.5 +0200 CEST')).toBe(
+      Date.parse('2026-06-01T08:00:00.500Z'),
+    );
+    expect(fingerprintTime('5,,d41d8cd98f00b204e9800998ecf8427e')).toBeUndefined();
+    expect(fingerprintTime('')).toBeUndefined();
+  });
+});
