@@ -47,12 +47,13 @@ async function copyContents(root: string): Promise<Record<string, string>> {
 it('a kill -9 of the engine under readers of copied and uncopied files: repaired, every read right', async () => {
   const driver = await startTestDriver();
   const data = join(driver.work, 'data');
-  await writeTree(join(data, 'copied'), 4, 25);
-  await writeTree(join(data, 'remote'), 4, 25);
-  const digests = await treeDigest(data);
-  const server = await LoopbackServer.start(data, 'http');
+  let server: LoopbackServer | undefined;
   const kubelet = new Kubelet(driver.work, () => driver.client, cap);
   try {
+    await writeTree(join(data, 'copied'), 4, 25);
+    await writeTree(join(data, 'remote'), 4, 25);
+    const digests = await treeDigest(data);
+    server = await LoopbackServer.start(data, 'http');
     const { volume } = await driver.client.controller.CreateVolume({
       name: 'failover-copy',
       volume_capabilities: [cap],
@@ -134,7 +135,7 @@ it('a kill -9 of the engine under readers of copied and uncopied files: repaired
     for (const [name, digest] of Object.entries(copy)) expect(digest).toBe(digests[name]);
     await kubelet.stop(volume.volume_id, ['reader']);
   } finally {
-    await server.stop();
+    await server?.stop();
     await driver.dispose();
   }
 }, 120_000);
@@ -142,12 +143,13 @@ it('a kill -9 of the engine under readers of copied and uncopied files: repaired
 it('a kill -9 of the driver during a prefetch: no partial file enters the copy; the restart ends the orphan and resumes', async () => {
   const driver = await DriverProcess.create();
   const data = join(driver.work, 'data');
-  await mkdir(data, { recursive: true });
-  for (let i = 0; i < 24; i += 1) await writeRandomFile(join(data, `shard-${i}.bin`), 512 * 1024);
-  const digests = await treeDigest(data);
-  // 12 MiB at 3 MB/s: the prefetch runs for seconds.
-  const server = await LoopbackServer.start(data, 'http', ['--bwlimit', '3M']);
+  let server: LoopbackServer | undefined;
   try {
+    await mkdir(data, { recursive: true });
+    for (let i = 0; i < 24; i += 1) await writeRandomFile(join(data, `shard-${i}.bin`), 512 * 1024);
+    const digests = await treeDigest(data);
+    // 12 MiB at 3 MB/s: the prefetch runs for seconds.
+    server = await LoopbackServer.start(data, 'http', ['--bwlimit', '3M']);
     await driver.start();
     const kubelet = new Kubelet(driver.work, () => driver.client, cap);
     const { volume } = await driver.client.controller.CreateVolume({
@@ -189,7 +191,7 @@ it('a kill -9 of the driver during a prefetch: no partial file enters the copy; 
     expect(await treeDigest(kubelet.target('after'))).toEqual(digests);
     await kubelet.stop(volume.volume_id, ['after']);
   } finally {
-    await server.stop();
+    await server?.stop();
     await driver.dispose();
   }
 }, 120_000);
