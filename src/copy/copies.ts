@@ -5,7 +5,6 @@ import type { DatasetSpec } from '../dataset/params.js';
 import { RcloneCacheIndex } from '../engines/rclone-cache.js';
 import type { Mounter } from '../kernel/mounter.js';
 import { dropCachedPages } from '../kernel/page-cache.js';
-import { setXattr } from '../kernel/xattr.js';
 import type { ProcessRunner } from '../kernel/runner.js';
 import { LocalCopy } from './local-copy.js';
 import { promoteComplete } from './promote.js';
@@ -56,9 +55,7 @@ export class LocalCopies {
       known.host = host;
       return known.copy;
     }
-    const copy = new LocalCopy(host.cacheDir, (paths, name, value) =>
-      setXattr(this.runner, paths, name, value),
-    );
+    const copy = new LocalCopy(host.cacheDir, this.runner);
     await copy.prepare();
     const entry: Attached = {
       host,

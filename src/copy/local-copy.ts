@@ -18,6 +18,8 @@ import {
 import { dirname, join } from 'node:path';
 import { Mutex } from 'async-mutex';
 import { isSameProcess } from '../kernel/proc.js';
+import type { ProcessRunner } from '../kernel/runner.js';
+import { setXattr } from '../kernel/xattr.js';
 
 /** The copy, inside the cache file system: the overlay's upper lower layer. */
 export const copyRoot = (cacheDir: string): string => join(cacheDir, 'copy');
@@ -72,17 +74,6 @@ export interface CopyFigures {
   unsafeNames: number;
 }
 
-/**
- * Sets (value) or removes (undefined) an extended attribute on paths; returns those it could not
- * change. The overlay reads `trusted.overlay.opaque` on a layer's directory: when set, it does not
- * look into the layers below for that directory.
- */
-export type XattrSetter = (
-  paths: string[],
-  name: string,
-  value: string | undefined,
-) => Promise<string[]>;
-
 const OPAQUE = 'trusted.overlay.opaque';
 /** Paths per helper process: an argv stays far below the kernel's limit. */
 const XATTR_BATCH = 512;
@@ -107,7 +98,8 @@ export class LocalCopy {
 
   constructor(
     readonly cacheDir: string,
-    private readonly setXattr?: XattrSetter,
+    /** Runs the helper that marks directories opaque (none: nothing is marked). */
+    private readonly runner?: ProcessRunner,
   ) {
     this.root = copyRoot(cacheDir);
     this.incoming = incomingRoot(cacheDir);
@@ -291,11 +283,11 @@ export class LocalCopy {
   }
 
   private async changeOpaque(directories: string[], value: string | undefined): Promise<number> {
-    if (!this.setXattr || directories.length === 0) return 0;
+    if (!this.runner || directories.length === 0) return 0;
     let changed = 0;
     for (let i = 0; i < directories.length; i += XATTR_BATCH) {
       const batch = directories.slice(i, i + XATTR_BATCH).map((dir) => join(this.root, dir));
-      changed += batch.length - (await this.setXattr(batch, OPAQUE, value)).length;
+      changed += batch.length - (await setXattr(this.runner, batch, OPAQUE, value)).length;
     }
     this.onChanged();
     return changed;

@@ -7,7 +7,6 @@ import { RcloneEngine } from '../engines/rclone.js';
 import { RcloneTransfers } from '../engines/rclone-transfer.js';
 import { ExecaRunner } from '../kernel/runner.js';
 import { SystemMounter } from '../kernel/mounter.js';
-import { setXattr } from '../kernel/xattr.js';
 import { engineMountOf, Journal } from '../mount/journal.js';
 import { clientCredentials } from '../supervisor/clients.js';
 import { prefetch } from './walk.js';
@@ -65,9 +64,7 @@ export async function runPrefetchCommand(argv: string[]): Promise<number> {
     return through.errors === 0 ? 0 : 1;
   }
   const runner = new ExecaRunner();
-  const copy = new LocalCopy(client.cacheDir, (paths, name, value) =>
-    setXattr(runner, paths, name, value),
-  );
+  const copy = new LocalCopy(client.cacheDir, runner);
   await copy.count();
   const filled = await fillCopy({
     copy,
