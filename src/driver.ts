@@ -12,6 +12,8 @@ import { EngineRegistry } from './engines/engine.js';
 import { RcloneEngine } from './engines/rclone.js';
 import { S3fsEngine } from './engines/s3fs.js';
 import { createIdentityService } from './identity/service.js';
+import { CredentialIdentity } from './dataset/identity.js';
+import { loadNodeKey } from './state/node-key.js';
 import { Journal } from './mount/journal.js';
 import { MountManager, type FaultHook } from './mount/manager.js';
 import { SystemMounter } from './kernel/mounter.js';
@@ -130,6 +132,7 @@ export async function startDriver(
       locks,
       kubeletDir: config.kubeletDir,
       ephemeralCacheQuotaLimitBytes: config.ephemeralCacheQuotaLimitBytes,
+      identity: new CredentialIdentity(await loadNodeKey(config.stateDir)),
     });
   }
 

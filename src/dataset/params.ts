@@ -24,9 +24,9 @@ export interface DatasetSpec {
   /** Bytes per second on the remote link; undefined means unlimited. */
   bandwidthLimit?: number;
   /**
-   * Inline (ephemeral) volumes only: a digest of the pod's namespace and credentials. It is part
-   * of the dataset key, so a pod spec naming another tenant's source never shares that tenant's
-   * client (and with it data read with the other tenant's credentials).
+   * Who the remote is read as: a keyed digest of the credentials and, for inline volumes, the
+   * pod's namespace (see CredentialIdentity). It is part of the dataset key, so a volume staged
+   * with other credentials never shares a client (and data read with those credentials).
    */
   tenant?: string;
 }
@@ -254,15 +254,14 @@ const INLINE_KEYS = new Set([
   'bandwidthLimit',
 ]);
 export const EPHEMERAL_CONTEXT_KEY = 'csi.storage.k8s.io/ephemeral';
-const POD_NAMESPACE_KEY = 'csi.storage.k8s.io/pod.namespace';
+export const POD_NAMESPACE_KEY = 'csi.storage.k8s.io/pod.namespace';
 
 /**
  * Parameters of an inline ephemeral volume, written by any user who can create a pod: only remote
- * sources, a MEM cache of bounded size, and a dataset of its own namespace and credentials.
+ * sources and a MEM cache of bounded size (the caller adds the tenant: namespace and credentials).
  */
 export function parseInlineVolumeParameters(
   context: Record<string, string>,
-  secrets: Record<string, string>,
   maxCacheQuotaBytes: number,
 ): VolumeParameters {
   for (const key of Object.keys(context)) {
@@ -283,18 +282,12 @@ export function parseInlineVolumeParameters(
       `cacheQuota of an inline volume may be at most ${maxCacheQuotaBytes} bytes on this node`,
     );
   }
-  const namespace = context[POD_NAMESPACE_KEY] ?? '';
-  const credentials = Object.entries(secrets).sort(([a], [b]) => (a < b ? -1 : 1));
-  params.dataset.tenant = createHash('sha256')
-    .update(JSON.stringify([namespace, credentials]))
-    .digest('hex')
-    .slice(0, 32);
   return params;
 }
 
 /**
  * The sharing key of a Dataset: what decides the bytes a reader sees (source, engine, writability,
- * a local copy turned off, and for inline volumes the tenant), never tuning. Equal keys share one cache client on a node.
+ * a local copy turned off, the tenant), never tuning. Equal keys share one cache client on a node.
  */
 export function datasetKey(spec: DatasetSpec): string {
   const identity = JSON.stringify([

@@ -31,9 +31,21 @@ export class S3Server {
     readonly endpoint: string,
   ) {}
 
-  static async start(directory: string, buckets: string[]): Promise<S3Server> {
+  /**
+   * `extraKeys` are further key pairs of s3rver's one account: another tenant's valid credentials
+   * for the same buckets.
+   */
+  static async start(
+    directory: string,
+    buckets: string[],
+    extraKeys: { accessKeyId: string; secretAccessKey: string }[] = [],
+  ): Promise<S3Server> {
     const code = `
       import S3rver from 's3rver';
+      import Account from 's3rver/lib/models/account.js';
+      for (const { accessKeyId, secretAccessKey } of JSON.parse(process.env.S3RVER_EXTRA_KEYS)) {
+        Account.DUMMY_ACCOUNT.createKeyPair(accessKeyId, secretAccessKey);
+      }
       const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: process.argv[1],
         configureBuckets: JSON.parse(process.argv[2]).map((name) => ({ name })) });
       const { port } = await server.run();
@@ -47,6 +59,8 @@ export class S3Server {
         reject: false,
         buffer: false,
         stdin: 'ignore',
+        // Keys in the environment, not the process list.
+        env: { S3RVER_EXTRA_KEYS: JSON.stringify(extraKeys) },
         stderr: 'inherit',
       },
     );

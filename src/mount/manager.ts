@@ -10,7 +10,7 @@ import {
   unavailable,
 } from '../csi/errors.js';
 import { KeyedMutex, type VolumeLocks } from '../csi/locks.js';
-import { datasetKey, type VolumeParameters } from '../dataset/params.js';
+import { datasetKey, type DatasetSpec, type VolumeParameters } from '../dataset/params.js';
 import type { CacheClients, ClientStats } from '../supervisor/clients.js';
 import { DatasetBinds } from './binds.js';
 import { reconcileNode } from './reconcile.js';
@@ -126,11 +126,19 @@ export class MountManager {
     ephemeral = false,
   ): Promise<void> {
     const started = Date.now();
-    const key = datasetKey(params.dataset);
+    let key = datasetKey(params.dataset);
     const existing = this.journal.volume(volumeId);
     if (existing) {
       if (existing.stagingPath !== stagingPath) {
         throw alreadyExists(`volume ${volumeId} is already staged at ${existing.stagingPath}`);
+      }
+      // A repeated stage after the credentials were rotated (or of a volume staged by a version
+      // that kept them out of the key) stays on the client it has; new volumes get a new one.
+      if (
+        existing.datasetKey !== key &&
+        this.differsInCredentialsOnly(existing.datasetKey, params)
+      ) {
+        key = existing.datasetKey;
       }
       if (existing.datasetKey !== key || existing.subPath !== params.subPath) {
         throw alreadyExists(
@@ -407,6 +415,12 @@ export class MountManager {
       };
     }
     return target;
+  }
+
+  private differsInCredentialsOnly(key: string, params: VolumeParameters): boolean {
+    const client = this.journal.client(key);
+    const anyone = (spec: DatasetSpec): string => datasetKey({ ...spec, tenant: undefined });
+    return client !== undefined && anyone(client.spec) === anyone(params.dataset);
   }
 
   /** Figures of every dataset client on the node, for metrics. */

@@ -3,9 +3,11 @@ import { invalidArgument, unimplemented } from '../csi/errors.js';
 import type { ServiceImpl } from '../csi/handlers.js';
 import type { VolumeLocks } from '../csi/locks.js';
 import { isReaderOnly, requireCapability, requireId, requirePath } from '../csi/validate.js';
+import type { CredentialIdentity } from '../dataset/identity.js';
 import {
   EPHEMERAL_CONTEXT_KEY,
   ParameterError,
+  POD_NAMESPACE_KEY,
   parseInlineVolumeParameters,
   parseVolumeParameters,
   type VolumeParameters,
@@ -20,6 +22,7 @@ export interface NodeServiceOptions {
   /** When set, staging and target paths must lie below it. */
   kubeletDir?: string;
   ephemeralCacheQuotaLimitBytes: number;
+  identity: CredentialIdentity;
 }
 
 function parameters(parse: () => VolumeParameters): VolumeParameters {
@@ -54,6 +57,7 @@ export function createNodeService(options: NodeServiceOptions): ServiceImpl<Node
       const stagingPath = nodePath(req.staging_target_path, 'staging_target_path');
       requireCapability(req.volume_capability, 'volume_capability');
       const params = parameters(() => parseVolumeParameters(req.volume_context));
+      params.dataset.tenant = options.identity.ofSecrets(req.secrets);
       await locks.runExclusive(volumeId, () =>
         manager.stage(volumeId, params, stagingPath, req.secrets),
       );
@@ -74,11 +78,11 @@ export function createNodeService(options: NodeServiceOptions): ServiceImpl<Node
       const readOnly = req.readonly || isReaderOnly(capability);
       if (req.volume_context[EPHEMERAL_CONTEXT_KEY] === 'true') {
         const params = parameters(() =>
-          parseInlineVolumeParameters(
-            req.volume_context,
-            req.secrets,
-            options.ephemeralCacheQuotaLimitBytes,
-          ),
+          parseInlineVolumeParameters(req.volume_context, options.ephemeralCacheQuotaLimitBytes),
+        );
+        params.dataset.tenant = options.identity.ofInlineVolume(
+          req.volume_context[POD_NAMESPACE_KEY] ?? '',
+          req.secrets,
         );
         await locks.runExclusive(volumeId, () =>
           manager.publishEphemeral(volumeId, params, targetPath, readOnly, req.secrets),

@@ -103,6 +103,21 @@ export const isDatasetCacheMount = (entry: MountEntry): boolean =>
   entry.source.startsWith(DEVICE_PREFIX) || entry.fsType === LAYER_FS_TYPE;
 
 /** Where the engine mounts when a page-cache layer is stacked on top of it. */
+/**
+ * The stack's mount points and the dataset directory, once unmounted; empty directories only: an
+ * SSD cache kept under the dataset directory stays warm for the next client.
+ */
+async function removeMountDirectories(mountPoint: string): Promise<void> {
+  for (const dir of [
+    mountPoint,
+    backingMount(mountPoint),
+    fuseMount(mountPoint),
+    dirname(mountPoint),
+  ]) {
+    await rmdir(dir).catch(() => undefined);
+  }
+}
+
 const backingMount = (mountPoint: string): string => join(dirname(mountPoint), 'backing');
 /** Where the page-cache layer mounts when the copy overlay is the top of the stack. */
 const fuseMount = (mountPoint: string): string => join(dirname(mountPoint), 'fuse');
@@ -399,6 +414,7 @@ export class CacheClients {
       await rm(paths.runtimeDir, { recursive: true, force: true });
       // A cache made for this start holds nothing yet; one kept from before stays.
       if (newCache) await this.cacheVolumes.release(spec, paths.cacheDir, true);
+      await removeMountDirectories(paths.mountPoint);
       this.log.warn(
         { dataset: key, durationMs: Date.now() - started },
         'cache client failed to start',
@@ -516,11 +532,7 @@ export class CacheClients {
       );
     }
     await this.cacheVolumes.release(record.spec, record.cacheDir, flushed);
-    // Empty directories only: an SSD cache kept under the dataset directory stays warm for later.
-    await rmdir(record.mountPoint).catch(() => undefined);
-    if (record.layer) await rmdir(record.layer.mountPoint).catch(() => undefined);
-    if (record.copy) await rmdir(record.copy.fuseMount).catch(() => undefined);
-    await rmdir(dirname(record.mountPoint)).catch(() => undefined);
+    await removeMountDirectories(record.mountPoint);
     this.log.info(
       { dataset: record.key, pid: record.pid, durationMs: Date.now() - started },
       'cache client stopped',
