@@ -89,8 +89,12 @@ export async function startDriver(
     const mounter = await SyscallMounter.orFallback(new SystemMounter(runner));
     closeMounter = () => (mounter as Partial<SyscallMounter>).close?.();
     const locks = new VolumeLocks();
+    const transfers = new RcloneTransfers(config.rcloneBinary);
     const clients = new CacheClients(
-      new EngineRegistry([new RcloneEngine(config.rcloneBinary), new S3fsEngine()]),
+      new EngineRegistry([
+        new RcloneEngine(config.rcloneBinary),
+        new S3fsEngine((source) => transfers.probe(source)),
+      ]),
       runner,
       mounter,
       {
@@ -104,11 +108,7 @@ export async function startDriver(
       () => healthLoop?.trigger(),
     );
     const journal = Journal.inStateDir(config.stateDir);
-    prefetcher = new Prefetcher(
-      log,
-      config.prefetchConcurrency,
-      new RcloneTransfers(config.rcloneBinary),
-    );
+    prefetcher = new Prefetcher(log, config.prefetchConcurrency, transfers);
     copies = new LocalCopies(mounter, runner, log);
     const nodeManager = new MountManager(
       journal,

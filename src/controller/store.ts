@@ -21,9 +21,12 @@ interface StoreDocument {
   volumes: Record<string, ProvisionedVolume>;
 }
 
-/** Durable controller state: every change is written (atomic rename) before it is acknowledged. */
+/**
+ * Durable controller state: every change is written (atomic rename) before it is acknowledged.
+ * A Map, not an object: a caller's volume id such as `__proto__` must never resolve to a property.
+ */
 export class VolumeStore {
-  private doc: StoreDocument = { version: 1, volumes: {} };
+  private volumes = new Map<string, ProvisionedVolume>();
   private readonly writeLock = new Mutex();
 
   constructor(private readonly path: string) {}
@@ -32,37 +35,38 @@ export class VolumeStore {
     const dir = join(stateDir, 'controller');
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const store = new VolumeStore(join(dir, 'volumes.json'));
-    store.doc = await readJson(store.path, store.doc);
+    const doc = await readJson<StoreDocument>(store.path, { version: 1, volumes: {} });
+    store.volumes = new Map(Object.entries(doc.volumes));
     return store;
   }
 
   get(volumeId: string): ProvisionedVolume | undefined {
-    return this.doc.volumes[volumeId];
+    return this.volumes.get(volumeId);
   }
 
   /** Sorted by id, so pagination tokens stay meaningful across changes. */
   list(): ProvisionedVolume[] {
-    return Object.values(this.doc.volumes).sort((a, b) =>
+    return [...this.volumes.values()].sort((a, b) =>
       a.volumeId < b.volumeId ? -1 : a.volumeId > b.volumeId ? 1 : 0,
     );
   }
 
   async put(volume: ProvisionedVolume): Promise<void> {
-    await this.writeLock.runExclusive(async () => {
-      const next = { ...this.doc, volumes: { ...this.doc.volumes, [volume.volumeId]: volume } };
-      await writeJson(this.path, next);
-      this.doc = next;
-    });
+    await this.write((volumes) => volumes.set(volume.volumeId, volume));
   }
 
   async delete(volumeId: string): Promise<void> {
+    if (this.volumes.has(volumeId)) await this.write((volumes) => volumes.delete(volumeId));
+  }
+
+  /** The change is applied to a copy, written, and only then made current. */
+  private async write(change: (volumes: Map<string, ProvisionedVolume>) => void): Promise<void> {
     await this.writeLock.runExclusive(async () => {
-      if (!this.doc.volumes[volumeId]) return;
-      const volumes = { ...this.doc.volumes };
-      delete volumes[volumeId];
-      const next = { ...this.doc, volumes };
-      await writeJson(this.path, next);
-      this.doc = next;
+      const next = new Map(this.volumes);
+      change(next);
+      const doc: StoreDocument = { version: 1, volumes: Object.fromEntries(next) };
+      await writeJson(this.path, doc);
+      this.volumes = next;
     });
   }
 }

@@ -160,7 +160,7 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
     if (key.startsWith(KUBERNETES_PREFIX)) continue;
     if (!KNOWN_KEYS.has(key)) {
       throw new ParameterError(
-        `unknown parameter "${JSON.stringify(key).slice(1, 65)}"; known parameters: ${[...KNOWN_KEYS].join(', ')}`,
+        `unknown parameter ${JSON.stringify(key.slice(0, 64))}; known parameters: ${[...KNOWN_KEYS].join(', ')}`,
       );
     }
   }
@@ -267,7 +267,7 @@ export function parseInlineVolumeParameters(
   for (const key of Object.keys(context)) {
     if (key.startsWith(KUBERNETES_PREFIX) || INLINE_KEYS.has(key)) continue;
     throw new ParameterError(
-      `inline volumes cannot set ${JSON.stringify(key).slice(1, 65)}; allowed: ${[...INLINE_KEYS].join(', ')} (other settings need a StorageClass or PersistentVolume)`,
+      `inline volumes cannot set ${JSON.stringify(key.slice(0, 64))}; allowed: ${[...INLINE_KEYS].join(', ')} (other settings need a StorageClass or PersistentVolume)`,
     );
   }
   const params = parseVolumeParameters(context);

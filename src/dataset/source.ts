@@ -30,6 +30,32 @@ const SCHEMES: Record<string, { kind: SourceKind; tls: boolean }> = {
 /** Characters that could break out of a command-line argument or a config line of an engine. */
 const UNSAFE = /[\0\n\r]/;
 
+/**
+ * DNS names (labels of letters, digits, '-' and '_', none starting or ending with '-'), IPv4, or a
+ * bracketed IPv6 address. Hosts reach engines' configs and could reach a command line: a host that
+ * starts with '-' or holds '=' or '!' is never a host.
+ */
+const LABEL = '[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?';
+const HOST = new RegExp(`^(?:${LABEL}(?:\\.${LABEL})*\\.?|\\[[0-9a-f:.]+\\])$`, 'i');
+/** POSIX portable user names, plus '@' and '+' for services that log in with an e-mail address. */
+const USER = /^[A-Za-z0-9_][A-Za-z0-9._@+-]{0,255}$/;
+
+function checkHost(host: string): void {
+  if (!HOST.test(host) || host.length > 253) {
+    throw new SourceError(
+      `source host "${host}" is not a host name or address (letters, digits, '.', '-', '_'; not starting with '-')`,
+    );
+  }
+}
+
+function checkUser(user: string): void {
+  if (!USER.test(user)) {
+    throw new SourceError(
+      `source user "${user}" is not a user name (letters, digits, '.', '_', '@', '+', '-'; not starting with '-' or '.')`,
+    );
+  }
+}
+
 function normalizePath(raw: string, field: string): string {
   let decoded: string;
   try {
@@ -77,6 +103,7 @@ export function parseSource(value: string): Source {
     return { kind: 'local', authority: '', path, tls: false };
   }
   if (!url.hostname) throw new SourceError(`source "${value}" has no host`);
+  checkHost(url.hostname);
   if (scheme.kind === 's3' && url.port)
     throw new SourceError('s3 source is s3://bucket[/prefix]; set the endpoint in the secrets');
   const source: Source = {
@@ -85,7 +112,16 @@ export function parseSource(value: string): Source {
     path,
     tls: scheme.tls,
   };
-  if (url.username) source.user = decodeURIComponent(url.username);
+  if (url.username) {
+    let user: string;
+    try {
+      user = decodeURIComponent(url.username);
+    } catch {
+      throw new SourceError('source user is not valid percent-encoding');
+    }
+    checkUser(user);
+    source.user = user;
+  }
   return source;
 }
 

@@ -42,6 +42,15 @@ export interface EngineStats {
   erroredFiles?: number;
 }
 
+/** What a remote check needs of a client: its dataset, control API and credentials. */
+export interface RemoteCheckTarget {
+  spec: DatasetSpec;
+  control?: ControlEndpoint;
+  credentials(): Promise<Record<string, string>>;
+  /** The client's private runtime directory (HOME of a helper process). */
+  runtimeDir: string;
+}
+
 /** A cache-client plug-in. */
 export interface Engine {
   readonly name: EngineName;
@@ -62,8 +71,11 @@ export interface Engine {
   pendingWrites?(control: ControlEndpoint): Promise<number>;
   /** Cache and traffic figures from the running client. */
   stats?(control: ControlEndpoint): Promise<EngineStats>;
-  /** Resolves when the client can reach the remote's root now; rejects with the reason. */
-  checkRemote?(control: ControlEndpoint, spec: DatasetSpec): Promise<void>;
+  /**
+   * Resolves when the remote answers the client's own credentials now (one cheap request);
+   * rejects with the reason, or with ControlUnreachableError when the client itself is silent.
+   */
+  checkRemote?(client: RemoteCheckTarget): Promise<void>;
   /** Forgets every listing the client cached: the next look-ups ask the remote again. */
   forgetListings?(control: ControlEndpoint): Promise<void>;
   /** Forgets the client's cached listing of a directory (relative to the dataset root). */

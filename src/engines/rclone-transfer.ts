@@ -112,6 +112,45 @@ export class RcloneTransfers {
   }
 
   /**
+   * One cheap request with the dataset's own credentials: a listing of a name that does not
+   * exist. Resolves when the remote answered ("not found" is an answer); rejects with its reason.
+   */
+  async probe(source: TransferSource, timeoutMs = 10_000): Promise<void> {
+    const { fs, env } = this.remote(source, PROBE_NAME);
+    const result = await execa(
+      this.binary,
+      [
+        'lsjson',
+        '--files-only',
+        '--no-mimetype',
+        '--no-modtime',
+        '--max-depth',
+        '1',
+        '--retries',
+        '1',
+        '--low-level-retries',
+        '1',
+        '--config',
+        '/dev/null',
+        fs,
+      ],
+      { reject: false, stdin: 'ignore', extendEnv: false, env, timeout: timeoutMs },
+    );
+    const stderr = String(result.stderr);
+    if (result.exitCode === 0 || /directory not found|object not found/i.test(stderr)) return;
+    if (result.timedOut) throw new Error('no answer in time');
+    // From rclone's last error on: the server's answer and its cause ("connection refused").
+    const at = stderr.lastIndexOf('ERROR : ');
+    const reason = (at < 0 ? lastLine(stderr) : stderr.slice(at + 'ERROR : '.length))
+      // rclone's next log line (a summary of the same error) starts with a date.
+      .split(/\n\d{4}\/\d\d\/\d\d /)[0]!
+      .replace(/\s+/g, ' ')
+      .replace(/^[:\s]+/, '')
+      .trim();
+    throw new Error(reason.slice(0, 400));
+  }
+
+  /**
    * Copies the files named in `listFile` (one path a line, relative to the dataset root) into
    * `destination`, `transfers` at a time, calling `onCopied` as each one is complete there.
    */
@@ -181,5 +220,8 @@ export class RcloneTransfers {
     return { ok: result.exitCode === 0, reason: lastError };
   }
 }
+
+/** A name no dataset holds: listing it costs one request and transfers nothing. */
+const PROBE_NAME = '.dataset-cache-csi-probe';
 
 const lastLine = (text: string): string => text.trim().split('\n').slice(-1)[0] ?? '';

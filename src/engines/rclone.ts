@@ -8,6 +8,7 @@ import {
   type Engine,
   type EngineStats,
   type LaunchPlan,
+  type RemoteCheckTarget,
 } from './engine.js';
 import { rcCall, type CoreStats, type VfsStats } from './rclone-rc.js';
 import { rcloneObscure } from './rclone-obscure.js';
@@ -147,7 +148,8 @@ export class RcloneEngine implements Engine {
     };
   }
 
-  async checkRemote(control: ControlEndpoint, spec: DatasetSpec): Promise<void> {
+  async checkRemote({ control, spec }: RemoteCheckTarget): Promise<void> {
+    if (!control) throw new Error('the client has no control API to ask');
     // One HEAD-like request on the client's own remote (defined in its environment): a name that
     // does not exist answers "not found", which proves the remote reachable and the credentials
     // good. A stat of the root would list it, which is costly for big flat buckets.

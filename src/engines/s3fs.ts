@@ -1,7 +1,17 @@
 import { join } from 'node:path';
 import { invalidArgument } from '../csi/errors.js';
 import type { DatasetSpec } from '../dataset/params.js';
-import { baseEnvironment, type ClientPaths, type Engine, type LaunchPlan } from './engine.js';
+import {
+  baseEnvironment,
+  type ClientPaths,
+  type Engine,
+  type LaunchPlan,
+  type RemoteCheckTarget,
+} from './engine.js';
+import type { TransferSource } from './rclone-transfer.js';
+
+/** One cheap request to a remote with given credentials (s3fs has no API to ask it through). */
+export type RemoteProbe = (source: TransferSource) => Promise<void>;
 
 /** A value that goes into s3fs's comma-separated -o list must not be able to add options. */
 function optionValue(name: string, value: string): string {
@@ -21,7 +31,18 @@ export class S3fsEngine implements Engine {
   readonly hasControl = false;
   readonly keepsPageCache = true;
 
-  constructor(private readonly binary = 's3fs') {}
+  constructor(
+    private readonly probe: RemoteProbe,
+    private readonly binary = 's3fs',
+  ) {}
+
+  async checkRemote(client: RemoteCheckTarget): Promise<void> {
+    await this.probe({
+      spec: client.spec,
+      secrets: await client.credentials(),
+      runtimeDir: client.runtimeDir,
+    });
+  }
 
   plan(
     spec: DatasetSpec,
@@ -37,6 +58,13 @@ export class S3fsEngine implements Engine {
     const secret = secrets.secretAccessKey ?? '';
     if ((keyId === '') !== (secret === '')) {
       throw invalidArgument('secrets accessKeyId and secretAccessKey must be given together');
+    }
+    // One `id:secret` line of the passwd file: neither may add a line or move the separator.
+    // eslint-disable-next-line no-control-regex
+    if (/[:\s]/.test(keyId) || /[\0-\x1f\x7f]/.test(secret)) {
+      throw invalidArgument(
+        'secret accessKeyId must not contain colons or white space, nor secretAccessKey control characters',
+      );
     }
     const options = [
       `passwd_file=${passwdFile}`,

@@ -63,9 +63,12 @@ interface JournalDocument {
 /**
  * The node's durable record of clients, staged volumes and published targets. Changes are made
  * in memory and then saved whole; saves are chained so the file always holds the latest state.
+ * Records live in Maps: volume ids are chosen by callers, and one named `__proto__` or
+ * `constructor` must be a volume like any other, not a property of every object.
  */
 export class Journal {
-  private doc: JournalDocument = { version: 1, datasets: {}, volumes: {} };
+  private datasets = new Map<string, ClientRecord>();
+  private volumeRecords = new Map<string, VolumeRecord>();
   private writing: Promise<void> = Promise.resolve();
   private next: Promise<void> | undefined;
 
@@ -76,10 +79,15 @@ export class Journal {
   }
 
   async load(): Promise<void> {
-    const doc = await readJson<JournalDocument>(this.path, this.doc);
+    const doc = await readJson<JournalDocument>(this.path, {
+      version: 1,
+      datasets: {},
+      volumes: {},
+    });
     if (doc.version !== 1)
       throw new Error(`${this.path}: unsupported journal version ${String(doc.version)}`);
-    this.doc = doc;
+    this.datasets = new Map(Object.entries(doc.datasets));
+    this.volumeRecords = new Map(Object.entries(doc.volumes));
   }
 
   /**
@@ -92,34 +100,39 @@ export class Journal {
       .catch(() => undefined)
       .then(() => {
         this.next = undefined;
-        return writeJson(this.path, this.doc);
+        const doc: JournalDocument = {
+          version: 1,
+          datasets: Object.fromEntries(this.datasets),
+          volumes: Object.fromEntries(this.volumeRecords),
+        };
+        return writeJson(this.path, doc);
       });
     this.writing = this.next;
     return this.next;
   }
 
   client(key: string): ClientRecord | undefined {
-    return this.doc.datasets[key];
+    return this.datasets.get(key);
   }
 
   clients(): ClientRecord[] {
-    return Object.values(this.doc.datasets);
+    return [...this.datasets.values()];
   }
 
   setClient(record: ClientRecord): void {
-    this.doc.datasets[record.key] = record;
+    this.datasets.set(record.key, record);
   }
 
   deleteClient(key: string): void {
-    delete this.doc.datasets[key];
+    this.datasets.delete(key);
   }
 
   volume(volumeId: string): VolumeRecord | undefined {
-    return this.doc.volumes[volumeId];
+    return this.volumeRecords.get(volumeId);
   }
 
   volumes(): VolumeRecord[] {
-    return Object.values(this.doc.volumes);
+    return [...this.volumeRecords.values()];
   }
 
   volumesOf(datasetKey: string): VolumeRecord[] {
@@ -127,10 +140,10 @@ export class Journal {
   }
 
   setVolume(record: VolumeRecord): void {
-    this.doc.volumes[record.volumeId] = record;
+    this.volumeRecords.set(record.volumeId, record);
   }
 
   deleteVolume(volumeId: string): void {
-    delete this.doc.volumes[volumeId];
+    this.volumeRecords.delete(volumeId);
   }
 }

@@ -18,6 +18,7 @@ import { DatasetSupervisor } from './supervision.js';
 import { VolumeHealthReporter, type VolumeHealth } from './volume-health.js';
 import { engineMountOf, type ClientRecord, type Journal, type VolumeRecord } from './journal.js';
 import type { Mounter } from '../kernel/mounter.js';
+import { pathComponentOf } from '../kernel/path-component.js';
 import type { FsUsage } from '../kernel/path-probe.js';
 import type { Prefetcher, PrefetchStatus, PrefetchTarget } from '../prefetch/prefetcher.js';
 import type { LocalCopies } from '../copy/copies.js';
@@ -344,7 +345,10 @@ export class MountManager {
     if (existing && !existing.ephemeral) {
       throw alreadyExists(`volume ${volumeId} is staged as a persistent volume on this node`);
     }
-    const stagingPath = join(this.settings.ephemeralDir, volumeId);
+    // The id is the caller's: encoded, it cannot leave the directory. A volume staged by an
+    // earlier version keeps the path it was staged at.
+    const stagingPath =
+      existing?.stagingPath ?? join(this.settings.ephemeralDir, pathComponentOf(volumeId));
     await this.stage(volumeId, params, stagingPath, secrets, true);
     try {
       await this.publish(volumeId, stagingPath, targetPath, readOnly);

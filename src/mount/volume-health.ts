@@ -26,6 +26,7 @@ const REMOTE_CHECK_TTL_MS = 10_000;
  */
 export class VolumeHealthReporter {
   private readonly remoteChecks = new Map<string, { at: number; problem?: RemoteProblem }>();
+  private readonly runningChecks = new Map<string, Promise<RemoteProblem | undefined>>();
 
   constructor(
     private readonly journal: Journal,
@@ -86,13 +87,25 @@ export class VolumeHealthReporter {
     return `local copy of dataset ${client.key} is incomplete: ${figures.files} files (${mib(figures.bytes)} MiB) copied, ${figures.refusedForRoom} left out for want of room in cacheQuota; they are still served through the cache client; raise cacheQuota`;
   }
 
-  /** The remote check costs a request: its answer is reused for a while per dataset. */
+  /**
+   * The remote check costs a request (a process, for engines without a control API): its answer
+   * is reused for a while per dataset, and a stale one is renewed in the background while the
+   * call answers with it, so a slow remote never holds up NodeGetVolumeStats twice.
+   */
   private async remoteProblem(client: ClientRecord): Promise<RemoteProblem | undefined> {
     const cached = this.remoteChecks.get(client.key);
     if (cached && Date.now() - cached.at < REMOTE_CHECK_TTL_MS) return cached.problem;
-    const problem = await this.clients.remoteProblem(client);
-    // A silent client is not cached: the next call must see it recover at once.
-    if (!problem?.clientSilent) this.remoteChecks.set(client.key, { at: Date.now(), problem });
-    return problem;
+    let running = this.runningChecks.get(client.key);
+    if (!running) {
+      running = this.clients.remoteProblem(client).then((problem) => {
+        this.runningChecks.delete(client.key);
+        // A silent client is not cached: the next call must see it recover at once.
+        if (problem?.clientSilent) this.remoteChecks.delete(client.key);
+        else this.remoteChecks.set(client.key, { at: Date.now(), problem });
+        return problem;
+      });
+      this.runningChecks.set(client.key, running);
+    }
+    return cached && !cached.problem?.clientSilent ? cached.problem : running;
   }
 }

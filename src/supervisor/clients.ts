@@ -366,6 +366,20 @@ export class CacheClients {
           `cache client for dataset ${key} mounted but cannot list the remote (${why}): ${await logTail(paths.logFile)}`,
         );
       }
+      // A listing may be answered before the engine asked the remote (s3fs checks credentials on
+      // its first request and exits when they are refused): the engine's own check settles it.
+      await engine
+        .checkRemote?.({
+          spec,
+          ...(control ? { control } : {}),
+          credentials: () => Promise.resolve(secrets),
+          runtimeDir: paths.runtimeDir,
+        })
+        .catch((err: unknown) => {
+          throw unavailable(
+            `cache client for dataset ${key} mounted but its remote refused a request (${err instanceof Error ? err.message : String(err)})`,
+          );
+        });
       if (layered) {
         identity = { fsType: LAYER_FS_TYPE, source: engineMount };
         const layer: LaunchPlan = {
@@ -593,9 +607,14 @@ export class CacheClients {
   /** Why the client cannot reach its remote now; undefined when it can or its engine cannot tell. */
   async remoteProblem(record: ClientRecord): Promise<RemoteProblem | undefined> {
     const engine = this.engineOf(record.spec);
-    if (!engine.checkRemote || !record.control) return undefined;
+    if (!engine.checkRemote) return undefined;
     try {
-      await engine.checkRemote(record.control, record.spec);
+      await engine.checkRemote({
+        spec: record.spec,
+        ...(record.control ? { control: record.control } : {}),
+        credentials: () => this.credentials(record),
+        runtimeDir: record.runtimeDir,
+      });
       return undefined;
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);

@@ -249,6 +249,27 @@ const cases = (): Case[] => [
     code: S.INVALID_ARGUMENT,
     message: /control characters/,
   },
+  // Option-shaped or impossible hosts and users, for every remote kind.
+  ...[
+    'sftp://-oProxyCommand=x/data',
+    's3://-bucket/x',
+    'webdav://-h/x',
+    'https://h=x/x',
+    'webdavs://a!b/x',
+  ].map((value): Case => ({
+    name: `option-shaped host in ${value}`,
+    call: create({ source: value }),
+    code: S.INVALID_ARGUMENT,
+    message: /parameter source host ".*" is not a host name/,
+  })),
+  ...['sftp://-oProxyCommand=x@h/data', 'webdav://--user@h/x', 'sftp://a%20b@h/x'].map(
+    (value): Case => ({
+      name: `option-shaped user in ${value}`,
+      call: create({ source: value }),
+      code: S.INVALID_ARGUMENT,
+      message: /parameter source user ".*" is not a user name/,
+    }),
+  ),
   {
     name: 'NUL in source',
     call: create({ source: 'local:///data\0/x' }),
@@ -582,6 +603,15 @@ const cases = (): Case[] => [
     }),
     code: S.INVALID_ARGUMENT,
     message: /secret endpoint must not contain commas/,
+  },
+  {
+    name: 'stage of s3fs with a key id that would move the passwd separator',
+    call: stage({
+      volume_context: { source: 's3://bucket/x', engine: 's3fs' },
+      secrets: { accessKeyId: 'a:b', secretAccessKey: 'c' },
+    }),
+    code: S.INVALID_ARGUMENT,
+    message: /accessKeyId must not contain colons/,
   },
   {
     name: 'stage of s3fs with half the credentials',

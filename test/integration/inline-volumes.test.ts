@@ -89,12 +89,65 @@ it('stages on publish, serves the pod, and cleans everything up on unpublish', a
   expect(await readdir(join(driver.stateDir, 'ephemeral'))).toEqual([]);
 });
 
+it('keeps caller-chosen volume ids inside its own directory: traversal, slashes, options, prototype names', async () => {
+  const ids = [
+    '../../../../escape',
+    'a/b/../../c',
+    '/abs/path',
+    '-x',
+    '--flag=1',
+    '..',
+    '.',
+    '__proto__',
+    'constructor',
+    'ü'.repeat(64),
+  ];
+  const ephemeral = join(driver.stateDir, 'ephemeral');
+  const request = (id: string) => ({
+    ...inline(`id-${ids.indexOf(id)}`, 'team-a', source()),
+    volume_id: id,
+  });
+  const mountPoints = async () => (await MountTable.read()).entries.map((m) => m.mountPoint);
+  const before = new Set(await mountPoints());
+  try {
+    for (const id of ids) await driver.client.node.NodePublishVolume(request(id));
+    // Nothing new mounted anywhere but below the test's directory and its MEM cache.
+    const ours = [`${driver.work}/`, `${driver.memCacheDir}/`];
+    const added = (await mountPoints()).filter((m) => !before.has(m));
+    expect(added.filter((m) => !ours.some((dir) => m.startsWith(dir)))).toEqual([]);
+    const staged = (await MountTable.read()).under(driver.work).map((m) => m.mountPoint);
+    // One staging directory per id, each a single entry of the ephemeral directory, none alike.
+    const entries = await readdir(ephemeral);
+    expect(entries).toHaveLength(ids.length);
+    for (const entry of entries) {
+      expect(entry).toMatch(/^[A-Za-z0-9_][A-Za-z0-9_.-]*-[0-9a-f]{16}$/);
+      expect(staged).toContain(join(ephemeral, entry));
+    }
+    for (const [i] of ids.entries()) {
+      expect(await readFile(join(kubelet.target(`id-${i}`), 'labels.csv'), 'utf8')).toContain(
+        'cat',
+      );
+    }
+    expect(await recordedClients(driver.stateDir)).toHaveLength(1);
+  } finally {
+    for (const id of ids) {
+      await driver.client.node.NodeUnpublishVolume({
+        volume_id: id,
+        target_path: request(id).target_path,
+      });
+    }
+  }
+  expect(await readdir(ephemeral)).toEqual([]);
+  expect(await recordedClients(driver.stateDir)).toEqual([]);
+  expect((await MountTable.read()).under(driver.work)).toEqual([]);
+});
+
 it.each([
   [{ source: 'local:///etc' }, /inline volumes cannot use local:\/\/ sources/],
-  [{ cachePath: '/var/lib/kubelet', cacheMedium: 'SSD' }, /inline volumes cannot set cachePath/],
-  [{ cacheMedium: 'SSD' }, /inline volumes cannot set cacheMedium/],
-  [{ keepWarm: '168h' }, /inline volumes cannot set keepWarm/],
-  [{ layout: 'subdir' }, /inline volumes cannot set layout/],
+  [{ cachePath: '/var/lib/kubelet', cacheMedium: 'SSD' }, /inline volumes cannot set "cachePath"/],
+  [{ cacheMedium: 'SSD' }, /inline volumes cannot set "cacheMedium"/],
+  [{ keepWarm: '168h' }, /inline volumes cannot set "keepWarm"/],
+  [{ layout: 'subdir' }, /inline volumes cannot set "layout"/],
   [{ cacheQuota: '1Gi' }, /cacheQuota of an inline volume may be at most 268435456 bytes/],
   [{ subPath: '../../x' }, /subPath="\.\.\/\.\.\/x" must not contain/],
 ])('refuses an inline volume asking for %j, leaving nothing', async (attributes, message) => {

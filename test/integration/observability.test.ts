@@ -7,6 +7,7 @@ import { mkdir, readFile, writeFile, unlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
+import { S3Server } from '../../src/demo/s3-server.js';
 import { MountTable } from '../../src/kernel/mountinfo.js';
 import { isSameProcess } from '../../src/kernel/proc.js';
 import { recordedClients } from '../helpers/cleanup.js';
@@ -348,5 +349,48 @@ it('volume condition: a full cache and an unreachable remote are reported abnorm
   } finally {
     await own.stop().catch(() => undefined);
     await kubelet.stop(vol.volume_id, ['watcher']);
+  }
+});
+
+it('volume condition: the s3fs engine has no control API, and its remote is checked all the same', async () => {
+  const store = join(driver.work, 's3-gone');
+  await mkdir(store);
+  const s3 = await S3Server.start(store, ['bucket']);
+  const data = join(driver.work, 's3-data');
+  await mkdir(data);
+  await writeFile(join(data, 'a.txt'), 'a\n');
+  await s3.upload(data, 'bucket/set');
+  const vol = await volume('s3fs-conditions', { source: 's3://bucket/set', engine: 's3fs' });
+  await kubelet.stage(vol, s3.secrets());
+  await kubelet.publish(vol.volume_id, 's3fs-watcher');
+  const stats = () =>
+    driver.client.node.NodeGetVolumeStats({
+      volume_id: vol.volume_id,
+      volume_path: kubelet.target('s3fs-watcher'),
+    });
+  try {
+    expect((await stats()).volume_condition).toEqual({
+      abnormal: false,
+      message: 'cache client running, mount live, remote reachable',
+    });
+    expect(await readFile(join(kubelet.target('s3fs-watcher'), 'a.txt'), 'utf8')).toBe('a\n');
+    await s3.stop();
+    const unreachable = await until(
+      'the remote check to fail',
+      async () => {
+        const answer = await stats();
+        return answer.volume_condition?.abnormal ? answer : undefined;
+      },
+      30_000,
+    );
+    expect(unreachable.volume_condition?.message).toMatch(
+      /remote of dataset ds-\w+ is unreachable \(.*connection refused.*\); files already cached are still served/,
+    );
+    process.stdout.write(
+      `NodeGetVolumeStats s3fs, S3 server stopped: ${JSON.stringify(unreachable.volume_condition)}\n`,
+    );
+  } finally {
+    await s3.stop().catch(() => undefined);
+    await kubelet.stop(vol.volume_id, ['s3fs-watcher']);
   }
 });
