@@ -55,7 +55,7 @@ export class LocalCopies {
       known.host = host;
       return known.copy;
     }
-    const copy = new LocalCopy(host.cacheDir, this.runner);
+    const copy = new LocalCopy(host.cacheDir, this.runner, host.spec.ownership);
     await copy.prepare();
     const entry: Attached = {
       host,

@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   chmod,
+  chown,
   link,
   lstat,
   mkdir,
@@ -20,6 +21,7 @@ import { Mutex } from 'async-mutex';
 import { isSameProcess } from '../kernel/proc.js';
 import type { ProcessRunner } from '../kernel/runner.js';
 import { setXattr } from '../kernel/xattr.js';
+import type { Ownership } from '../dataset/params.js';
 
 /** The copy, inside the cache file system: the overlay's upper lower layer. */
 export const copyRoot = (cacheDir: string): string => join(cacheDir, 'copy');
@@ -100,6 +102,11 @@ export class LocalCopy {
     readonly cacheDir: string,
     /** Runs the helper that marks directories opaque (none: nothing is marked). */
     private readonly runner?: ProcessRunner,
+    /**
+     * The dataset's owner and modes: the copy shows what the engine's mount shows, so a file
+     * served by the kernel is never readable by more users than through the engine.
+     */
+    private readonly ownership: Ownership = {},
   ) {
     this.root = copyRoot(cacheDir);
     this.incoming = incomingRoot(cacheDir);
@@ -111,7 +118,8 @@ export class LocalCopy {
    * outlive clients).
    */
   async prepare(): Promise<void> {
-    await mkdir(this.root, { recursive: true, mode: DIR_MODE });
+    await mkdir(this.root, { recursive: true });
+    await this.own(this.root, 'dir');
     await mkdir(this.incoming, { recursive: true, mode: 0o700 });
     const dir = await opendir(this.incoming);
     for await (const entry of dir) {
@@ -323,13 +331,19 @@ export class LocalCopy {
     remote: RemoteFile,
     size: number,
   ): Promise<void> {
-    await chmod(from, FILE_MODE);
+    await this.own(from, 'file');
     // Without a listed time, the one rclone set from the download stands.
     if (!Number.isNaN(remote.mtimeMs)) {
       await utimes(from, remote.mtimeMs / 1000, remote.mtimeMs / 1000);
     }
     const target = join(this.root, relative);
-    await mkdir(dirname(target), { recursive: true, mode: DIR_MODE });
+    const firstMade = await mkdir(dirname(target), { recursive: true });
+    if (firstMade !== undefined) {
+      // Each directory made here, from the first one down to the file's own.
+      for (let dir = dirname(target); dir.length >= firstMade.length; dir = dirname(dir)) {
+        await this.own(dir, 'dir');
+      }
+    }
     // Promotion and prefetch may install the same name at once: one rename at a time keeps the count.
     await this.placing.runExclusive(async () => {
       const replaced = await lstat(target).catch(() => undefined);
@@ -342,6 +356,13 @@ export class LocalCopy {
       this.figures.bytes += size;
     });
     this.onChanged();
+  }
+
+  /** Gives a file or directory of the copy the dataset's modes and, when set, its owner. */
+  private async own(path: string, kind: 'file' | 'dir'): Promise<void> {
+    const { uid, gid, fileMode, dirMode } = this.ownership;
+    await chmod(path, kind === 'file' ? (fileMode ?? FILE_MODE) : (dirMode ?? DIR_MODE));
+    if (uid !== undefined || gid !== undefined) await chown(path, uid ?? -1, gid ?? -1);
   }
 }
 

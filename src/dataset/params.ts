@@ -23,12 +23,25 @@ export interface DatasetSpec {
   localCopy: boolean;
   /** Bytes per second on the remote link; undefined means unlimited. */
   bandwidthLimit?: number;
+  /** Owner and modes the dataset's files show (unset: root, and the engine's default modes). */
+  ownership?: Ownership;
   /**
    * Who the remote is read as: a keyed digest of the credentials and, for inline volumes, the
    * pod's namespace (see CredentialIdentity). It is part of the dataset key, so a volume staged
    * with other credentials never shares a client (and data read with those credentials).
    */
   tenant?: string;
+}
+
+/**
+ * Who the files of a dataset belong to, for pods that run as a non-root user (FUSE mounts ignore
+ * fsGroup). Modes are permission bits only: no setuid, setgid or sticky bit.
+ */
+export interface Ownership {
+  uid?: number;
+  gid?: number;
+  fileMode?: number;
+  dirMode?: number;
 }
 
 /** A prefetch pattern: files matching `glob` are read into the cache, or only listed and stat'ed. */
@@ -67,6 +80,10 @@ const KNOWN_KEYS = new Set([
   'keepWarm',
   'subPath',
   'localCopy',
+  'uid',
+  'gid',
+  'fileMode',
+  'dirMode',
 ]);
 /** Added by csi-provisioner (--extra-create-metadata) and by kubelet (podInfoOnMount). */
 const KUBERNETES_PREFIX = 'csi.storage.k8s.io/';
@@ -117,6 +134,42 @@ function parseLocalCopy(value: string | undefined, readOnly: boolean, engine: En
     throw new ParameterError(`parameter localCopy=true needs engine rclone, not ${engine}`);
   }
   return wanted;
+}
+
+/** Largest id a Linux user or group can have ((uid_t)-1 means "unchanged" to chown). */
+const MAX_ID = 2 ** 32 - 2;
+
+function parseId(key: string, value: string): number {
+  const id = /^\d{1,10}$/.test(value) ? Number(value) : NaN;
+  if (!(id <= MAX_ID)) {
+    throw new ParameterError(
+      `parameter ${key}="${value}" is not a numeric id between 0 and ${MAX_ID}`,
+    );
+  }
+  return id;
+}
+
+function parseMode(key: string, value: string): number {
+  if (!/^0?[0-7]{3}$/.test(value)) {
+    throw new ParameterError(
+      `parameter ${key}="${value}" is not an octal mode such as 0775 (permission bits only)`,
+    );
+  }
+  return parseInt(value, 8);
+}
+
+function parseOwnership(params: Record<string, string>, engine: EngineName): Ownership | undefined {
+  const ownership: Ownership = {};
+  if (params.uid !== undefined) ownership.uid = parseId('uid', params.uid);
+  if (params.gid !== undefined) ownership.gid = parseId('gid', params.gid);
+  if (params.fileMode !== undefined) ownership.fileMode = parseMode('fileMode', params.fileMode);
+  if (params.dirMode !== undefined) ownership.dirMode = parseMode('dirMode', params.dirMode);
+  if (engine === 's3fs' && ownership.fileMode !== undefined) {
+    throw new ParameterError(
+      'parameter fileMode needs engine rclone: s3fs has one mode for files and directories (set dirMode)',
+    );
+  }
+  return Object.keys(ownership).length === 0 ? undefined : ownership;
 }
 
 const MAX_KEEP_WARM_MS = 7 * 24 * 3600 * 1000;
@@ -212,6 +265,8 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
     cache,
     localCopy: parseLocalCopy(params.localCopy, readOnly, engine),
   };
+  const ownership = parseOwnership(params, engine);
+  if (ownership) dataset.ownership = ownership;
   if (params.bandwidthLimit !== undefined) {
     if (engine !== 'rclone') {
       throw new ParameterError(
@@ -252,6 +307,12 @@ const INLINE_KEYS = new Set([
   'cacheQuota',
   'prefetch',
   'bandwidthLimit',
+  // The driver cannot see the pod's securityContext (kubelet passes its name, namespace, uid and
+  // service account); these only change how the pod's own client shows its files.
+  'uid',
+  'gid',
+  'fileMode',
+  'dirMode',
 ]);
 export const EPHEMERAL_CONTEXT_KEY = 'csi.storage.k8s.io/ephemeral';
 export const POD_NAMESPACE_KEY = 'csi.storage.k8s.io/pod.namespace';
@@ -287,7 +348,7 @@ export function parseInlineVolumeParameters(
 
 /**
  * The sharing key of a Dataset: what decides the bytes a reader sees (source, engine, writability,
- * a local copy turned off, the tenant), never tuning. Equal keys share one cache client on a node.
+ * a local copy turned off, the tenant, owner and modes), never tuning. Equal keys share one cache client on a node.
  */
 export function datasetKey(spec: DatasetSpec): string {
   const identity = JSON.stringify([
@@ -295,6 +356,7 @@ export function datasetKey(spec: DatasetSpec): string {
     spec.engine,
     spec.readOnly,
     ...(spec.tenant === undefined ? [] : [spec.tenant]),
+    ...(spec.ownership === undefined ? [] : [['ownership', spec.ownership]]),
     // What a reader sees differs (a copy is a snapshot until refreshed); keys of datasets with the
     // default stay as they were.
     ...(spec.localCopy === (spec.readOnly && spec.engine === 'rclone') ? [] : ['no-copy']),

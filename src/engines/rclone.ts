@@ -64,6 +64,8 @@ export function remoteConfig(
   }
 }
 
+const octal = (mode: number): string => `0${mode.toString(8).padStart(3, '0')}`;
+
 export class RcloneEngine implements Engine {
   readonly name = 'rclone' as const;
   readonly fsType = 'fuse.rclone';
@@ -108,6 +110,15 @@ export class RcloneEngine implements Engine {
       'NOTICE',
     ];
     if (spec.readOnly) args.push('--read-only');
+    const owner = spec.ownership;
+    if (owner?.uid !== undefined) args.push('--uid', String(owner.uid));
+    if (owner?.gid !== undefined) args.push('--gid', String(owner.gid));
+    if (owner?.fileMode !== undefined || owner?.dirMode !== undefined) {
+      // Exactly the modes asked for: rclone would mask them with the process umask otherwise.
+      args.push('--umask', '0');
+      args.push('--file-perms', octal(owner.fileMode ?? 0o644));
+      args.push('--dir-perms', octal(owner.dirMode ?? 0o755));
+    }
     const controlEnv: Record<string, string> = {};
     if (control) {
       // Credentials through the environment (RCLONE_RC_*), never argv.

@@ -21,6 +21,8 @@ function optionValue(name: string, value: string): string {
   return value;
 }
 
+const umaskOf = (mode: number): string => `0${(0o777 & ~mode).toString(8).padStart(3, '0')}`;
+
 /**
  * s3fs (S3 only). It keeps file pages across opens itself (kernel_cache), so it needs no page-cache
  * layer; writes are uploaded when a file is closed. Credentials go into a 0600 passwd file.
@@ -73,8 +75,14 @@ export class S3fsEngine implements Engine {
       'allow_other',
       `fsname=${deviceName}`,
       'subtype=s3fs',
-      // Readable by the non-root users pods usually run as, like rclone's default modes.
-      'umask=0022',
+      // Readable by the non-root users pods usually run as, like rclone's default modes; s3fs
+      // has one mode for files and directories, so dirMode sets both.
+      `umask=${umaskOf(spec.ownership?.dirMode ?? 0o755)}`,
+      ...(spec.ownership?.dirMode === undefined
+        ? []
+        : [`mp_umask=${umaskOf(spec.ownership.dirMode)}`]),
+      ...(spec.ownership?.uid === undefined ? [] : [`uid=${spec.ownership.uid}`]),
+      ...(spec.ownership?.gid === undefined ? [] : [`gid=${spec.ownership.gid}`]),
       // Stop caching (read through) before the cache's file system is full.
       `ensure_diskfree=${Math.max(1, Math.floor((spec.cache.quotaBytes * 0.1) / 2 ** 20))}`,
     ];

@@ -64,7 +64,7 @@ export async function runPrefetchCommand(argv: string[]): Promise<number> {
     return through.errors === 0 ? 0 : 1;
   }
   const runner = new ExecaRunner();
-  const copy = new LocalCopy(client.cacheDir, runner);
+  const copy = new LocalCopy(client.cacheDir, runner, client.spec.ownership);
   await copy.count();
   const filled = await fillCopy({
     copy,

@@ -97,6 +97,8 @@ const GOOD_VALUES: Record<string, string[]> = {
   localCopy: ['false'],
   keepWarm: ['10m', '0s'],
   bandwidthLimit: ['10M'],
+  uid: ['1000'],
+  dirMode: ['0775'],
   'csi.storage.k8s.io/pod.namespace': ['team-a'],
 };
 const knownKey = fc.constantFrom(...Object.keys(GOOD_VALUES), 'cachePath');
@@ -219,6 +221,10 @@ const KNOWN_KEYS = new Set([
   'keepWarm',
   'subPath',
   'localCopy',
+  'uid',
+  'gid',
+  'fileMode',
+  'dirMode',
 ]);
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\0-\x1f\x7f]/;

@@ -117,6 +117,13 @@ describe('parseVolumeParameters', () => {
     ],
     [{ source: 'webdav://h/x', layout: 'nested' }, /layout="nested"/],
     [{ source: 'webdav://h/x', engine: 's3fs' }, /engine=s3fs serves only s3:\/\/ sources/],
+    [{ source: 'webdav://h/x', uid: '-1' }, /uid="-1" is not a numeric id/],
+    [{ source: 'webdav://h/x', gid: '1e3' }, /gid="1e3" is not a numeric id/],
+    [{ source: 'webdav://h/x', uid: '4294967295' }, /uid="4294967295" is not a numeric id/],
+    [{ source: 'webdav://h/x', fileMode: '4755' }, /fileMode="4755" is not an octal mode/],
+    [{ source: 'webdav://h/x', dirMode: '0999' }, /dirMode="0999" is not an octal mode/],
+    [{ source: 'webdav://h/x', dirMode: 'rwxr-x---' }, /dirMode="rwxr-x---"/],
+    [{ source: 's3://b', engine: 's3fs', fileMode: '0644' }, /fileMode needs engine rclone/],
   ])('rejects %j', (params, message) => {
     expect(() => parseVolumeParameters(params as Record<string, string>)).toThrow(ParameterError);
     expect(() => parseVolumeParameters(params as Record<string, string>)).toThrow(message);
@@ -131,6 +138,26 @@ describe('datasetKey', () => {
       key({ source: 'webdav://H/x', cacheQuota: '9Gi', bandwidthLimit: '1M' }),
     );
     expect(key({ source: 'webdav://h/x' })).toMatch(/^ds-[0-9a-f]{16}$/);
+  });
+
+  it('takes owner and modes as given', () => {
+    expect(
+      parseVolumeParameters({
+        source: 'webdav://h/x',
+        uid: '1000',
+        gid: '0',
+        fileMode: '664',
+        dirMode: '0775',
+      }).dataset.ownership,
+    ).toEqual({ uid: 1000, gid: 0, fileMode: 0o664, dirMode: 0o775 });
+    expect(parseVolumeParameters({ source: 'webdav://h/x' }).dataset.ownership).toBeUndefined();
+  });
+
+  it('differs for another owner or mode: a reader sees other permissions', () => {
+    expect(key({ source: 'webdav://h/x' })).not.toBe(key({ source: 'webdav://h/x', uid: '1000' }));
+    expect(key({ source: 'webdav://h/x', dirMode: '0775' })).not.toBe(
+      key({ source: 'webdav://h/x', dirMode: '0770' }),
+    );
   });
 
   it('differs for other data or writability', () => {
