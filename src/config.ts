@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { totalmem } from 'node:os';
-import { parseQuantity } from './dataset/quantity.js';
+import { parseDuration, parseQuantity } from './dataset/quantity.js';
 
 const DRIVER_NAME = /^[a-zA-Z][A-Za-z0-9-._]{0,61}[a-zA-Z]$/;
 
@@ -22,6 +22,12 @@ export const ConfigSchema = z.object({
   pageCache: z.enum(['bindfs', 'none']),
   /** Sum of the quotas of all MEM caches on the node. */
   memCacheLimitBytes: z.number().int().positive('mem-cache-limit must be a size such as 8Gi'),
+  /** Sum of the quotas of all SSD/HDD caches on the node, running and kept. */
+  diskCacheLimitBytes: z.number().int().positive('disk-cache-limit must be a size such as 100Gi'),
+  /** How long stopping a writable dataset's client waits for its writes to reach the remote. */
+  flushTimeoutMs: z.number().int().min(0, 'flush-timeout must be a duration such as 2m'),
+  /** How long a cache outlives its dataset's last client on the node before it is removed. */
+  cacheRetentionMs: z.number().int().min(0, 'cache-retention must be a duration such as 168h'),
   rcloneBinary: z.string().min(1),
   /** The largest cacheQuota a pod's inline volume may ask for. */
   ephemeralCacheQuotaLimitBytes: z
@@ -58,6 +64,9 @@ export const DEFAULTS = {
   rcloneBinary: 'rclone',
   prefetchConcurrency: 16,
   ephemeralCacheQuotaLimit: '2Gi',
+  diskCacheLimit: '100Gi',
+  cacheRetention: '168h',
+  flushTimeout: '2m',
 } as const;
 
 export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock --node-id NAME [options]
@@ -70,6 +79,12 @@ export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock 
   --health-interval MS   how often clients and mounts are checked (default ${DEFAULTS.healthIntervalMs})
   --page-cache MODE      bindfs (warm reads from the page cache) | none (default ${DEFAULTS.pageCache})
   --mem-cache-limit SIZE sum of all MEM cache quotas on the node (default: half the memory)
+  --disk-cache-limit SIZE  sum of all SSD/HDD cache quotas on the node, running and kept
+                         (default ${DEFAULTS.diskCacheLimit})
+  --cache-retention DURATION  how long a cache outlives its dataset's last client on the node
+                         (default ${DEFAULTS.cacheRetention}; 0s: removed at once)
+  --flush-timeout DURATION  how long stopping a writable dataset's client waits for its writes
+                         to reach the remote; a cache still holding some is kept (default ${DEFAULTS.flushTimeout})
   --rclone PATH          rclone binary (default ${DEFAULTS.rcloneBinary})
   --ephemeral-cache-quota-limit SIZE  largest cacheQuota of an inline volume (default ${DEFAULTS.ephemeralCacheQuotaLimit})
   --prefetch-concurrency N  files a prefetch reads at once (default ${DEFAULTS.prefetchConcurrency})
@@ -104,6 +119,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         'health-interval': { type: 'string' },
         'page-cache': { type: 'string' },
         'mem-cache-limit': { type: 'string' },
+        'disk-cache-limit': { type: 'string' },
+        'cache-retention': { type: 'string' },
+        'flush-timeout': { type: 'string' },
         rclone: { type: 'string' },
         'prefetch-concurrency': { type: 'string' },
         'ephemeral-cache-quota-limit': { type: 'string' },
@@ -134,6 +152,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       str('mem-cache-limit') !== undefined
         ? (parseQuantity(str('mem-cache-limit') as string) ?? -1)
         : Math.floor(totalmem() / 2),
+    diskCacheLimitBytes: parseQuantity(str('disk-cache-limit') ?? DEFAULTS.diskCacheLimit) ?? -1,
+    cacheRetentionMs: parseDuration(str('cache-retention') ?? DEFAULTS.cacheRetention) ?? -1,
+    flushTimeoutMs: parseDuration(str('flush-timeout') ?? DEFAULTS.flushTimeout) ?? -1,
     rcloneBinary: str('rclone') ?? DEFAULTS.rcloneBinary,
     prefetchConcurrency:
       str('prefetch-concurrency') !== undefined

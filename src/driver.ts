@@ -16,6 +16,7 @@ import { CredentialIdentity } from './dataset/identity.js';
 import { loadNodeKey } from './state/node-key.js';
 import { Journal } from './mount/journal.js';
 import { MountManager, type FaultHook } from './mount/manager.js';
+import { NodeCaches } from './mount/node-caches.js';
 import { SystemMounter } from './kernel/mounter.js';
 import { SyscallMounter } from './kernel/syscall-mounter.js';
 import { DriverMetrics } from './metrics/metrics.js';
@@ -104,7 +105,7 @@ export async function startDriver(
         pageCache: config.pageCache,
       },
       log,
-      {},
+      { flushTimeoutMs: config.flushTimeoutMs },
       () => healthLoop?.trigger(),
     );
     const journal = Journal.inStateDir(config.stateDir);
@@ -117,7 +118,16 @@ export async function startDriver(
       locks,
       log,
       {
-        memCacheBytes: config.memCacheLimitBytes,
+        caches: new NodeCaches(
+          journal,
+          {
+            memBytes: config.memCacheLimitBytes,
+            diskBytes: config.diskCacheLimitBytes,
+            retentionMs: config.cacheRetentionMs,
+          },
+          (medium, cacheDir) => clients.discardCache(medium, cacheDir),
+          log,
+        ),
         ephemeralDir: join(config.stateDir, 'ephemeral'),
         prefetcher,
         copies,

@@ -33,6 +33,13 @@ async function main(argv: string[]): Promise<number> {
   process.env.UV_THREADPOOL_SIZE ??= '16';
   const log = createLogger(config.logLevel);
   const driver = await startDriver(config, log);
+  // For memory questions on a live node: `kill -USR2 <pid>` logs the heap and RSS, after a full
+  // collection when node runs with --expose-gc (the soak benchmark does).
+  process.on('SIGUSR2', () => {
+    const collect = (globalThis as { gc?: () => void }).gc;
+    collect?.();
+    log.info({ collected: collect !== undefined, ...process.memoryUsage() }, 'memory');
+  });
   await new Promise<void>((resolve) => {
     const stop = (signal: NodeJS.Signals): void => {
       log.info({ signal }, 'shutting down');

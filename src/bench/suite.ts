@@ -4,19 +4,18 @@
  * limit (the same files on tmpfs), measured in one run. Writes bench/results/<date>.json and
  * .svg, prints a table, and prints one JSON object as its very last line.
  */
-import { copyFile, cp, mkdir, mkdtemp, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { execa, type ResultPromise } from 'execa';
-import { CsiClient } from '../csi/client.js';
+import { execa } from 'execa';
 import { timedRead, writeRandomFile } from '../demo/files.js';
 import { s3rverRcloneEnv } from '../demo/s3-server.js';
 import { MountTable } from '../kernel/mountinfo.js';
-import { freePort } from '../util/net.js';
 import { sleep } from '../kernel/proc.js';
 import { ENGINE_SHARE } from '../copy/local-copy.js';
+import { Bench, log, MiB, type Remote } from './harness.js';
 import { EmulatedLink } from './link.js';
 import { renderReport, type BenchResult } from './report.js';
 import {
@@ -28,11 +27,7 @@ import {
   writeSmallFiles,
 } from './workload.js';
 
-const MiB = 2 ** 20;
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const MAIN = join(ROOT, 'dist', 'main.js');
-const cap = { mount: {}, access_mode: { mode: 'MULTI_NODE_READER_ONLY' as const } };
-const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 
 interface Sizes {
   bigMiB: number;
@@ -59,279 +54,6 @@ const QUICK: Sizes = {
   stageRepeats: 3,
 };
 
-interface Remote {
-  protocol: 'http' | 's3';
-  parameters: Record<string, string>;
-  secrets: Record<string, string>;
-  /** rclone remote "U" for the uncached baseline. */
-  rcloneEnv: Record<string, string>;
-  rclonePath: string;
-}
-
-class Bench {
-  private readonly cleanups: (() => Promise<unknown>)[] = [];
-  private driver?: ResultPromise;
-  private client?: CsiClient;
-  private metricsPort = 0;
-  private volumeCount = 0;
-
-  constructor(
-    readonly work: string,
-    readonly sizes: Sizes,
-  ) {}
-
-  get stateDir(): string {
-    return join(this.work, 'state');
-  }
-
-  get memCacheDir(): string {
-    return `/dev/shm/dcsi-bench-${process.pid}`;
-  }
-
-  defer(cleanup: () => Promise<unknown>): void {
-    this.cleanups.unshift(cleanup);
-  }
-
-  /** Runs every step, newest first; a step that fails or hangs (20 s) does not stop the others. */
-  async cleanup(): Promise<void> {
-    for (const step of this.cleanups.splice(0)) {
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<void>((resolve) => {
-        timer = setTimeout(() => {
-          log('cleanup step timed out');
-          resolve();
-        }, 20_000);
-      });
-      await Promise.race([
-        step().catch((err: unknown) => log(`cleanup step failed: ${String(err)}`)),
-        timeout,
-      ]);
-      clearTimeout(timer);
-    }
-  }
-
-  /** Cache clients the driver recorded, by PID (the driver leaves them running on purpose). */
-  async killClients(): Promise<void> {
-    const pids = await this.clientPids().catch(() => []);
-    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
-      for (const pid of pids) {
-        try {
-          process.kill(pid, signal);
-        } catch {
-          // gone
-        }
-      }
-      await sleep(500);
-    }
-  }
-
-  async startDriver(prefetchConcurrency: string): Promise<{ pid: number }> {
-    this.metricsPort = await freePort();
-    const endpoint = `unix://${this.work}/csi.sock`;
-    this.driver = execa(
-      process.execPath,
-      [
-        MAIN,
-        `--endpoint=${endpoint}`,
-        '--node-id=bench',
-        `--state-dir=${this.stateDir}`,
-        `--runtime-dir=${join(this.work, 'run')}`,
-        `--mem-cache-dir=${this.memCacheDir}`,
-        `--kubelet-dir=${join(this.work, 'kubelet')}`,
-        '--mem-cache-limit=16Gi',
-        `--metrics-address=127.0.0.1:${this.metricsPort}`,
-        '--log-level=warn',
-        `--prefetch-concurrency=${prefetchConcurrency}`,
-      ],
-      { reject: false, stdout: 'ignore', stderr: { file: join(this.work, 'driver.log') } },
-    );
-    const driver = this.driver;
-    this.defer(() => this.killClients());
-    this.defer(async () => {
-      if (driver.pid !== undefined && driver.exitCode === null) process.kill(driver.pid, 'SIGKILL');
-      await driver;
-    });
-    this.client = new CsiClient(endpoint);
-    for (let i = 0; i < 400; i += 1) {
-      const ready = await this.csi.identity
-        .Probe({}, { timeoutMs: 500 })
-        .then((r) => r.ready?.value === true)
-        .catch(() => false);
-      if (ready) return { pid: driver.pid as number };
-      await sleep(25);
-    }
-    throw new Error('driver did not become ready');
-  }
-
-  get csi(): CsiClient {
-    if (!this.client) throw new Error('driver not started');
-    return this.client;
-  }
-
-  staging(id: string): string {
-    return join(this.work, 'kubelet', 'staging', id);
-  }
-
-  target(pod: string): string {
-    return join(this.work, 'kubelet', 'pods', pod, 'data');
-  }
-
-  async stage(remote: Remote, extra: Record<string, string> = {}): Promise<string> {
-    this.volumeCount += 1;
-    const { volume } = await this.csi.controller.CreateVolume({
-      name: `bench-${this.volumeCount}`,
-      volume_capabilities: [cap],
-      parameters: { ...remote.parameters, readOnly: 'true', ...extra },
-    });
-    if (!volume) throw new Error('no volume');
-    await this.csi.node.NodeStageVolume({
-      volume_id: volume.volume_id,
-      staging_target_path: this.staging(volume.volume_id),
-      volume_capability: cap,
-      volume_context: volume.volume_context,
-      secrets: remote.secrets,
-    });
-    return volume.volume_id;
-  }
-
-  async publish(volumeId: string, pod: string): Promise<string> {
-    await this.csi.node.NodePublishVolume({
-      volume_id: volumeId,
-      staging_target_path: this.staging(volumeId),
-      target_path: this.target(pod),
-      volume_capability: cap,
-      readonly: true,
-    });
-    return this.target(pod);
-  }
-
-  async unpublish(volumeId: string, pod: string): Promise<void> {
-    await this.csi.node.NodeUnpublishVolume({ volume_id: volumeId, target_path: this.target(pod) });
-  }
-
-  async unstage(volumeId: string): Promise<void> {
-    await this.csi.node.NodeUnstageVolume({
-      volume_id: volumeId,
-      staging_target_path: this.staging(volumeId),
-    });
-    await this.csi.controller.DeleteVolume({ volume_id: volumeId });
-  }
-
-  /** The cache client's processes (engine and page-cache layer) from the driver's journal. */
-  async clientPids(): Promise<number[]> {
-    const journal = JSON.parse(await readFile(join(this.stateDir, 'journal.json'), 'utf8')) as {
-      datasets: Record<string, { pid: number; layer?: { pid: number } }>;
-    };
-    return Object.values(journal.datasets).flatMap((d) => [
-      d.pid,
-      ...(d.layer ? [d.layer.pid] : []),
-    ]);
-  }
-
-  /** A dataset's metric (by the dataset of a staged volume). */
-  async metric(name: string, volumeId: string): Promise<number> {
-    const key = await this.datasetKey(volumeId);
-    const text = await (await fetch(`http://127.0.0.1:${this.metricsPort}/metrics`)).text();
-    const line = text
-      .split('\n')
-      .find((l) => l.startsWith(`dataset_cache_${name}{dataset="${key}"}`));
-    return Number(line?.split(' ').pop() ?? NaN);
-  }
-
-  async datasetKey(volumeId: string): Promise<string> {
-    const journal = JSON.parse(await readFile(join(this.stateDir, 'journal.json'), 'utf8')) as {
-      volumes: Record<string, { datasetKey: string }>;
-    };
-    const volume = journal.volumes[volumeId];
-    if (!volume) throw new Error(`volume ${volumeId} is not staged`);
-    return volume.datasetKey;
-  }
-
-  /** Waits until a dataset's metric reaches a value; seconds it took. */
-  async waitForMetric(
-    name: string,
-    volumeId: string,
-    atLeast: number,
-    timeoutMs = 900_000,
-  ): Promise<number> {
-    const started = Date.now();
-    while ((await this.metric(name, volumeId)) < atLeast) {
-      if (Date.now() - started > timeoutMs) {
-        const value = await this.metric(name, volumeId);
-        throw new Error(`${name} reached ${value}, not ${atLeast}, in ${timeoutMs / 1000} s`);
-      }
-      await sleep(50);
-    }
-    return (Date.now() - started) / 1000;
-  }
-
-  /**
-   * RAM the node holds for a dataset after a file was read: its MEM cache file system (engine
-   * cache and local copy), the page-cache layer's pages of the file (fincore), and the client
-   * processes' RSS. Counted from the dataset's own parts, so the loopback server's page cache of
-   * the source files is not mistaken for the node's.
-   */
-  async memoryHeld(volumeId: string, file: string): Promise<number> {
-    const journal = JSON.parse(await readFile(join(this.stateDir, 'journal.json'), 'utf8')) as {
-      datasets: Record<
-        string,
-        {
-          cacheDir: string;
-          mountPoint: string;
-          pid: number;
-          layer?: { pid: number };
-          copy?: { fuseMount: string };
-        }
-      >;
-    };
-    const client = journal.datasets[await this.datasetKey(volumeId)];
-    if (!client) throw new Error('no client');
-    const fs = await statfs(client.cacheDir);
-    const layerPath = join(client.copy?.fuseMount ?? client.mountPoint, file);
-    const resident = await execa('fincore', ['-b', '-n', '-o', 'RES', layerPath]);
-    const rss = await Promise.all([client.pid, client.layer?.pid ?? 0].map(rssMiB));
-    return (
-      (fs.blocks - fs.bfree) * fs.bsize +
-      Number(resident.stdout.trim()) +
-      rss.reduce((a, b) => a + (Number.isNaN(b) ? 0 : b), 0) * MiB
-    );
-  }
-
-  /** rclone without a cache: what a pod gets from a plain remote mount. */
-  async uncachedMount(remote: Remote): Promise<{ path: string; close: () => Promise<void> }> {
-    const path = join(this.work, `uncached-${remote.protocol}`);
-    await mkdir(path, { recursive: true });
-    const child = execa(
-      'rclone',
-      [
-        'mount',
-        `U:${remote.rclonePath}`,
-        path,
-        '--vfs-cache-mode',
-        'off',
-        '--read-only',
-        '--config',
-        '/dev/null',
-      ],
-      {
-        reject: false,
-        stdout: 'ignore',
-        stderr: 'ignore',
-        extendEnv: false,
-        env: remote.rcloneEnv,
-      },
-    );
-    for (let i = 0; i < 400 && !(await MountTable.read()).at(path); i += 1) await sleep(25);
-    const close = async () => {
-      await execa('umount', ['-l', path], { reject: false });
-      if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, 'SIGTERM');
-      await child;
-    };
-    this.defer(close);
-    return { path, close };
-  }
-}
-
 /** Warm reads are short (tens of ms): the best of three, for the limit and the driver alike. */
 async function bestMBps(path: string, bytes: number): Promise<number> {
   let best = 0;
@@ -354,7 +76,7 @@ async function main(): Promise<number> {
   const rateMbit = Number(values['rate-mbit']);
   const delayMs = Number(values['delay-ms']);
   const work = await mkdtemp('/tmp/dcsi-bench-');
-  const bench = new Bench(work, sizes);
+  const bench = new Bench(work);
   let interrupting = false;
   const interrupted = (signal: NodeJS.Signals) => {
     if (interrupting) return;
@@ -476,7 +198,9 @@ async function main(): Promise<number> {
     const linkMBps = linkBytes / 1e6 / (Number(process.hrtime.bigint() - linkStart) / 1e9);
     log(`link: ${linkMBps.toFixed(1)} MB/s for one HTTP download`);
 
-    const driver = await bench.startDriver(values['prefetch-concurrency']);
+    const driver = await bench.startDriver([
+      `--prefetch-concurrency=${values['prefetch-concurrency']}`,
+    ]);
     await sleep(2000);
     const driverIdleRssMiB = await rssMiB(driver.pid);
     const cacheQuota = `${Math.ceil(((bigBytes + small.bytes) * 1.2) / MiB)}Mi`;

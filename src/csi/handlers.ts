@@ -39,6 +39,8 @@ export function toGrpcHandlers<Handlers>(
   impl: ServiceImpl<Handlers>,
   log: Logger,
   observe: RpcObserver = () => undefined,
+  /** Told of every call's work, so a closing server can wait for what it started. */
+  track: (work: Promise<unknown>) => void = () => undefined,
 ): grpc.UntypedServiceImplementation {
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const [method, fn] of Object.entries(impl) as [
@@ -48,7 +50,9 @@ export function toGrpcHandlers<Handlers>(
     const handler: grpc.handleUnaryCall<unknown, unknown> = (call, callback) => {
       const started = process.hrtime.bigint();
       const fields = { rpc: `${service}/${method}`, ...summarize(call.request) };
-      fn.call(impl, call.request).then(
+      const work = fn.call(impl, call.request);
+      track(work);
+      work.then(
         (response) => {
           const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
           log.info({ ...fields, code: 'OK', durationMs }, 'rpc');

@@ -43,8 +43,13 @@ export async function removeStaleSocket(path: string): Promise<void> {
   }
 }
 
+/** How long a closing server waits for calls it cut off to finish their work. */
+const CUT_CALLS_WAIT_MS = 60_000;
+
 export class CsiServer {
   private readonly server = new grpc.Server();
+  /** Work of calls being answered: a call cut off at close still runs to its end (a stage). */
+  private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(
     private readonly csi: CsiPackage,
@@ -54,16 +59,19 @@ export class CsiServer {
   ) {
     this.server.addService(
       csi.Identity.service,
-      toGrpcHandlers('Identity', services.identity, log, observe),
+      toGrpcHandlers('Identity', services.identity, log, observe, this.track),
     );
     if (services.controller) {
       this.server.addService(
         csi.Controller.service,
-        toGrpcHandlers('Controller', services.controller, log, observe),
+        toGrpcHandlers('Controller', services.controller, log, observe, this.track),
       );
     }
     if (services.node) {
-      this.server.addService(csi.Node.service, toGrpcHandlers('Node', services.node, log, observe));
+      this.server.addService(
+        csi.Node.service,
+        toGrpcHandlers('Node', services.node, log, observe, this.track),
+      );
     }
   }
 
@@ -79,7 +87,16 @@ export class CsiServer {
     this.log.info({ endpoint }, 'listening');
   }
 
-  /** Lets running calls finish for a while, then cuts them. */
+  private readonly track = (work: Promise<unknown>): void => {
+    this.inFlight.add(work);
+    const done = () => this.inFlight.delete(work);
+    work.then(done, done);
+  };
+
+  /**
+   * Lets running calls finish for a while, then cuts them. The work of a cut call (a stage
+   * starting a client) still runs: it is waited for, so nothing is mounted after close returns.
+   */
   async close(graceMs = 5000): Promise<void> {
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -91,5 +108,12 @@ export class CsiServer {
         resolve();
       });
     });
+    if (this.inFlight.size === 0) return;
+    this.log.info({ calls: this.inFlight.size }, 'waiting for the work of cut-off calls');
+    const settled = Promise.allSettled([...this.inFlight]).then(() => undefined);
+    await Promise.race([
+      settled,
+      new Promise((resolve) => setTimeout(resolve, CUT_CALLS_WAIT_MS).unref()),
+    ]);
   }
 }

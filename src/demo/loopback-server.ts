@@ -43,10 +43,12 @@ export class LoopbackServer {
     directory: string,
     protocol: ServeProtocol,
     extraArgs: string[] = [],
+    /** A port of its own (a server started again where its clients expect it). */
+    fixedPort?: number,
   ): Promise<LoopbackServer> {
     // rclone keeps state (sftp host keys) under HOME: never inside the served tree.
     const home = await mkdtemp(join(tmpdir(), 'dcsi-serve-home-'));
-    const port = await freePort();
+    const port = fixedPort ?? (await freePort());
     const child = execa(
       'rclone',
       [

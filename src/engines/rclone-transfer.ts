@@ -43,7 +43,7 @@ export class RcloneTransfers {
 
   /** The remote as rclone names it (`SRC:path[/dir]`) and the environment defining SRC. */
   private remote(source: TransferSource, dir = ''): { fs: string; env: Record<string, string> } {
-    const remote = remoteConfig(source.spec.source, source.secrets);
+    const remote = remoteConfig(source.spec.source, source.secrets, source.runtimeDir);
     const path = [remote.path.replace(/\/+$/, ''), dir].filter((part) => part !== '').join('/');
     return {
       fs: `${REMOTE}:${remote.path.startsWith('/') && path === '' ? '/' : path}`,

@@ -16,12 +16,23 @@ import { rcloneObscure } from './rclone-obscure.js';
 /** The remote is defined through RCLONE_CONFIG_SRC_* variables: no URL or credential in argv. */
 export const REMOTE = 'SRC';
 
-/** rclone's view of a source: environment defining remote SRC, and the path on it. */
+/**
+ * The CA certificate (PEM) a remote's TLS certificate is checked against, when it is not signed by
+ * a public one: written into the client's private runtime directory.
+ */
+export const CA_FILE = 'ca.pem';
+
+/**
+ * rclone's view of a source: environment defining remote SRC, and the path on it. With a runtime
+ * directory, a `caCert` secret is trusted through the CA file there (see CA_FILE).
+ */
 export function remoteConfig(
   source: Source,
   secrets: Record<string, string>,
+  runtimeDir?: string,
 ): { env: Record<string, string>; path: string } {
   const env: Record<string, string> = {};
+  if (secrets.caCert && runtimeDir !== undefined) env.RCLONE_CA_CERT = join(runtimeDir, CA_FILE);
   const set = (key: string, value: string | undefined): void => {
     if (value !== undefined && value !== '') env[`RCLONE_CONFIG_${REMOTE}_${key}`] = value;
   };
@@ -81,7 +92,7 @@ export class RcloneEngine implements Engine {
     deviceName: string,
     control?: ControlEndpoint,
   ): LaunchPlan {
-    const remote = remoteConfig(spec.source, secrets);
+    const remote = remoteConfig(spec.source, secrets, paths.runtimeDir);
     const configFile = join(paths.runtimeDir, 'rclone.conf');
     const args = [
       'mount',
@@ -141,7 +152,12 @@ export class RcloneEngine implements Engine {
         ...remote.env,
         ...controlEnv,
       },
-      files: [{ path: configFile, content: '' }],
+      files: [
+        { path: configFile, content: '' },
+        ...(secrets.caCert
+          ? [{ path: join(paths.runtimeDir, CA_FILE), content: secrets.caCert }]
+          : []),
+      ],
     };
   }
 

@@ -1,9 +1,12 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { DatasetStatus } from '../mount/manager.js';
+import type { NodeCacheFigures } from '../mount/node-caches.js';
 
 /** Where dataset figures come from at scrape time (the node's mount manager). */
 export interface DatasetSource {
   datasets(): Promise<DatasetStatus[]>;
+  /** The node's cache budgets and kept caches. */
+  nodeCaches(): NodeCacheFigures;
 }
 
 /** Turns a process-lifetime total (which restarts at 0 with a new process) into counter increments. */
@@ -78,7 +81,9 @@ export class DriverMetrics {
     });
     // Before each render (prom-client runs collect callbacks concurrently with rendering the
     // other metrics, so those would show the previous scrape): the datasets are asked once.
+    const refreshNode = this.registerNodeCaches(source);
     this.refresh = async () => {
+      refreshNode();
       const datasets = await source.datasets();
       for (const metric of [...perDataset, ...prefetchGauges]) metric.reset();
       count.set(datasets.length);
@@ -196,5 +201,66 @@ export class DriverMetrics {
       copyBytes,
       copyComplete,
     ];
+  }
+
+  /** Node-wide cache budgets: what is in use, what is kept, what was evicted and why. */
+  private registerNodeCaches(source: DatasetSource): () => void {
+    const registers = [this.registry];
+    const limit = new Gauge({
+      name: 'dataset_cache_node_limit_bytes',
+      help: 'Budget for the quotas of the caches on this node (--mem-cache-limit, --disk-cache-limit)',
+      labelNames: ['medium'],
+      registers,
+    });
+    const inUse = new Gauge({
+      name: 'dataset_cache_node_used_bytes',
+      help: 'Quotas of the caches on this node, running and kept, against the budget',
+      labelNames: ['medium'],
+      registers,
+    });
+    const kept = new Gauge({
+      name: 'dataset_cache_node_kept_caches',
+      help: 'Caches kept after their last client stopped; pending_writes="true" ones are never removed',
+      labelNames: ['medium', 'pending_writes'],
+      registers,
+    });
+    const keptBytes = new Gauge({
+      name: 'dataset_cache_node_kept_bytes',
+      help: 'Quotas of the caches kept after their last client stopped',
+      labelNames: ['medium'],
+      registers,
+    });
+    const evictions = new Counter({
+      name: 'dataset_cache_node_evictions_total',
+      help: 'Kept caches removed, by reason (budget: a stage needed room; retention: kept too long; replaced: the dataset now caches elsewhere)',
+      labelNames: ['reason'],
+      registers,
+    });
+    const evictionTotals = new Totals();
+    return () => {
+      const figures = source.nodeCaches();
+      kept.reset();
+      for (const medium of ['mem', 'disk'] as const) {
+        limit.set(
+          { medium },
+          medium === 'mem' ? figures.limits.memBytes : figures.limits.diskBytes,
+        );
+        inUse.set({ medium }, figures.usedBytes[medium]);
+        const mine = figures.kept.filter((k) => (k.medium === 'MEM') === (medium === 'mem'));
+        keptBytes.set(
+          { medium },
+          mine.reduce((sum, k) => sum + k.quotaBytes, 0),
+        );
+        for (const pendingWrites of [true, false]) {
+          kept.set(
+            { medium, pending_writes: String(pendingWrites) },
+            mine.filter((k) => k.pendingWrites === pendingWrites).length,
+          );
+        }
+      }
+      for (const reason of ['budget', 'retention', 'replaced'] as const) {
+        evictions.inc({ reason }, evictionTotals.add(reason, 0, figures.evictions[reason]));
+      }
+    };
   }
 }

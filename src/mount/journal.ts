@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { DatasetSpec, PrefetchPattern } from '../dataset/params.js';
+import type { CacheMedium, DatasetSpec, PrefetchPattern } from '../dataset/params.js';
 import type { ControlEndpoint } from '../engines/engine.js';
 import { readJson, writeJson } from '../state/json-file.js';
 
@@ -54,10 +54,24 @@ export interface VolumeRecord {
   prefetch?: PrefetchPattern[];
 }
 
+/** A dataset's cache that outlived its client on this node (warm for the next one). */
+export interface KeptCache {
+  key: string;
+  medium: CacheMedium;
+  cacheDir: string;
+  quotaBytes: number;
+  /** When its last client stopped: retention and least-recently-used eviction count from here. */
+  keptAt: string;
+  /** It may hold writes that never reached the remote: it is never removed by the driver. */
+  pendingWrites: boolean;
+}
+
 interface JournalDocument {
   version: 1;
   datasets: Record<string, ClientRecord>;
   volumes: Record<string, VolumeRecord>;
+  /** Absent in journals of versions before caches were collected. */
+  caches?: Record<string, KeptCache>;
 }
 
 /**
@@ -69,6 +83,7 @@ interface JournalDocument {
 export class Journal {
   private datasets = new Map<string, ClientRecord>();
   private volumeRecords = new Map<string, VolumeRecord>();
+  private keptCaches = new Map<string, KeptCache>();
   private writing: Promise<void> = Promise.resolve();
   private next: Promise<void> | undefined;
 
@@ -88,6 +103,7 @@ export class Journal {
       throw new Error(`${this.path}: unsupported journal version ${String(doc.version)}`);
     this.datasets = new Map(Object.entries(doc.datasets));
     this.volumeRecords = new Map(Object.entries(doc.volumes));
+    this.keptCaches = new Map(Object.entries(doc.caches ?? {}));
   }
 
   /**
@@ -104,6 +120,7 @@ export class Journal {
           version: 1,
           datasets: Object.fromEntries(this.datasets),
           volumes: Object.fromEntries(this.volumeRecords),
+          caches: Object.fromEntries(this.keptCaches),
         };
         return writeJson(this.path, doc);
       });
@@ -145,5 +162,21 @@ export class Journal {
 
   deleteVolume(volumeId: string): void {
     this.volumeRecords.delete(volumeId);
+  }
+
+  keptCache(key: string): KeptCache | undefined {
+    return this.keptCaches.get(key);
+  }
+
+  allKeptCaches(): KeptCache[] {
+    return [...this.keptCaches.values()];
+  }
+
+  setKeptCache(record: KeptCache): void {
+    this.keptCaches.set(record.key, record);
+  }
+
+  deleteKeptCache(key: string): void {
+    this.keptCaches.delete(key);
   }
 }

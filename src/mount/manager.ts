@@ -2,13 +2,7 @@
 import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import {
-  alreadyExists,
-  failedPrecondition,
-  notFound,
-  resourceExhausted,
-  unavailable,
-} from '../csi/errors.js';
+import { alreadyExists, failedPrecondition, notFound, unavailable } from '../csi/errors.js';
 import { KeyedMutex, type VolumeLocks } from '../csi/locks.js';
 import { datasetKey, type DatasetSpec, type VolumeParameters } from '../dataset/params.js';
 import type { CacheClients, ClientStats } from '../supervisor/clients.js';
@@ -22,6 +16,7 @@ import { pathComponentOf } from '../kernel/path-component.js';
 import type { FsUsage } from '../kernel/path-probe.js';
 import type { Prefetcher, PrefetchStatus, PrefetchTarget } from '../prefetch/prefetcher.js';
 import type { LocalCopies } from '../copy/copies.js';
+import type { NodeCacheFigures, NodeCaches } from './node-caches.js';
 import type { CopyFigures } from '../copy/local-copy.js';
 
 /** A point where tests can stop the process, as a crash would (see --fault-point). */
@@ -65,7 +60,8 @@ export class MountManager {
     private readonly locks: VolumeLocks,
     private readonly log: Logger,
     private readonly settings: {
-      memCacheBytes: number;
+      /** The node's MEM and disk cache budgets and its kept caches. */
+      caches: NodeCaches;
       /** Where inline volumes are staged (the driver's own, not kubelet's). */
       ephemeralDir: string;
       prefetcher?: Prefetcher;
@@ -115,8 +111,14 @@ export class MountManager {
   }
 
   /** One round of the health loop (see DatasetSupervisor). */
-  superviseAll(): Promise<void> {
-    return this.supervisor.superviseAll();
+  async superviseAll(): Promise<void> {
+    await this.supervisor.superviseAll();
+    await this.settings.caches.sweep();
+  }
+
+  /** The node's cache budgets and kept caches, for metrics. */
+  nodeCaches(): NodeCacheFigures {
+    return this.settings.caches.figures();
   }
 
   async stage(
@@ -460,31 +462,28 @@ export class MountManager {
       }
       return known;
     }
-    if (!known) this.requireMemoryFor(key, params);
     if (known) {
       this.log.warn({ dataset: key, pid: known.pid }, 'cache client is not healthy; restarting it');
       await this.clients.kill(known);
       this.supervisor.countRestart(key);
+      const record = await this.clients.start(key, params.dataset, secrets);
+      this.journal.setClient(record);
+      await this.journal.save();
+      return record;
     }
-    const record = await this.clients.start(key, params.dataset, secrets);
-    this.journal.setClient(record);
-    await this.journal.save();
-    return record;
-  }
-
-  /** MEM caches are sized up front: refuse one that the node's MEM budget cannot hold. */
-  private requireMemoryFor(key: string, params: VolumeParameters): void {
-    const { cache } = params.dataset;
-    if (cache.medium !== 'MEM') return;
-    const others = this.journal
-      .clients()
-      .filter((c) => c.key !== key && c.spec.cache.medium === 'MEM');
-    const used = others.reduce((sum, c) => sum + c.spec.cache.quotaBytes, 0);
-    if (used + cache.quotaBytes > this.settings.memCacheBytes) {
-      const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)}Gi`;
-      throw resourceExhausted(
-        `MEM cache of ${gib(cache.quotaBytes)} for dataset ${key} does not fit: this node allows ${gib(this.settings.memCacheBytes)} of MEM caches (--mem-cache-limit) and ${others.length} datasets use ${gib(used)}; use a smaller cacheQuota or cacheMedium SSD`,
-      );
+    const settle = await this.settings.caches.reserve(
+      key,
+      params.dataset,
+      this.clients.cacheDirOf(key, params.dataset),
+    );
+    let record: ClientRecord | undefined;
+    try {
+      record = await this.clients.start(key, params.dataset, secrets);
+      this.journal.setClient(record);
+      await this.journal.save();
+      return record;
+    } finally {
+      await settle(record !== undefined);
     }
   }
 
@@ -508,8 +507,9 @@ export class MountManager {
   private async stopClient(client: ClientRecord): Promise<void> {
     this.settings.prefetcher?.forget(client.key);
     this.settings.copies?.detach(client.key);
-    await this.clients.stop(client);
+    const outcome = await this.clients.stop(client);
     this.journal.deleteClient(client.key);
+    await this.settings.caches.stopped(client, outcome);
     await this.journal.save();
   }
 

@@ -1,7 +1,7 @@
 import { chmod, rm, stat, statfs, truncate, unlink, writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { failedPrecondition, resourceExhausted } from '../csi/errors.js';
-import type { DatasetSpec } from '../dataset/params.js';
+import type { CacheMedium, DatasetSpec } from '../dataset/params.js';
 import type { Mounter } from '../kernel/mounter.js';
 import type { ProcessRunner } from '../kernel/runner.js';
 
@@ -76,16 +76,28 @@ export class CacheVolumes {
   /**
    * Called once the client is gone. A RAM cache is dropped unless it may hold unsent writes (the
    * next client of the dataset sends them); a disk image is unmounted and kept, warm for the
-   * dataset's next client on this node and holding any unsent writes.
+   * dataset's next client on this node and holding any unsent writes. True when it was kept.
    */
-  async release(spec: DatasetSpec, cacheDir: string, flushed: boolean): Promise<void> {
-    if (spec.cache.medium === 'MEM' && !flushed) return;
+  async release(spec: DatasetSpec, cacheDir: string, flushed: boolean): Promise<boolean> {
+    if (spec.cache.medium === 'MEM' && !flushed) return true;
+    await this.unmount(cacheDir);
+    if (spec.cache.medium === 'MEM') await rm(cacheDir, { recursive: true, force: true });
+    return spec.cache.medium !== 'MEM';
+  }
+
+  /** Removes a kept cache for good: its tmpfs or its image, and the directory it was mounted on. */
+  async discard(medium: CacheMedium, cacheDir: string): Promise<void> {
+    await this.unmount(cacheDir);
+    if (medium !== 'MEM') await rm(cacheImage(cacheDir), { force: true });
+    await rm(cacheDir, { recursive: true, force: true });
+  }
+
+  private async unmount(cacheDir: string): Promise<void> {
     if ((await this.mounter.table()).at(cacheDir)) {
       await this.mounter
         .unmount(cacheDir)
         .catch(() => this.mounter.unmount(cacheDir, { lazy: true }));
     }
-    if (spec.cache.medium === 'MEM') await rm(cacheDir, { recursive: true, force: true });
   }
 
   private async createImageIfMissing(image: string, bytes: number, key: string): Promise<boolean> {

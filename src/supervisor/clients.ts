@@ -3,7 +3,7 @@ import { chmod, mkdir, open, readFile, rm, rmdir, statfs, writeFile } from 'node
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { failedPrecondition, unavailable } from '../csi/errors.js';
-import type { DatasetSpec } from '../dataset/params.js';
+import type { CacheMedium, DatasetSpec } from '../dataset/params.js';
 import {
   ControlUnreachableError,
   baseEnvironment,
@@ -59,6 +59,12 @@ const DEFAULT_TIMINGS: ClientTimings = {
 };
 
 export type ClientState = 'healthy' | 'dead' | 'unmounted' | 'hung';
+
+/** What stopping a client left: its cache (kept warm, or holding writes the remote lacks). */
+export interface StoppedClient {
+  cacheKept: boolean;
+  flushed: boolean;
+}
 
 export interface RemoteProblem {
   /** The client did not answer at all (so nothing is known about the remote). */
@@ -528,7 +534,7 @@ export class CacheClients {
    * (they hold credentials) and a RAM cache. A cache that may still hold unsent writes is kept: the
    * next client of the dataset sends them.
    */
-  async stop(record: ClientRecord): Promise<void> {
+  async stop(record: ClientRecord): Promise<StoppedClient> {
     const started = Date.now();
     const flushed = await this.waitForUploads(record);
     await this.detachAll(record.mountPoint);
@@ -545,12 +551,27 @@ export class CacheClients {
         'writes may not have reached the remote; cache kept for the next client of this dataset',
       );
     }
-    await this.cacheVolumes.release(record.spec, record.cacheDir, flushed);
+    const cacheKept = await this.cacheVolumes.release(record.spec, record.cacheDir, flushed);
     await removeMountDirectories(record.mountPoint);
     this.log.info(
       { dataset: record.key, pid: record.pid, durationMs: Date.now() - started },
       'cache client stopped',
     );
+    return { cacheKept, flushed };
+  }
+
+  /** Where a client of this dataset keeps its cache. */
+  cacheDirOf(key: string, spec: DatasetSpec): string {
+    return clientPaths(this.layout, key, spec).cacheDir;
+  }
+
+  /** Removes a cache kept after its client stopped (see NodeCaches), and its dataset directory. */
+  async discardCache(medium: CacheMedium, cacheDir: string): Promise<void> {
+    await this.cacheVolumes.discard(medium, cacheDir);
+    // The dataset's own directory under the state dir; never a cachePath the administrator made.
+    if (dirname(dirname(cacheDir)) === join(this.layout.stateDir, 'datasets')) {
+      await rmdir(dirname(cacheDir)).catch(() => undefined);
+    }
   }
 
   /** Stops a client that does not answer: SIGKILL, then a lazy detach of its mount. */

@@ -1,6 +1,6 @@
 import { chmod, mkdir } from 'node:fs/promises';
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
-import { basename, dirname } from 'node:path';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { removeStaleSocket } from '../csi/server.js';
 import {
@@ -69,7 +69,9 @@ export async function startLauncher(
         .then(async (text) => {
           const body: unknown = JSON.parse(text);
           if (!isSpawnRequest(body)) return reply(res, 400, { error: 'malformed spawn request' });
-          if (!launchable.includes(basename(body.command))) {
+          // The name exactly as allowed: a program of another directory that happens to be
+          // called rclone is not a cache client.
+          if (!launchable.includes(body.command)) {
             log.warn(
               { command: body.command },
               'refused to launch a program that is not a cache client',

@@ -55,6 +55,8 @@ it('runs identity, create, stage, publish, stats, unpublish, unstage, delete', a
   );
   expect(published.exitCode).toBe(0);
   expect(await readFile(join(target, 'hello.txt'), 'utf8')).toBe('hello\n');
+  // --readonly reached the driver: the target refuses writes (the dataset itself is writable).
+  await expect(writeFile(join(target, 'nope.txt'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
   const stats = await ctl('stats', volume.volume_id, '--path', target);
   expect(JSON.parse(stats.stdout)).toMatchObject({ volume_condition: { abnormal: false } });
   expect((await ctl('list')).stdout).toContain(volume.volume_id);

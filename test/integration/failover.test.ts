@@ -6,6 +6,7 @@
 import { mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { execa } from 'execa';
 import type { CsiClient } from '../../src/csi/client.js';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
 import { MountTable } from '../../src/kernel/mountinfo.js';
@@ -195,12 +196,26 @@ it('keeps a reader going through a kill -9 of the driver; the new driver adopts 
     await kubelet.run(volume, ['reader'], true);
     const [client] = await recordedClients(driver.stateDir);
     let crashed: Promise<void> | undefined;
+    let latest = 0;
+    let atKill = 0;
+    let atRestart = 0;
     const result = await streamWithRetry(join(target('reader'), 'big.bin'), {
       onProgress: (bytes) => {
-        if (!crashed && bytes > 8 * MiB) crashed = driver.crash().then(() => driver.start());
+        latest = bytes;
+        if (crashed || bytes <= 8 * MiB) return;
+        atKill = bytes;
+        crashed = driver
+          .crash()
+          .then(() => driver.start())
+          .then(() => {
+            atRestart = latest;
+          });
       },
     });
     await crashed;
+    // The kill landed mid-read and the reader went on after the new driver was up.
+    expect(atKill).toBeGreaterThan(0);
+    expect(atRestart).toBeLessThan(result.bytes);
     const [adopted] = await recordedClients(driver.stateDir);
     report(
       `driver kill -9 during a read: reader errors ${result.errors.length}, client pid ${client?.pid} adopted as ${adopted?.pid}`,
@@ -399,10 +414,37 @@ it('stays consistent under 200 concurrent calls over 20 volumes of 3 datasets', 
     );
     await Promise.all(volumes.flatMap((v) => [call(unstage(v)), call(unstage(v))]));
     report(`storm: ${calls} calls, ${aborted} ABORTED answers retried`);
-    expect(calls).toBe(200);
     expect((await MountTable.read()).under(driver.work)).toEqual([]);
     expect(await recordedClients(driver.stateDir)).toEqual([]);
     expect(await pidsWithArgs('rclone', 'mount', driver.stateDir)).toEqual([]);
+  } finally {
+    await driver.dispose();
+  }
+});
+
+it('answers Probe not-ready until the node state is loaded, and ready once it is', async () => {
+  const driver = await DriverProcess.create();
+  try {
+    // The journal is a FIFO: loading it blocks until the test writes it, holding the driver in
+    // the window between binding its socket and knowing its node state.
+    await mkdir(driver.stateDir, { recursive: true });
+    const journal = join(driver.stateDir, 'journal.json');
+    await execa('mkfifo', ['-m', '0600', journal]);
+    const starting = driver.start();
+    const answers: boolean[] = [];
+    for (let i = 0; i < 200 && answers.length < 3; i += 1) {
+      const probe = await driver.client.identity
+        .Probe({}, { timeoutMs: 500 })
+        .catch(() => undefined);
+      if (probe) answers.push(probe.ready?.value === true);
+      await sleep(25);
+    }
+    expect(answers).toEqual([false, false, false]);
+    const writer = await open(journal, 'w');
+    await writer.write('{"version":1,"datasets":{},"volumes":{}}\n');
+    await writer.close();
+    await starting;
+    expect((await driver.client.identity.Probe({})).ready?.value).toBe(true);
   } finally {
     await driver.dispose();
   }

@@ -315,7 +315,18 @@ async function undo(c: Call, path: string): Promise<void> {
   }
 }
 
-const ours = () => [`${driver.work}/`, `${driver.memCacheDir}/`, `${root}/`];
+/**
+ * Where this driver may mount: its own directories and kubelet's (not the rest of the test's root,
+ * where `kubelet-evil` lies). Scratch directories of other test drivers of this jest process are
+ * not this driver's doing.
+ */
+const ours = () => [
+  `${driver.work}/`,
+  `${driver.memCacheDir}/`,
+  `${kubelet}/`,
+  '/tmp/dcsi-test-',
+  '/dev/shm/dcsi-test-',
+];
 
 it('answers generated requests precisely and leaves nothing behind', async () => {
   const before = new Set((await MountTable.read()).entries.map((m) => m.mountPoint));

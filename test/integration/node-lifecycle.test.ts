@@ -317,3 +317,47 @@ it('passes credentials from node-stage secrets without leaking them to logs, arg
     await server.stop();
   }
 });
+
+it('--page-cache none: the engine mount alone is staged, no page-cache layer, no copy overlay', async () => {
+  const plain = await startTestDriver({ pageCache: 'none' });
+  const data = join(plain.work, 'http');
+  await mkdir(data);
+  await writeFile(join(data, 'a.txt'), 'served by rclone alone\n');
+  const server = await LoopbackServer.start(data, 'http');
+  try {
+    const ro = mountCapability('MULTI_NODE_READER_ONLY');
+    const stagingPath = join(plain.work, 'kubelet', 'staging', 'plain');
+    const { volume } = await plain.client.controller.CreateVolume({
+      name: 'plain',
+      volume_capabilities: [ro],
+      parameters: { source: server.url() },
+    });
+    if (!volume) throw new Error('no volume');
+    await plain.client.node.NodeStageVolume({
+      volume_id: volume.volume_id,
+      staging_target_path: stagingPath,
+      volume_capability: ro,
+      volume_context: volume.volume_context,
+    });
+    try {
+      expect(await readFile(join(stagingPath, 'a.txt'), 'utf8')).toBe('served by rclone alone\n');
+      const fsTypes = (await MountTable.read()).under(plain.work).map((m) => m.fsType);
+      // The dataset mount and its staging bind (the MEM cache's tmpfs is under /dev/shm).
+      expect(fsTypes).toEqual(['fuse.rclone', 'fuse.rclone']);
+      const [client] = await recordedClients(plain.stateDir);
+      expect([client?.layer, (client as { copy?: unknown } | undefined)?.copy]).toEqual([
+        undefined,
+        undefined,
+      ]);
+    } finally {
+      await plain.client.node.NodeUnstageVolume({
+        volume_id: volume.volume_id,
+        staging_target_path: stagingPath,
+      });
+    }
+    expect((await MountTable.read()).under(plain.work)).toEqual([]);
+  } finally {
+    await server.stop();
+    await plain.dispose();
+  }
+});

@@ -3,7 +3,7 @@
  * ratio, remote and served bytes, restarts, RPCs), volume conditions, prefetch of a small-file
  * tree (in the background and by hand), the bandwidth limit and keepWarm.
  */
-import { mkdir, readFile, writeFile, unlink, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile, unlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
@@ -48,6 +48,17 @@ afterAll(async () => {
   await server?.stop();
   await driver.dispose();
 });
+
+/** Bytes of every file below a directory. */
+async function treeBytes(root: string): Promise<number> {
+  const entries = await readdir(root, { recursive: true, withFileTypes: true });
+  const sizes = await Promise.all(
+    entries
+      .filter((e) => e.isFile())
+      .map(async (e) => (await stat(join(e.parentPath, e.name))).size),
+  );
+  return sizes.reduce((sum, size) => sum + size, 0);
+}
 
 const scrape = (): Promise<Scrape> => Scrape.of(driver.metricsPort() as number);
 
@@ -188,8 +199,12 @@ it('prefetch: a 5,000-file tree is warmed once in the background; reading it fet
     process.stdout.write(
       `prefetch: ${smallFiles} small files (${(prefetched / MiB).toFixed(1)} MiB) + ${metaFiles} metadata-only in ${seconds.toFixed(1)} s (${(smallFiles / seconds).toFixed(0)} files/s)\n`,
     );
-    // Metadata-only: the meta tree's contents were not fetched.
-    expect(prefetched).toBeLessThan(remoteAfterPrefetch + 1);
+    // Metadata-only: the remote gave the small tree's bytes and none of the meta tree's.
+    const smallBytes = await treeBytes(join(data, 'small'));
+    const metaBytes = await treeBytes(join(data, 'meta'));
+    expect(metaBytes).toBeGreaterThan(500_000);
+    expect(remoteAfterPrefetch).toBeGreaterThanOrEqual(smallBytes);
+    expect(remoteAfterPrefetch).toBeLessThan(smallBytes + metaBytes / 10);
     expect(await treeDigest(join(kubelet.target('trainer'), 'small'))).toEqual(
       await treeDigest(join(data, 'small')),
     );

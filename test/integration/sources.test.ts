@@ -13,6 +13,7 @@ import { mountCapability, startTestDriver, type TestDriver } from '../helpers/dr
 import { sha256File, treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
 import { pidsWithArgs } from '../helpers/processes.js';
 import { S3Server } from '../../src/demo/s3-server.js';
+import { execa } from 'execa';
 
 const MiB = 1 << 20;
 let driver: TestDriver;
@@ -183,5 +184,92 @@ it('http (rclone serve http, read-only)', async () => {
     });
   } finally {
     await server.stop();
+  }
+});
+
+it('sftp with a private key (rclone serve sftp --authorized-keys)', async () => {
+  const keys = join(driver.work, 'ssh');
+  await mkdir(keys);
+  await execa('ssh-keygen', [
+    '-q',
+    '-t',
+    'ed25519',
+    '-N',
+    '',
+    '-f',
+    join(keys, 'id'),
+    '-C',
+    'trainer',
+  ]);
+  const privateKey = await readFile(join(keys, 'id'), 'utf8');
+  const server = await LoopbackServer.start(data, 'sftp', [
+    '--user',
+    'trainer',
+    '--authorized-keys',
+    join(keys, 'id.pub'),
+  ]);
+  try {
+    await exercise('sftp-key', {
+      parameters: { source: `sftp://trainer@127.0.0.1:${server.port}/` },
+      secrets: { privateKey },
+      writable: true,
+      readBack: (n) => readFile(join(data, n), 'utf8'),
+    });
+  } finally {
+    await server.stop();
+  }
+});
+
+it('webdavs and https with a certificate of a private CA (caCert secret)', async () => {
+  const tls = join(driver.work, 'tls');
+  await mkdir(tls);
+  await execa('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=dataset-cache-csi test',
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
+    '-keyout',
+    join(tls, 'key.pem'),
+    '-out',
+    join(tls, 'cert.pem'),
+  ]);
+  const caCert = await readFile(join(tls, 'cert.pem'), 'utf8');
+  const certArgs = ['--cert', join(tls, 'cert.pem'), '--key', join(tls, 'key.pem')];
+  for (const [protocol, scheme, writable] of [
+    ['webdav', 'webdavs', true],
+    ['http', 'https', false],
+  ] as const) {
+    const server = await LoopbackServer.start(data, protocol, certArgs);
+    try {
+      const source = `${scheme}://127.0.0.1:${server.port}/`;
+      // Without the CA the certificate is refused, and the stage says so.
+      const cap = mountCapability('MULTI_NODE_READER_ONLY');
+      await expect(
+        driver.client.node.NodeStageVolume({
+          volume_id: `${scheme}-untrusted`,
+          staging_target_path: join(driver.work, 'kubelet', 'staging', `${scheme}-untrusted`),
+          volume_capability: cap,
+          volume_context: { source },
+        }),
+      ).rejects.toMatchObject({ details: expect.stringMatching(/certificate|x509/) });
+      expect(await recordedClients(driver.stateDir)).toEqual([]);
+      await exercise(scheme, {
+        parameters: { source },
+        secrets: { caCert },
+        writable,
+        ...(writable ? { readBack: (n: string) => readFile(join(data, n), 'utf8') } : {}),
+      });
+    } finally {
+      await server.stop();
+    }
   }
 });

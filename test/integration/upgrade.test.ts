@@ -56,7 +56,7 @@ async function replacePodDuringRead(withLauncher: boolean) {
   await mkdir(data);
   await writeRandomFile(join(data, 'big.bin'), 48 * MiB);
   const digest = await sha256File(join(data, 'big.bin'));
-  const server = await LoopbackServer.start(data, 'webdav', ['--bwlimit', '24M']);
+  const server = await LoopbackServer.start(data, 'webdav', ['--bwlimit', '8M']);
   const launcherCgroup = await ContainerCgroup.create('launcher');
   const cgroups = [
     await ContainerCgroup.create('driver'),
@@ -84,8 +84,11 @@ async function replacePodDuringRead(withLauncher: boolean) {
 
     let replaced: Promise<void> | undefined;
     let replacedAt = 0;
+    let latest = 0;
+    let atRestart = 0;
     const result = await streamWithRetry(join(kubelet.target('reader'), 'big.bin'), {
       onProgress: (bytes) => {
+        latest = bytes;
         if (replaced || bytes < 8 * MiB) return;
         replaced = (async () => {
           replacedAt = Date.now();
@@ -94,10 +97,14 @@ async function replacePodDuringRead(withLauncher: boolean) {
           // The new pod: a new driver in a new container on the same node state.
           await driver.start();
           await cgroups[1]?.add(driver.pid as number);
+          atRestart = latest;
         })();
       },
     });
     await replaced;
+    // The kill landed mid-read: the reader still had bytes to read when the new driver was up.
+    expect(replacedAt).toBeGreaterThan(0);
+    expect(atRestart).toBeLessThan(result.bytes);
     const clientSurvived = await isSameProcess(client.pid, client.startTime);
     const [after] = await recordedClients(driver.stateDir);
     report(

@@ -9,6 +9,27 @@ describe('parseConfig', () => {
       nodeId: 'n1',
       mode: 'all',
       stateDir: '/var/lib/dataset-cache-csi',
+      diskCacheLimitBytes: 100 * 2 ** 30,
+      cacheRetentionMs: 168 * 3_600_000,
+      flushTimeoutMs: 120_000,
+    });
+  });
+
+  it('reads the node cache budgets', () => {
+    const config = parseConfig(
+      [
+        '--endpoint=unix:///s.sock',
+        '--node-id=n',
+        '--disk-cache-limit=500Gi',
+        '--cache-retention=36h',
+        '--flush-timeout=30s',
+      ],
+      {},
+    );
+    expect(config).toMatchObject({
+      diskCacheLimitBytes: 500 * 2 ** 30,
+      cacheRetentionMs: 36 * 3_600_000,
+      flushTimeoutMs: 30_000,
     });
   });
 
@@ -26,6 +47,8 @@ describe('parseConfig', () => {
     [['--endpoint', 'unix:///s.sock', '--node-id', 'n', '--driver-name', '9bad'], /driver-name/],
     [['--endpoint', 'unix:///s.sock', '--node-id', 'n', '--state-dir', 'rel'], /state-dir/],
     [['--bogus'], /bogus/],
+    [['--endpoint=unix:///s.sock', '--node-id=n', '--disk-cache-limit=lots'], /disk-cache-limit/],
+    [['--endpoint=unix:///s.sock', '--node-id=n', '--cache-retention=7d'], /cache-retention/],
   ])('rejects %j', (argv, message) => {
     expect(() => parseConfig(argv, {})).toThrow(ConfigError);
     expect(() => parseConfig(argv, {})).toThrow(message);
