@@ -4,6 +4,13 @@ import { MountTable } from './mountinfo.js';
 
 export interface Mounter {
   bind(source: string, target: string, options: { readOnly: boolean }): Promise<void>;
+  /**
+   * Puts a bind of source in place of the mount at target, so that target is never an empty
+   * directory in between: beneath it, then the old one detached (move_mount BENEATH, Linux 6.5).
+   * Where that cannot be done, the bind goes on top and the old one leaves with target's next
+   * full detach.
+   */
+  replaceBind(source: string, target: string, options: { readOnly: boolean }): Promise<void>;
   /** Detaches the topmost mount at target; lazy detaches even when busy or dead. */
   unmount(target: string, options?: { lazy?: boolean }): Promise<void>;
   /** A private tmpfs whose size the kernel enforces. */
@@ -39,6 +46,11 @@ export class MountError extends Error {}
 /** mount(8)/umount(8) from util-linux; `-c` skips path canonicalization, which hangs on dead FUSE mounts. */
 export class SystemMounter implements Mounter {
   constructor(private readonly runner: ProcessRunner) {}
+
+  /** mount(8) cannot mount beneath: on top (see Mounter.replaceBind). */
+  replaceBind(source: string, target: string, options: { readOnly: boolean }): Promise<void> {
+    return this.bind(source, target, options);
+  }
 
   async bind(source: string, target: string, options: { readOnly: boolean }): Promise<void> {
     const flags = options.readOnly ? 'bind,ro' : 'bind';

@@ -17,9 +17,16 @@ const SYSCALLS: Partial<Record<NodeJS.Architecture, { mount: number; umount2: nu
  */
 const HELPER = String.raw`
 use strict; use warnings;
+use POSIX ();
 my ($SYS_MOUNT, $SYS_UMOUNT2) = @ARGV;
 $| = 1;
 my ($MS_RDONLY, $MS_REMOUNT, $MS_BIND, $MNT_DETACH) = (1, 32, 4096, 2);
+# Numbers of the mount API syscalls, the same on every architecture (Linux 5.2 and 5.12).
+my ($SYS_OPEN_TREE, $SYS_MOVE_MOUNT, $SYS_MOUNT_SETATTR) = (428, 429, 442);
+my ($AT_FDCWD, $AT_EMPTY_PATH, $OPEN_TREE_CLONE, $O_CLOEXEC) = (-100, 0x1000, 1, 0x80000);
+my ($MOVE_MOUNT_F_EMPTY_PATH, $MOVE_MOUNT_BENEATH, $MOUNT_ATTR_RDONLY) = (0x4, 0x200, 1);
+# syscall() hands strings over as writable buffers: never a literal.
+my $EMPTY = '';
 while (my $line = <STDIN>) {
   chomp $line;
   my ($id, $op, @a) = split /\t/, $line, -1;
@@ -30,6 +37,23 @@ while (my $line = <STDIN>) {
     if ($r == 0 && $ro eq '1') {
       $r = syscall($SYS_MOUNT, $src, $dst, 0, $MS_REMOUNT | $MS_BIND | $MS_RDONLY, 0);
       if ($r != 0) { my $e = $! + 0; syscall($SYS_UMOUNT2, $dst, $MNT_DETACH); $! = $e; }
+    }
+  } elsif ($op eq 'replace') {
+    # A detached clone of src, made read-only if asked, moved beneath the mount at dst; then the
+    # old mount on top is detached. dst always shows one or the other.
+    my ($src, $dst, $ro) = @a;
+    my $fd = syscall($SYS_OPEN_TREE, $AT_FDCWD, $src, $OPEN_TREE_CLONE | $O_CLOEXEC);
+    if ($fd >= 0) {
+      $r = 0;
+      if ($ro eq '1') {
+        my $attr = pack('QQQQ', $MOUNT_ATTR_RDONLY, 0, 0, 0);
+        $r = syscall($SYS_MOUNT_SETATTR, $fd, $EMPTY, $AT_EMPTY_PATH, $attr, length $attr);
+      }
+      $r = syscall($SYS_MOVE_MOUNT, $fd, $EMPTY, $AT_FDCWD, $dst, $MOVE_MOUNT_F_EMPTY_PATH | $MOVE_MOUNT_BENEATH) if $r == 0;
+      my $e = $! + 0;
+      POSIX::close($fd);
+      $! = $e;
+      $r = syscall($SYS_UMOUNT2, $dst, $MNT_DETACH) if $r == 0;
     }
   } elsif ($op eq 'remount') {
     my ($none, $path) = ('none', @a);
@@ -66,6 +90,16 @@ export class SyscallMounter implements Mounter {
     const answer = await this.call('bind', source, target, options.readOnly ? '1' : '0');
     if (answer !== 'ok')
       throw new MountError(`bind mount ${source} -> ${target} failed: ${answer}`);
+  }
+
+  async replaceBind(source: string, target: string, options: { readOnly: boolean }): Promise<void> {
+    const answer = await this.call('replace', source, target, options.readOnly ? '1' : '0');
+    if (answer === 'ok') return;
+    // A kernel before 6.5 knows no MOVE_MOUNT_BENEATH (EINVAL): on top instead.
+    if (/Invalid argument|Function not implemented/.test(answer)) {
+      return this.bind(source, target, options);
+    }
+    throw new MountError(`bind mount ${source} in place of ${target} failed: ${answer}`);
   }
 
   async unmount(target: string, options: { lazy?: boolean } = {}): Promise<void> {

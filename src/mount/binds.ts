@@ -51,6 +51,37 @@ export class DatasetBinds {
     await this.bindFromLiveMount(client, stagingPath, targetPath, readOnly, table);
   }
 
+  /**
+   * A repair: the new stack's bind takes the dead one's place (Mounter.replaceBind). A reader
+   * never finds the path empty meanwhile, so files of the local copy read through the old overlay
+   * stay readable until the new one is there.
+   */
+  async rebindStaging(
+    client: ClientRecord,
+    subPath: string,
+    stagingPath: string,
+    readOnly: boolean,
+  ): Promise<void> {
+    await this.bindFromLiveMount(
+      client,
+      join(client.mountPoint, subPath),
+      stagingPath,
+      readOnly,
+      undefined,
+      true,
+    );
+  }
+
+  /** See rebindStaging; the target is bound from the staging path's newest mount. */
+  async rebindTarget(
+    client: ClientRecord,
+    stagingPath: string,
+    targetPath: string,
+    readOnly: boolean,
+  ): Promise<void> {
+    await this.bindFromLiveMount(client, stagingPath, targetPath, readOnly, undefined, true);
+  }
+
   /** Invariant 3: bind only from a live mount of the client's own filesystem. */
   private async bindFromLiveMount(
     client: ClientRecord,
@@ -58,6 +89,8 @@ export class DatasetBinds {
     target: string,
     readOnly: boolean,
     known?: MountTable,
+    /** In place of what is mounted at target (a repair), never leaving it empty. */
+    replace = false,
   ): Promise<void> {
     const table = known ?? (await this.mounter.table());
     const sourceIsLive =
@@ -73,7 +106,8 @@ export class DatasetBinds {
         `refusing to bind ${source}: it is not a live mount of dataset ${client.key}`,
       );
     }
-    await this.mounter.bind(source, target, { readOnly });
+    if (replace && table.at(target)) await this.mounter.replaceBind(source, target, { readOnly });
+    else await this.mounter.bind(source, target, { readOnly });
   }
 
   /**

@@ -100,7 +100,9 @@ export class MountManager {
    */
   async init(): Promise<void> {
     await this.journal.load();
-    await reconcileNode(this.journal, this.clients, this.mounter, this.log);
+    await reconcileNode(this.journal, this.clients, this.mounter, this.log, (client, outcome) =>
+      this.settings.caches.stopped(client, outcome),
+    );
     await this.superviseAll();
     for (const client of this.journal.clients()) {
       const target = await this.prefetchTarget(client);

@@ -1,8 +1,12 @@
 // After a driver start: the journal reconciled with the mount table and the running processes.
 import type { Logger } from 'pino';
 import type { Mounter } from '../kernel/mounter.js';
-import { isDatasetCacheMount, type CacheClients } from '../supervisor/clients.js';
-import type { Journal } from './journal.js';
+import {
+  isDatasetCacheMount,
+  type CacheClients,
+  type StoppedClient,
+} from '../supervisor/clients.js';
+import type { ClientRecord, Journal } from './journal.js';
 
 /**
  * After a driver start: adopt healthy clients, keep dead ones that still serve volumes (the
@@ -15,6 +19,8 @@ export async function reconcileNode(
   clients: CacheClients,
   mounter: Mounter,
   log: Logger,
+  /** Told what a stopped client left (its cache may be kept: see NodeCaches). */
+  stopped: (client: ClientRecord, outcome: StoppedClient) => Promise<void>,
 ): Promise<void> {
   const used = new Set(journal.volumes().map((volume) => volume.datasetKey));
   for (const client of journal.clients()) {
@@ -27,8 +33,9 @@ export async function reconcileNode(
       );
     } else {
       log.info({ dataset: client.key, pid: client.pid }, 'stopping cache client without volumes');
-      await clients.stop(client);
+      const outcome = await clients.stop(client);
       journal.deleteClient(client.key);
+      await stopped(client, outcome);
     }
   }
   for (const volume of journal.volumes()) {

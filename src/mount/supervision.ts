@@ -143,13 +143,18 @@ export class DatasetSupervisor {
       await this.locks.runExclusive(volume.volumeId, async () => {
         let table = await this.mounter.table();
         if (!this.binds.isBindOf(table, volume.stagingPath, client)) {
-          await this.binds.bindStaging(client, volume.subPath, volume.stagingPath, volume.readOnly);
+          await this.binds.rebindStaging(
+            client,
+            volume.subPath,
+            volume.stagingPath,
+            volume.readOnly,
+          );
           repaired += 1;
           table = await this.mounter.table();
         }
         for (const [target, { readOnly }] of Object.entries(volume.targets)) {
           if (this.binds.isBindOf(table, target, client)) continue;
-          await this.binds.bindTarget(client, volume.stagingPath, target, readOnly);
+          await this.binds.rebindTarget(client, volume.stagingPath, target, readOnly);
           repaired += 1;
         }
       });

@@ -185,7 +185,7 @@ it('reports a hung client as abnormal, then kills and replaces it', async () => 
 
 it('keeps a reader going through a kill -9 of the driver; the new driver adopts the client', async () => {
   const driver = await DriverProcess.create();
-  const remote = await slowServer(driver.work, 64, '32M');
+  const remote = await slowServer(driver.work, 64, '12M');
   try {
     await driver.start();
     const kubelet = new Kubelet(driver.work, () => driver.client);
