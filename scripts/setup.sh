@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Brings a fresh Debian 12 machine to what the demo and the tests need: the cache-client programs
 # (rclone, s3fs, FUSE 3, bindfs), util-linux mount, e2fsprogs (SSD cache images), openssl and
-# ssh-keygen (test certificates and keys) and the npm dependencies. Idempotent and quick when done.
+# ssh-keygen (test certificates and keys), promtool (alert rules) and the npm dependencies. Idempotent and quick when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +25,8 @@ command -v mount >/dev/null || missing+=(mount)
 # Tests only: a TLS test certificate and an SSH key for the loopback servers.
 command -v openssl >/dev/null || missing+=(openssl)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+# Tests only: promtool checks and unit-tests the shipped alert rules.
+command -v promtool >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   apt-get update -qq

@@ -66,7 +66,7 @@ export interface VolumeParameters {
 export class ParameterError extends Error {}
 
 /** Keys an administrator may set on a StorageClass or a PV's volumeAttributes. */
-const KNOWN_KEYS = new Set([
+export const KNOWN_KEYS: ReadonlySet<string> = new Set([
   'source',
   'engine',
   'cacheMedium',

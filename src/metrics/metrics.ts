@@ -90,6 +90,7 @@ export class DriverMetrics {
       for (const d of datasets) {
         const labels = { dataset: d.key };
         up.set(labels, d.up ? 1 : 0);
+        if (d.remoteReachable !== undefined) remoteUp.set(labels, d.remoteReachable ? 1 : 0);
         volumes.set(labels, d.volumes);
         warm.set(labels, d.warm ? 1 : 0);
         quota.set(labels, d.quotaBytes);
@@ -108,6 +109,7 @@ export class DriverMetrics {
         if (d.prefetch) {
           prefetchFiles.inc(labels, prefetchFileTotals.add(d.key, 0, d.prefetch.files));
           prefetchBytes.inc(labels, prefetchByteTotals.add(d.key, 0, d.prefetch.bytes));
+          prefetchErrors.inc(labels, prefetchErrorTotals.add(d.key, 0, d.prefetch.errors));
           prefetchMatched.set(labels, d.prefetch.matched);
           prefetchRunning.set(labels, d.prefetch.running);
           prefetchDone.set(labels, d.prefetch.completed);
@@ -139,6 +141,10 @@ export class DriverMetrics {
       'client_up',
       '1 when the dataset cache client is running and its mount answers',
     );
+    const remoteUp = gauge(
+      'remote_up',
+      '1 when the remote answered the last check with the dataset credentials (at most every 10 s)',
+    );
     const volumes = gauge('volumes', 'Volumes of the dataset staged on this node');
     const warm = gauge(
       'client_warm',
@@ -164,6 +170,10 @@ export class DriverMetrics {
     );
     const prefetchFiles = counter('prefetch_files_total', 'Files warmed by prefetch');
     const prefetchBytes = counter('prefetch_bytes_total', 'Bytes read into the cache by prefetch');
+    const prefetchErrors = counter(
+      'prefetch_errors_total',
+      'Files prefetch could not warm (they are read from the remote on first use)',
+    );
     const prefetchMatched = gauge('prefetch_matched_files', 'Files matched by prefetch patterns');
     const prefetchRunning = gauge('prefetch_running', 'Prefetch jobs running');
     const prefetchDone = gauge('prefetch_completed', 'Prefetch jobs finished');
@@ -190,9 +200,21 @@ export class DriverMetrics {
     const restartTotals = new Totals();
     const prefetchFileTotals = new Totals();
     const prefetchByteTotals = new Totals();
+    const prefetchErrorTotals = new Totals();
     const unsafeTotals = new Totals();
     const noRoomTotals = new Totals();
-    const perDataset = [up, volumes, warm, quota, capacity, used, files, pending, hitRatio];
+    const perDataset = [
+      up,
+      remoteUp,
+      volumes,
+      warm,
+      quota,
+      capacity,
+      used,
+      files,
+      pending,
+      hitRatio,
+    ];
     const prefetchGauges = [
       prefetchMatched,
       prefetchRunning,

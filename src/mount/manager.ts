@@ -39,6 +39,8 @@ export interface DatasetStatus {
   prefetch?: PrefetchStatus;
   /** The local copy of a read-only dataset, when it has one. */
   copy?: CopyFigures;
+  /** Whether the remote answered the last check (undefined: not checked yet). */
+  remoteReachable?: boolean;
 }
 
 /**
@@ -447,6 +449,7 @@ export class MountManager {
         stats: await this.clients.stats(client),
         prefetch: this.settings.prefetcher?.status(client.key),
         copy: this.settings.copies?.get(client.key)?.current(),
+        remoteReachable: this.healthReporter.remoteReachable(client),
       })),
     );
   }

@@ -88,6 +88,16 @@ export class VolumeHealthReporter {
   }
 
   /**
+   * Whether the remote answered the last check, for metrics: never waits (a check still running
+   * gives no answer yet), renews a stale answer in the background.
+   */
+  remoteReachable(client: ClientRecord): boolean | undefined {
+    const cached = this.remoteChecks.get(client.key);
+    void this.remoteProblem(client);
+    return cached === undefined ? undefined : cached.problem === undefined;
+  }
+
+  /**
    * The remote check costs a request (a process, for engines without a control API): its answer
    * is reused for a while per dataset, and a stale one is renewed in the background while the
    * call answers with it, so a slow remote never holds up NodeGetVolumeStats twice.

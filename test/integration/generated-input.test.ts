@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
+import { KNOWN_KEYS } from '../../src/dataset/params.js';
 import { MountTable } from '../../src/kernel/mountinfo.js';
 import { cleanupUnder, recordedClients } from '../helpers/cleanup.js';
 import { startTestDriver, type TestDriver } from '../helpers/driver.js';
@@ -207,25 +208,6 @@ const call: fc.Arbitrary<Call> = fc.oneof(
 
 // ---- what must hold --------------------------------------------------------------------------
 
-const KNOWN_KEYS = new Set([
-  'source',
-  'engine',
-  'cacheMedium',
-  'cachePath',
-  'cacheQuota',
-  'layout',
-  'onDelete',
-  'readOnly',
-  'prefetch',
-  'bandwidthLimit',
-  'keepWarm',
-  'subPath',
-  'localCopy',
-  'uid',
-  'gid',
-  'fileMode',
-  'dirMode',
-]);
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\0-\x1f\x7f]/;
 const badId = (id: string) => id === '' || Buffer.byteLength(id) > 128 || CONTROL.test(id);

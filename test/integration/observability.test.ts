@@ -60,6 +60,19 @@ async function treeBytes(root: string): Promise<number> {
   return sizes.reduce((sum, size) => sum + size, 0);
 }
 
+/** The first NodeGetVolumeStats answer with an abnormal condition (a remote check failing). */
+const untilAbnormal = <T extends { volume_condition?: { abnormal?: boolean } | null }>(
+  stats: () => Promise<T>,
+): Promise<T> =>
+  until(
+    'the remote check to fail',
+    async () => {
+      const answer = await stats();
+      return answer.volume_condition?.abnormal ? answer : undefined;
+    },
+    30_000,
+  );
+
 /** Bytes every dataset of the driver moved from its remote. */
 const remoteTotal = (s: Scrape): number =>
   [...s.samples]
@@ -355,14 +368,7 @@ it('volume condition: a full cache and an unreachable remote are reported abnorm
 
     expect(await readFile(join(kubelet.target('watcher'), 'a.txt'), 'utf8')).toBe('a\n');
     await own.stop();
-    const unreachable = await until(
-      'the remote check to fail',
-      async () => {
-        const answer = await stats();
-        return answer.volume_condition?.abnormal ? answer : undefined;
-      },
-      30_000,
-    );
+    const unreachable = await untilAbnormal(stats);
     expect(unreachable.volume_condition?.message).toMatch(
       /remote of dataset ds-\w+ is unreachable \(.+\); files already cached are still served/,
     );
@@ -399,14 +405,7 @@ it('volume condition: the s3fs engine has no control API, and its remote is chec
     });
     expect(await readFile(join(kubelet.target('s3fs-watcher'), 'a.txt'), 'utf8')).toBe('a\n');
     await s3.stop();
-    const unreachable = await until(
-      'the remote check to fail',
-      async () => {
-        const answer = await stats();
-        return answer.volume_condition?.abnormal ? answer : undefined;
-      },
-      30_000,
-    );
+    const unreachable = await untilAbnormal(stats);
     expect(unreachable.volume_condition?.message).toMatch(
       /remote of dataset ds-\w+ is unreachable \(.*connection refused.*\); files already cached are still served/,
     );
