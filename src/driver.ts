@@ -146,7 +146,11 @@ export async function startDriver(
     });
   }
 
-  const metrics = new DriverMetrics(manager);
+  const metrics = new DriverMetrics(manager, {
+    node: config.nodeId,
+    version: packageVersion(),
+    mode: config.mode,
+  });
   const server = new CsiServer(loadCsiPackage(), services, log, (rpc, code, seconds) =>
     metrics.observeRpc(rpc, code, seconds),
   );

@@ -34,8 +34,20 @@ export class DriverMetrics {
   private readonly rpcSeconds: Histogram<'method' | 'code'>;
   private refresh: () => Promise<void> = async () => undefined;
 
-  constructor(source?: DatasetSource) {
+  constructor(
+    source?: DatasetSource,
+    /** Who this driver is: one constant series, joined on instance for per-node views. */
+    identity?: { node: string; version: string; mode: string },
+  ) {
     const registers = [this.registry];
+    if (identity) {
+      new Gauge({
+        name: 'dataset_cache_csi_info',
+        help: 'Always 1: the node, version and mode of this driver, to join on instance',
+        labelNames: ['node', 'version', 'mode'],
+        registers,
+      }).set(identity, 1);
+    }
     this.rpcs = new Counter({
       name: 'dataset_cache_csi_rpc_total',
       help: 'CSI calls answered, by method and gRPC code',

@@ -130,6 +130,17 @@ it('metrics: a cold then a warm read move the hit ratio up, remote bytes stay fl
     expect(afterWarm.dataset('quota_bytes', key)).toBe(2 * 2 ** 30);
     expect(afterWarm.dataset('used_bytes', key)).toBeGreaterThanOrEqual(32 * MiB);
     expect(afterWarm.dataset('files', key)).toBe(1);
+    // The driver's identity, for per-node views: one constant series.
+    expect(
+      [...afterWarm.samples].filter(([name]) => name.startsWith('dataset_cache_csi_info{')),
+    ).toEqual([
+      [
+        expect.stringMatching(
+          /^dataset_cache_csi_info\{node="test-node",version="[\d.]+",mode="all"\}$/,
+        ),
+        1,
+      ],
+    ]);
     expect(
       afterWarm.get('dataset_cache_csi_rpc_total{method="Node/NodeStageVolume",code="OK"}'),
     ).toBe(1);
