@@ -467,28 +467,31 @@ export class MountManager {
       }
       return known;
     }
-    if (known) {
-      this.log.warn({ dataset: key, pid: known.pid }, 'cache client is not healthy; restarting it');
-      await this.clients.kill(known);
-      this.supervisor.countRestart(key);
+    const start = async (): Promise<ClientRecord> => {
       const record = await this.clients.start(key, params.dataset, secrets);
       this.journal.setClient(record);
       await this.journal.save();
       return record;
+    };
+    if (known) {
+      // Its cache is already counted in the node's budget.
+      this.log.warn({ dataset: key, pid: known.pid }, 'cache client is not healthy; restarting it');
+      await this.clients.kill(known);
+      this.supervisor.countRestart(key);
+      return start();
     }
     const settle = await this.settings.caches.reserve(
       key,
       params.dataset,
       this.clients.cacheDirOf(key, params.dataset),
     );
-    let record: ClientRecord | undefined;
+    let started = false;
     try {
-      record = await this.clients.start(key, params.dataset, secrets);
-      this.journal.setClient(record);
-      await this.journal.save();
+      const record = await start();
+      started = true;
       return record;
     } finally {
-      await settle(record !== undefined);
+      await settle(started);
     }
   }
 

@@ -81,7 +81,6 @@ export class NodeCaches {
         if (others() + need <= this.limit(budget)) break;
         await this.evict(victim, 'budget');
       }
-      if (others() + need > this.limit(budget)) throw this.exhausted(budget, key, need);
       this.reserved.set(key, spec);
       if (own) this.journal.deleteKeptCache(key);
       await this.journal.save();

@@ -1,6 +1,6 @@
 export { sha256File, writeRandomFile } from '../../src/demo/files.js';
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 
 /** A tree of small files with distinct contents, as a small-file dataset has. */
@@ -36,3 +36,10 @@ export async function treeDigest(root: string): Promise<Record<string, string>> 
   await walk(root);
   return result;
 }
+
+/** Whether anything exists at path. */
+export const pathExists = (path: string): Promise<boolean> =>
+  access(path).then(
+    () => true,
+    () => false,
+  );

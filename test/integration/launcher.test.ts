@@ -3,10 +3,11 @@
  * exactly as named, and refuses anything else (a shell, a program of another directory that is
  * also called rclone), leaving no trace of the refused command.
  */
-import { access, mkdtemp, readFile, rm, stat, writeFile, chmod, mkdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile, chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createLogger } from '../../src/log.js';
 import { LauncherRunner, startLauncher, type Launcher } from '../../src/supervisor/launcher.js';
+import { pathExists } from '../helpers/files.js';
 
 let work: string;
 let launcher: Launcher;
@@ -31,11 +32,6 @@ const options = () => ({
   cwd: work,
   logFile: join(work, 'client.log'),
 });
-const exists = (path: string) =>
-  access(path).then(
-    () => true,
-    () => false,
-  );
 
 it('starts a cache-client program and reports its exit', async () => {
   const child = await runner.spawnDetached('rclone', ['version'], options());
@@ -55,7 +51,7 @@ it.each([
   await expect(runner.spawnDetached(command, args, options())).rejects.toThrow(
     `launcher: ${command} is not a cache-client program`,
   );
-  expect(await exists('/tmp/dcsi-launcher-pwned')).toBe(false);
+  expect(await pathExists('/tmp/dcsi-launcher-pwned')).toBe(false);
 });
 
 it('refuses a program of another directory named like a cache client', async () => {
@@ -66,7 +62,7 @@ it('refuses a program of another directory named like a cache client', async () 
   await expect(runner.spawnDetached(fake, [], options())).rejects.toThrow(
     /is not a cache-client program/,
   );
-  expect(await exists(join(work, 'pwned'))).toBe(false);
+  expect(await pathExists(join(work, 'pwned'))).toBe(false);
   expect(await readFile(logFile, 'utf8')).toContain(
     'refused to launch a program that is not a cache client',
   );

@@ -4,7 +4,7 @@
  * writes the remote lacks; a stage nothing can make room for is refused with the numbers; kept
  * caches past their retention are removed; metrics and log lines say what was kept and evicted.
  */
-import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
@@ -18,6 +18,7 @@ import {
 import { Kubelet } from '../helpers/kubelet.js';
 import { Scrape } from '../helpers/metrics.js';
 import { until } from '../helpers/wait.js';
+import { pathExists } from '../helpers/files.js';
 
 const MiB = 2 ** 20;
 const rw = mountCapability('MULTI_NODE_MULTI_WRITER');
@@ -45,11 +46,6 @@ interface JournalCaches {
 const journal = async () =>
   JSON.parse(await readFile(join(driver.stateDir, 'journal.json'), 'utf8')) as JournalCaches;
 const kept = async () => (await journal()).caches ?? {};
-const exists = (path: string) =>
-  access(path).then(
-    () => true,
-    () => false,
-  );
 const metric = async (sample: string) =>
   (await Scrape.of(driver.metricsPort() as number)).get(sample);
 
@@ -77,7 +73,7 @@ it('keeps caches within the disk budget, evicts the oldest, never one with unsen
   expect(Object.keys(await kept())).toEqual([a]);
   const imageOf = async (key: string) => `${(await kept())[key]?.cacheDir}.img`;
   const imageA = await imageOf(a);
-  expect(await exists(imageA)).toBe(true);
+  expect(await pathExists(imageA)).toBe(true);
 
   // P: a writable WebDAV dataset whose server is gone when its volume is unstaged: the write is
   // still in the cache, which is kept with its pending writes.
@@ -109,7 +105,7 @@ it('keeps caches within the disk budget, evicts the oldest, never one with unsen
   // C needs room: A, the least recently used without unsent writes, goes.
   const c = await useOnce('c');
   expect(Object.keys(await kept()).sort()).toEqual([b, c, p].sort());
-  expect(await exists(imageA)).toBe(false);
+  expect(await pathExists(imageA)).toBe(false);
   expect(await metric('dataset_cache_node_evictions_total{reason="budget"}')).toBe(1);
   expect(await driver.log()).toMatch(
     new RegExp(`"dataset":"${a}".*"reason":"budget".*"msg":"kept cache evicted"`),
@@ -155,7 +151,7 @@ it('keeps caches within the disk budget, evicts the oldest, never one with unsen
   await until('the retention sweep', async () =>
     Object.keys(await kept()).length === 0 ? true : undefined,
   );
-  for (const image of images) expect(await exists(image)).toBe(false);
+  for (const image of images) expect(await pathExists(image)).toBe(false);
   expect(await metric('dataset_cache_node_evictions_total{reason="retention"}')).toBe(3);
   expect(await metric('dataset_cache_node_used_bytes{medium="disk"}')).toBe(0);
   expect((await MountTable.read()).under(driver.work)).toEqual([]);

@@ -4,7 +4,7 @@
  * provisioner secrets), is staged from the dataset's one shared client (even when that client
  * listed the root before the directory existed), and is removed or kept per onDelete.
  */
-import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { DIRECTORY_MARKER } from '../../src/controller/source-directories.js';
@@ -14,6 +14,7 @@ import { MountTable } from '../../src/kernel/mountinfo.js';
 import { recordedClients } from '../helpers/cleanup.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
 import { Kubelet } from '../helpers/kubelet.js';
+import { pathExists } from '../helpers/files.js';
 
 let driver: TestDriver;
 let kubelet: Kubelet;
@@ -27,12 +28,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await driver.dispose();
 });
-
-const exists = (path: string): Promise<boolean> =>
-  access(path).then(
-    () => true,
-    () => false,
-  );
 
 interface Source {
   parameters: Record<string, string>;
@@ -79,7 +74,7 @@ async function exercise(kind: string, source: Source): Promise<void> {
     // One client serves both volumes of the dataset.
     expect(await recordedClients(driver.stateDir)).toHaveLength(1);
     // The writer sees only its own directory; the whole-dataset reader sees it inside the dataset.
-    expect(await exists(join(kubelet.target(`${kind}-writer`), kept.volume_id))).toBe(false);
+    expect(await pathExists(join(kubelet.target(`${kind}-writer`), kept.volume_id))).toBe(false);
     expect(
       await readFile(join(kubelet.target(`${kind}-reader`), kept.volume_id, 'result.txt'), 'utf8'),
     ).toBe(`result of ${kind}\n`);
@@ -113,7 +108,7 @@ it('local', async () => {
   await exercise('local', {
     parameters: { source: `local://${root}` },
     secrets: {},
-    hasDirectory: (sub) => exists(join(root, sub)),
+    hasDirectory: (sub) => pathExists(join(root, sub)),
     read: (path) => readFile(join(root, path), 'utf8'),
   });
 });
@@ -128,7 +123,7 @@ it('webdav with credentials from the provisioner secrets', async () => {
     await exercise('webdav', {
       parameters: { source: `webdav://127.0.0.1:${server.port}/` },
       secrets: { user: 'ml', password },
-      hasDirectory: (sub) => exists(join(root, sub)),
+      hasDirectory: (sub) => pathExists(join(root, sub)),
       read: (path) => readFile(join(root, path), 'utf8'),
     });
     const refused = await driver.client.controller
