@@ -1,6 +1,12 @@
 import type { DatasetSpec, EngineName } from '../dataset/params.js';
 
 /** Where a cache client lives on the node. */
+/**
+ * The share of cacheQuota an engine's cache fills before it evicts (rclone) or reads through
+ * without caching (s3fs): a cache file system this full is at its engine's limit.
+ */
+export const ENGINE_CACHE_LIMIT_FRACTION = 0.9;
+
 export interface ClientPaths {
   /** FUSE mount point of the dataset. */
   mountPoint: string;

@@ -3,6 +3,7 @@ import type { DatasetSpec } from '../dataset/params.js';
 import type { Source } from '../dataset/source.js';
 import {
   baseEnvironment,
+  ENGINE_CACHE_LIMIT_FRACTION,
   type ClientPaths,
   type ControlEndpoint,
   type Engine,
@@ -108,7 +109,7 @@ export class RcloneEngine implements Engine {
       'full',
       // Below the quota, so rclone evicts before the quota's hard edge (a MEM cache's tmpfs) is hit.
       '--vfs-cache-max-size',
-      `${Math.floor(spec.cache.quotaBytes * 0.9)}B`,
+      `${Math.floor(spec.cache.quotaBytes * ENGINE_CACHE_LIMIT_FRACTION)}B`,
       '--vfs-cache-poll-interval',
       '10s',
       // Datasets are read for days; the quota, not the age, decides what leaves the cache.

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { invalidArgument } from '../csi/errors.js';
 import type { DatasetSpec } from '../dataset/params.js';
 import {
+  ENGINE_CACHE_LIMIT_FRACTION,
   baseEnvironment,
   type ClientPaths,
   type Engine,
@@ -84,7 +85,7 @@ export class S3fsEngine implements Engine {
       ...(spec.ownership?.uid === undefined ? [] : [`uid=${spec.ownership.uid}`]),
       ...(spec.ownership?.gid === undefined ? [] : [`gid=${spec.ownership.gid}`]),
       // Stop caching (read through) before the cache's file system is full.
-      `ensure_diskfree=${Math.max(1, Math.floor((spec.cache.quotaBytes * 0.1) / 2 ** 20))}`,
+      `ensure_diskfree=${Math.max(1, Math.floor((spec.cache.quotaBytes * (1 - ENGINE_CACHE_LIMIT_FRACTION)) / 2 ** 20))}`,
     ];
     if (keyId === '') options.push('public_bucket=1');
     if (secrets.endpoint)

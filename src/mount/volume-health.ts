@@ -1,5 +1,6 @@
 // Volume conditions: what NodeGetVolumeStats reports about a volume's dataset, in words an operator can act on.
 import type { LocalCopies } from '../copy/copies.js';
+import { ENGINE_CACHE_LIMIT_FRACTION } from '../engines/engine.js';
 import type { Mounter } from '../kernel/mounter.js';
 import type { CacheClients, ClientState, RemoteProblem } from '../supervisor/clients.js';
 import type { DatasetBinds } from './binds.js';
@@ -16,8 +17,11 @@ const CLIENT_PROBLEM: Record<Exclude<ClientState, 'healthy'>, string> = {
   unmounted: 'lost its mount',
   hung: 'does not answer',
 };
-/** A cache this full is evicting all the time: worth an abnormal volume condition. */
-const CACHE_FULL_FRACTION = 0.99;
+/**
+ * A cache this full is at its engine's limit, evicting (or reading through) whatever it fetches
+ * next: worth an abnormal volume condition. (Measured under eviction: 92-96 % used.)
+ */
+const CACHE_FULL_FRACTION = ENGINE_CACHE_LIMIT_FRACTION;
 const REMOTE_CHECK_TTL_MS = 10_000;
 
 /**

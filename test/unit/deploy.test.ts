@@ -248,11 +248,28 @@ it('the chart renders other values coherently and refuses what it cannot render'
     '/var/data/kubelet/plugins/cache.example.com/csi.sock',
   );
   expect(flag(container(node, 'driver'), 'kubelet-dir')).toBe('/var/data/kubelet');
-  const context = { Values: { a: { b: 'x' } }, Release: { Namespace: 'n', Name: 'r' }, Chart: {} };
+  const context = {
+    Values: { a: { b: 'x' }, on: true, off: false, none: {} },
+    Release: { Namespace: 'n', Name: 'r' },
+    Chart: {},
+    Files: new Map([['files/f.yaml', 'k: "{{ $labels.x }}"\nl: 1\n']]),
+  };
   expect(renderTemplate('v: {{ .Values.a.b | quote }}', context)).toBe('v: "x"');
   expect(() => renderTemplate('{{ range .Values.a }}', context)).toThrow(ChartError);
   expect(() => renderTemplate('{{ .Values.missing }}', context)).toThrow(/not set/);
   expect(() => renderTemplate('{{ .Values.a }}', context)).toThrow(/not a scalar/);
+  // Conditions with Go's whitespace trimming; chart files come in as they are, never templated.
+  expect(renderTemplate('a\n{{- if .Values.on }}\nb\n{{- end }}\nc', context)).toBe('a\nb\nc');
+  expect(renderTemplate('a\n{{- if .Values.off }}\nb\n{{- end }}\nc', context)).toBe('a\nc');
+  expect(renderTemplate('{{- if .Values.none }}x{{ end }}', context)).toBe('');
+  expect(renderTemplate('s:\n{{ .Files.Get "files/f.yaml" | indent 2 }}', context)).toBe(
+    's:\n  k: "{{ $labels.x }}"\n  l: 1',
+  );
+  expect(renderTemplate('m: {{ toYaml .Values.a | nindent 2 }}', context)).toBe('m: \n  b: x');
+  expect(() => renderTemplate('{{ if .Values.on }}', context)).toThrow(/without end/);
+  expect(() => renderTemplate('{{ end }}', context)).toThrow(/without if/);
+  expect(() => renderTemplate('{{ .Files.Get "nope" }}', context)).toThrow(/no chart file/);
+  expect(() => renderTemplate('{{ .Values.a.b | upper }}', context)).toThrow(ChartError);
 });
 
 it('the Dockerfile passes dockerfilelint and installs what the driver needs at run time (linted, not built: no docker here)', async () => {
