@@ -43,13 +43,49 @@ export interface FillOptions {
   onProgress?: (progress: FillProgress) => void;
 }
 
-/** The bases of globs, without those inside another one (listed with it). */
-function listingBases(globs: string[]): string[] {
-  const bases = [...new Set(globs.map(globBase))].sort();
-  return bases.filter(
-    (base) =>
-      !bases.some((other) => other !== base && (other === '' || base.startsWith(`${other}/`))),
-  );
+/** A directory to list for the globs, and how deep below it they can match (undefined: any depth). */
+export interface Listing {
+  base: string;
+  maxDepth?: number;
+}
+
+/** How many directory levels below its base a glob can match; undefined when any (`**`, braces). */
+function globDepth(glob: string): number | undefined {
+  const base = globBase(glob);
+  const rest = base === '' ? glob : glob.slice(base.length + 1);
+  return /\*\*|\{/.test(rest) ? undefined : rest.split('/').length;
+}
+
+/**
+ * What to list for the globs: each base once, as deep as its deepest glob needs (a literal path
+ * lists one directory, not the dataset), without the bases another listing already covers.
+ */
+export function listingsFor(globs: string[]): Listing[] {
+  const byBase = new Map<string, Listing>();
+  for (const glob of globs) {
+    const base = globBase(glob);
+    const depth = globDepth(glob);
+    const known = byBase.get(base);
+    const maxDepth =
+      known === undefined
+        ? depth
+        : known.maxDepth === undefined || depth === undefined
+          ? undefined
+          : Math.max(known.maxDepth, depth);
+    byBase.set(base, { base, ...(maxDepth === undefined ? {} : { maxDepth }) });
+  }
+  const listings = [...byBase.values()].sort((a, b) => a.base.localeCompare(b.base));
+  const levels = (dir: string) => (dir === '' ? 0 : dir.split('/').length);
+  const covers = (outer: Listing, inner: Listing): boolean => {
+    if (outer === inner) return false;
+    if (outer.base !== '' && !inner.base.startsWith(`${outer.base}/`)) return false;
+    if (outer.maxDepth === undefined) return true;
+    return (
+      inner.maxDepth !== undefined &&
+      outer.maxDepth >= levels(inner.base) - levels(outer.base) + inner.maxDepth
+    );
+  };
+  return listings.filter((inner) => !listings.some((outer) => covers(outer, inner)));
 }
 
 /**
@@ -106,12 +142,18 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
 
   const matches = options.globs.length > 0 ? picomatch(options.globs, { dot: true }) : () => false;
   const wanted: RemoteEntry[] = [];
-  const bases = listingBases(options.globs);
-  /** Every file listed under the bases, matched or not: what makes a directory complete. */
+  const listings = listingsFor(options.globs);
+  /** Listings of whole trees: only they can prove a directory complete. */
+  const bases = listings.filter((l) => l.maxDepth === undefined).map((l) => l.base);
+  /** Every file listed under those bases, matched or not: what makes a directory complete. */
   const listed: string[] = [];
-  for (const base of bases) {
-    await transfers.list(source, base, options.signal, (entry) => {
-      listed.push(entry.relative);
+  /** A limited listing may overlap a whole-tree one below it: each file is taken once. */
+  const seen = new Set<string>();
+  for (const { base, maxDepth } of listings) {
+    await transfers.list(source, { dir: base, maxDepth }, options.signal, (entry) => {
+      if (maxDepth === undefined) listed.push(entry.relative);
+      if (seen.has(entry.relative)) return;
+      seen.add(entry.relative);
       if (!matches(entry.relative)) return;
       if (!isSafeRelativePath(entry.relative)) {
         progress.unsafeNames += 1;
@@ -216,7 +258,13 @@ async function dropStale(
   signal: AbortSignal | undefined,
 ): Promise<number> {
   const remote = new Map<string, RemoteEntry>();
-  await transfers.list(source, '', signal, (entry) => remote.set(entry.relative, entry), true);
+  await transfers.list(
+    source,
+    { dir: '' },
+    signal,
+    (entry) => remote.set(entry.relative, entry),
+    true,
+  );
   const stale: string[] = [];
   await copy.walk('', (relative, stats) => {
     const entry = remote.get(relative);

@@ -16,6 +16,7 @@ import {
   utimes,
   writeFile,
 } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Mutex } from 'async-mutex';
 import { isSameProcess } from '../kernel/proc.js';
@@ -93,6 +94,8 @@ export class LocalCopy {
   private readonly incoming: string;
   private readonly figures: CopyFigures = { files: 0, bytes: 0, refusedForRoom: 0, unsafeNames: 0 };
   private readonly placing = new Mutex();
+  /** Directories of the copy known to exist (it never removes one while this object lives). */
+  private readonly directories = new Set<string>();
   /** Files the engine holds that were refused for room once (counted once each). */
   private readonly refusedLinks = new Set<string>();
   /** Called after files were installed: the overlay must drop names it cached from the engine. */
@@ -181,12 +184,17 @@ export class LocalCopy {
     return Math.max(0, options.linked ? budget : Math.min(budget, fs.bavail * fs.bsize));
   }
 
-  /** Whether the copy holds this file as the remote describes it. */
+  /**
+   * Whether the copy holds this file as the remote describes it: its size, and its time when the
+   * listing knew it (a listing without times trusts the size; a refresh compares both).
+   */
   async holds(relative: string, remote: RemoteFile): Promise<boolean> {
     try {
       const stats = await lstat(join(this.root, relative));
       return (
-        stats.isFile() && stats.size === remote.size && sameTime(stats.mtimeMs, remote.mtimeMs)
+        stats.isFile() &&
+        stats.size === remote.size &&
+        (Number.isNaN(remote.mtimeMs) || sameTime(stats.mtimeMs, remote.mtimeMs))
       );
     } catch {
       return false;
@@ -220,7 +228,7 @@ export class LocalCopy {
       await unlink(written).catch(() => undefined);
       return 'not-as-expected';
     }
-    await this.place(written, relative, remote, stats.size);
+    await this.place(written, relative, remote, stats);
     return undefined;
   }
 
@@ -261,7 +269,7 @@ export class LocalCopy {
         await unlink(linked);
         return 'not-as-expected';
       }
-      await this.place(linked, relative, remote, ours.size);
+      await this.place(linked, relative, remote, ours);
       return undefined;
     } catch (err) {
       await unlink(linked).catch(() => undefined);
@@ -329,40 +337,62 @@ export class LocalCopy {
     from: string,
     relative: string,
     remote: RemoteFile,
-    size: number,
+    stats: Stats,
   ): Promise<void> {
-    await this.own(from, 'file');
+    // Each step only when needed: a bulk fill installs thousands of files a second, and every
+    // system call here is CPU the transfer and the remote's server do not get.
+    await this.own(from, 'file', stats);
     // Without a listed time, the one rclone set from the download stands.
-    if (!Number.isNaN(remote.mtimeMs)) {
+    if (!Number.isNaN(remote.mtimeMs) && !sameTime(stats.mtimeMs, remote.mtimeMs)) {
       await utimes(from, remote.mtimeMs / 1000, remote.mtimeMs / 1000);
     }
     const target = join(this.root, relative);
-    const firstMade = await mkdir(dirname(target), { recursive: true });
-    if (firstMade !== undefined) {
-      // Each directory made here, from the first one down to the file's own.
-      for (let dir = dirname(target); dir.length >= firstMade.length; dir = dirname(dir)) {
-        await this.own(dir, 'dir');
-      }
-    }
+    const parent = dirname(target);
+    if (!this.directories.has(parent)) await this.makeDirectory(parent);
     // Promotion and prefetch may install the same name at once: one rename at a time keeps the count.
     await this.placing.runExclusive(async () => {
       const replaced = await lstat(target).catch(() => undefined);
-      await rename(from, target);
+      await rename(from, target).catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+        // The directory went away under the copy (its file system was made anew): make it again.
+        await this.makeDirectory(parent);
+        await rename(from, target);
+      });
       if (replaced?.isFile()) {
         this.figures.bytes -= replaced.size;
       } else {
         this.figures.files += 1;
       }
-      this.figures.bytes += size;
+      this.figures.bytes += stats.size;
     });
     this.onChanged();
   }
 
-  /** Gives a file or directory of the copy the dataset's modes and, when set, its owner. */
-  private async own(path: string, kind: 'file' | 'dir'): Promise<void> {
+  /** Makes a directory of the copy and those above it, each with the dataset's modes. */
+  private async makeDirectory(dir: string): Promise<void> {
+    const firstMade = await mkdir(dir, { recursive: true });
+    if (firstMade !== undefined) {
+      // Each directory made here, from the first one down to this one.
+      for (let made = dir; made.length >= firstMade.length; made = dirname(made)) {
+        await this.own(made, 'dir');
+      }
+    }
+    this.directories.add(dir);
+  }
+
+  /**
+   * Gives a file or directory of the copy the dataset's modes and, when set, its owner (nothing
+   * to do when `current` shows it has them already).
+   */
+  private async own(path: string, kind: 'file' | 'dir', current?: Stats): Promise<void> {
     const { uid, gid, fileMode, dirMode } = this.ownership;
-    await chmod(path, kind === 'file' ? (fileMode ?? FILE_MODE) : (dirMode ?? DIR_MODE));
-    if (uid !== undefined || gid !== undefined) await chown(path, uid ?? -1, gid ?? -1);
+    const mode = kind === 'file' ? (fileMode ?? FILE_MODE) : (dirMode ?? DIR_MODE);
+    if (current === undefined || (current.mode & 0o7777) !== mode) await chmod(path, mode);
+    const owned =
+      current !== undefined &&
+      (uid === undefined || current.uid === uid) &&
+      (gid === undefined || current.gid === gid);
+    if ((uid !== undefined || gid !== undefined) && !owned) await chown(path, uid ?? -1, gid ?? -1);
   }
 }
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { freePort } from '../util/net.js';
-import { sleep } from '../kernel/proc.js';
+import { sleep, terminateChild } from '../kernel/proc.js';
 
 export type ServeProtocol = 'webdav' | 'http' | 'sftp';
 
@@ -89,14 +89,7 @@ export class LoopbackServer {
   }
 
   async stop(): Promise<void> {
-    if (this.child.pid !== undefined && this.child.exitCode === null) {
-      try {
-        process.kill(this.child.pid, 'SIGTERM');
-      } catch {
-        // already gone
-      }
-    }
-    await this.child;
+    await terminateChild(this.child);
     await rm(this.home, { recursive: true, force: true });
   }
 }

@@ -58,25 +58,28 @@ export class RcloneTransfers {
   }
 
   /**
-   * Every file below `dir` of the dataset ('' for all), streamed as rclone lists it. Times cost a
-   * request per object on some remotes (S3 keeps them in metadata): ask for them only when needed.
+   * Every file below `dir` of the dataset ('' for all), down to `maxDepth` levels (all when
+   * undefined), streamed as rclone lists it. Times cost a request per object on some remotes (S3
+   * keeps them in metadata): asked for only when needed, or when they come free (see timesFree).
    */
   async list(
     source: TransferSource,
-    dir: string,
+    { dir, maxDepth }: { dir: string; maxDepth?: number | undefined },
     signal: AbortSignal | undefined,
     onEntry: (entry: RemoteEntry) => void,
     withTimes = false,
   ): Promise<void> {
     const { fs, env } = this.remote(source, dir);
+    const times = withTimes || timesFree(source);
     const child = execa(
       this.binary,
       [
         'lsjson',
         '-R',
+        ...(maxDepth === undefined ? [] : ['--max-depth', String(maxDepth)]),
         '--files-only',
         '--no-mimetype',
-        ...(withTimes ? [] : ['--no-modtime']),
+        ...(times ? [] : ['--no-modtime']),
         '--config',
         '/dev/null',
         fs,
@@ -100,7 +103,7 @@ export class RcloneTransfers {
         onEntry({
           relative: dir === '' ? entry.Path : `${dir}/${entry.Path}`,
           size: entry.Size,
-          mtimeMs: withTimes ? Date.parse(entry.ModTime) : NaN,
+          mtimeMs: times ? Date.parse(entry.ModTime) : NaN,
         });
       });
     }
@@ -220,6 +223,12 @@ export class RcloneTransfers {
     return { ok: result.exitCode === 0, reason: lastError };
   }
 }
+
+/**
+ * Whether a listing learns files' times at no extra cost: rclone asks an HTTP server for each
+ * file's size with a HEAD request, whose answer has the time as well.
+ */
+const timesFree = (source: TransferSource): boolean => source.spec.source.kind === 'http';
 
 /** A name no dataset holds: listing it costs one request and transfers nothing. */
 const PROBE_NAME = '.dataset-cache-csi-probe';

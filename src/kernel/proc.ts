@@ -23,3 +23,19 @@ export async function isSameProcess(pid: number, startTime: string): Promise<boo
 
 export const sleep = (ms: number): Promise<void> =>
   new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Ends a child this process started (SIGTERM, by its PID) and waits until it has exited. */
+export async function terminateChild(child: {
+  pid?: number | undefined;
+  exitCode: number | null;
+  then: PromiseLike<unknown>['then'];
+}): Promise<void> {
+  if (child.pid !== undefined && child.exitCode === null) {
+    try {
+      process.kill(child.pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  }
+  await child;
+}

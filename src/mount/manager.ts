@@ -19,6 +19,9 @@ import type { LocalCopies } from '../copy/copies.js';
 import type { NodeCacheFigures, NodeCaches } from './node-caches.js';
 import type { CopyFigures } from '../copy/local-copy.js';
 
+/** A health round this recent (they run every second by default) tells metrics a client's state. */
+const RECENT_STATE_MS = 3000;
+
 /** A point where tests can stop the process, as a crash would (see --fault-point). */
 export type FaultHook = (point: string) => void;
 
@@ -442,7 +445,9 @@ export class MountManager {
         engine: client.spec.engine,
         medium: client.spec.cache.medium,
         quotaBytes: client.spec.cache.quotaBytes,
-        up: (await this.clients.state(client)) === 'healthy',
+        up:
+          (this.supervisor.recentState(client.key, RECENT_STATE_MS) ??
+            (await this.clients.state(client))) === 'healthy',
         volumes: this.journal.volumesOf(client.key).length,
         warm: client.warmUntil !== undefined,
         restarts: this.supervisor.restartsOf(client.key),

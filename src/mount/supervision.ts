@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { KeyedMutex, VolumeLocks } from '../csi/locks.js';
 import type { Mounter } from '../kernel/mounter.js';
 import type { MountTable } from '../kernel/mountinfo.js';
-import type { CacheClients } from '../supervisor/clients.js';
+import type { CacheClients, ClientState } from '../supervisor/clients.js';
 import type { DatasetBinds } from './binds.js';
 import type { ClientRecord, Journal, VolumeRecord } from './journal.js';
 
@@ -24,6 +24,8 @@ export class DatasetSupervisor {
   private readonly backoff = new Map<string, RestartBackoff>();
   private readonly hungProbes = new Map<string, number>();
   private readonly restarts = new Map<string, number>();
+  /** The last state each dataset's client was found in by a health round, and when. */
+  private readonly observed = new Map<string, { state: ClientState; at: number }>();
 
   constructor(
     private readonly journal: Journal,
@@ -40,6 +42,15 @@ export class DatasetSupervisor {
   /** Restarts of a dataset's client by this driver process. */
   restartsOf(key: string): number {
     return this.restarts.get(key) ?? 0;
+  }
+
+  /**
+   * The state the health loop found a client in, when it looked within `maxAgeMs`: a metrics
+   * scrape reads it instead of probing the mount again (a probe is a process per dataset).
+   */
+  recentState(key: string, maxAgeMs: number): ClientState | undefined {
+    const seen = this.observed.get(key);
+    return seen && Date.now() - seen.at <= maxAgeMs ? seen.state : undefined;
   }
 
   countRestart(key: string): void {
@@ -91,6 +102,7 @@ export class DatasetSupervisor {
       if (!client) return;
       const table = await this.mounter.table();
       const state = await this.clients.state(client, table);
+      this.observed.set(key, { state, at: Date.now() });
       this.binds.noteAnswer(key, state === 'healthy');
       if (state === 'hung') {
         const count = (this.hungProbes.get(key) ?? 0) + 1;
@@ -113,6 +125,7 @@ export class DatasetSupervisor {
           return;
         }
         this.backoff.delete(key);
+        this.observed.set(key, { state: 'healthy', at: Date.now() });
         this.countRestart(key);
         this.journal.setClient(client);
         await this.journal.save();

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { parse, stringify } from 'yaml';
+import { terminateChild } from '../../src/kernel/proc.js';
 import { freePort } from '../../src/util/net.js';
 import { until } from './wait.js';
 
@@ -160,14 +161,7 @@ export class TestPrometheus {
   }
 
   async stop(): Promise<void> {
-    if (this.child.pid !== undefined && this.child.exitCode === null) {
-      try {
-        process.kill(this.child.pid, 'SIGTERM');
-      } catch {
-        // already gone
-      }
-    }
-    await this.child;
+    await terminateChild(this.child);
     await rm(this.dir, { recursive: true, force: true });
   }
 }

@@ -1,12 +1,16 @@
 /**
- * The local copy's pure decisions, with generated inputs (fast-check) beside hand-written ones:
- * which remote names may become paths, which directories are complete, what time rclone recorded.
+ * The local copy's decisions, with generated inputs (fast-check) beside hand-written ones: which
+ * remote names may become paths, what to list for prefetch globs, which directories are complete,
+ * what time rclone recorded, when a copied file counts as current.
  */
-import { posix } from 'node:path';
+import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 import fc from 'fast-check';
-import { completeDirectories } from '../../src/copy/fill.js';
-import { isSafeRelativePath } from '../../src/copy/local-copy.js';
+import picomatch from 'picomatch';
+import { completeDirectories, listingsFor } from '../../src/copy/fill.js';
+import { copyRoot, isSafeRelativePath, LocalCopy } from '../../src/copy/local-copy.js';
 import { fingerprintTime } from '../../src/engines/rclone-cache.js';
+import { globBase } from '../../src/prefetch/walk.js';
 
 describe('isSafeRelativePath', () => {
   it('refuses what could leave the copy or is not a plain name', () => {
@@ -50,6 +54,75 @@ describe('isSafeRelativePath', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('listingsFor', () => {
+  it("lists a literal path's directory only, a tree as deep as its globs need, each base once", () => {
+    expect(listingsFor(['big.bin'])).toEqual([{ base: '', maxDepth: 1 }]);
+    expect(listingsFor(['train/**'])).toEqual([{ base: 'train' }]);
+    expect(listingsFor(['train/*/*.jpg', 'train/a/b.jpg'])).toEqual([
+      { base: 'train', maxDepth: 2 },
+    ]);
+    expect(listingsFor(['a/*.txt', 'a/b/**', '*.md'])).toEqual([
+      { base: '', maxDepth: 1 },
+      { base: 'a', maxDepth: 1 },
+      { base: 'a/b' },
+    ]);
+    expect(listingsFor(['**/*.jpg', 'a/b.jpg', 'c/**'])).toEqual([{ base: '' }]);
+    expect(listingsFor(['x/{a,b/c}/*.jpg'])).toEqual([{ base: 'x' }]);
+  });
+
+  it('every file a glob matches below its base is inside a listing, within its depth (generated)', () => {
+    // (`dir/**` also matches a file named `dir` for picomatch; a prefetch glob names what is
+    // below its base, and only that is listed.)
+    const segment = fc.constantFrom('a', 'b', 'c.jpg', 'd.txt', '*', '**', '*.jpg', '?');
+    const glob = fc.array(segment, { minLength: 1, maxLength: 4 }).map((parts) => parts.join('/'));
+    const path = fc
+      .array(fc.constantFrom('a', 'b', 'c.jpg', 'd.txt', 'x.jpg'), { minLength: 1, maxLength: 5 })
+      .map((parts) => parts.join('/'));
+    const levels = (dir: string) => (dir === '' ? 0 : dir.split('/').length);
+    fc.assert(
+      fc.property(
+        fc.array(glob, { minLength: 1, maxLength: 4 }),
+        fc.array(path),
+        (globs, paths) => {
+          const listings = listingsFor(globs);
+          for (const g of globs) {
+            const base = globBase(g);
+            const below = (file: string) => base === '' || file.startsWith(`${base}/`);
+            for (const file of paths.filter((p) => below(p) && picomatch(g, { dot: true })(p))) {
+              const listed = listings.some(
+                (l) =>
+                  (l.base === '' || file.startsWith(`${l.base}/`)) &&
+                  (l.maxDepth === undefined || levels(file) - levels(l.base) <= l.maxDepth),
+              );
+              expect([g, file, listed]).toEqual([g, file, true]);
+            }
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe('LocalCopy.holds', () => {
+  it('trusts the size when the listing has no times, and compares both when it has', async () => {
+    const cacheDir = await mkdtemp('/tmp/dcsi-copy-unit-');
+    try {
+      await mkdir(join(copyRoot(cacheDir), 'd'), { recursive: true });
+      await writeFile(join(copyRoot(cacheDir), 'd', 'f'), 'abc');
+      await utimes(join(copyRoot(cacheDir), 'd', 'f'), 1_000, 1_000);
+      const copy = new LocalCopy(cacheDir);
+      expect(await copy.holds('d/f', { size: 3, mtimeMs: NaN })).toBe(true);
+      expect(await copy.holds('d/f', { size: 3, mtimeMs: 1_000_000 })).toBe(true);
+      expect(await copy.holds('d/f', { size: 3, mtimeMs: 2_000_000 })).toBe(false);
+      expect(await copy.holds('d/f', { size: 4, mtimeMs: NaN })).toBe(false);
+      expect(await copy.holds('d/g', { size: 3, mtimeMs: NaN })).toBe(false);
+    } finally {
+      await rm(cacheDir, { recursive: true, force: true });
+    }
   });
 });
 
