@@ -11,6 +11,9 @@ import {
   type SpawnOptions,
 } from '../kernel/runner.js';
 
+/** How long the exit code of a launched child can still be waited for. */
+const EXIT_KEPT_MS = 60_000;
+
 /**
  * Cache clients must outlive the node plugin's pod: a DaemonSet update replaces the pod, and the
  * container runtime kills every process of a container that goes away. The launcher is a small,
@@ -61,6 +64,7 @@ export async function startLauncher(
   launchable: string[] = DEFAULT_LAUNCHABLE,
   runner: ProcessRunner = new ExecaRunner(),
 ): Promise<Launcher> {
+  /** Children by PID: running, or exited within EXIT_KEPT_MS. */
   const children = new Map<number, Promise<number | null>>();
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://launcher');
@@ -81,7 +85,11 @@ export async function startLauncher(
           const child = await runner.spawnDetached(body.command, body.args, body.options);
           children.set(child.pid, child.exited);
           void child.exited.then((exitCode) => {
-            children.delete(child.pid);
+            // A child may exit before its starter asks to wait for it (a client that fails at
+            // once): its exit code stays to be asked for a while.
+            setTimeout(() => {
+              if (children.get(child.pid) === child.exited) children.delete(child.pid);
+            }, EXIT_KEPT_MS).unref();
             log.info(
               { pid: child.pid, command: body.command, exitCode },
               'launched process exited',

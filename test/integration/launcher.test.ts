@@ -4,7 +4,9 @@
  * also called rclone), leaving no trace of the refused command.
  */
 import { mkdtemp, readFile, rm, stat, writeFile, chmod, mkdir } from 'node:fs/promises';
+import { request } from 'node:http';
 import { join } from 'node:path';
+import { sleep } from '../../src/kernel/proc.js';
 import { createLogger } from '../../src/log.js';
 import { LauncherRunner, startLauncher, type Launcher } from '../../src/supervisor/launcher.js';
 import { pathExists } from '../helpers/files.js';
@@ -38,6 +40,36 @@ it('starts a cache-client program and reports its exit', async () => {
   expect(child.pid).toBeGreaterThan(0);
   expect(await child.exited).toBe(0);
   expect(await readFile(join(work, 'client.log'), 'utf8')).toMatch(/^rclone v/m);
+});
+
+it('still reports the exit of a child that ended before anyone asked', async () => {
+  const socketPath = join(work, 'run', 'launcher.sock');
+  const ask = (method: string, path: string, body?: unknown) =>
+    new Promise<{ status: number; body: Record<string, unknown> }>((resolve, reject) => {
+      const req = request({ socketPath, method, path }, (res) => {
+        let text = '';
+        res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            body: JSON.parse(text) as Record<string, unknown>,
+          }),
+        );
+      });
+      req.on('error', reject);
+      req.end(body === undefined ? undefined : JSON.stringify(body));
+    });
+  const spawned = await ask('POST', '/spawn', {
+    command: 'rclone',
+    args: ['version'],
+    options: options(),
+  });
+  expect(spawned.status).toBe(200);
+  await sleep(1000); // rclone version is long gone
+  expect(await ask('GET', `/wait?pid=${String(spawned.body.pid)}`)).toEqual({
+    status: 200,
+    body: { exitCode: 0 },
+  });
 });
 
 it('is reachable by root only', async () => {
