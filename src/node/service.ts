@@ -117,6 +117,9 @@ export function createNodeService(options: NodeServiceOptions): ServiceImpl<Node
       if (health.abnormal) return { usage: [], volume_condition: health };
       const fs = await manager.usage(req.volume_path);
       if (!fs) {
+        // The client may have died between the two looks: its condition says more than a timeout.
+        const again = await manager.health(volume, req.volume_path);
+        if (again.abnormal) return { usage: [], volume_condition: again };
         const message = `${req.volume_path} did not answer a file-system query in time`;
         return { usage: [], volume_condition: { abnormal: true, message } };
       }
