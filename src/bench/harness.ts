@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import { CsiClient } from '../csi/client.js';
 import { MountTable } from '../kernel/mountinfo.js';
-import { sleep } from '../kernel/proc.js';
+import { sleep, terminateChild } from '../kernel/proc.js';
 import { freePort } from '../util/net.js';
 import { rssMiB } from './workload.js';
 
@@ -290,8 +290,7 @@ export class Bench {
     for (let i = 0; i < 400 && !(await MountTable.read()).at(path); i += 1) await sleep(25);
     const close = async () => {
       await execa('umount', ['-l', path], { reject: false });
-      if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, 'SIGTERM');
-      await child;
+      await terminateChild(child);
     };
     this.defer(close);
     return { path, close };

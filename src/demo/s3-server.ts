@@ -1,3 +1,4 @@
+import { terminateChild } from '../kernel/proc.js';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 
@@ -115,7 +116,6 @@ export class S3Server {
   }
 
   async stop(): Promise<void> {
-    if (this.child.pid !== undefined) process.kill(this.child.pid, 'SIGTERM');
-    await this.child;
+    await terminateChild(this.child);
   }
 }
