@@ -2,8 +2,43 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { totalmem } from 'node:os';
 import { parseDuration, parseQuantity } from './dataset/quantity.js';
+import { parseSource } from './dataset/source.js';
 
 const DRIVER_NAME = /^[a-zA-Z][A-Za-z0-9-._]{0,61}[a-zA-Z]$/;
+
+const isS3Location = (value: string): boolean => {
+  try {
+    return parseSource(value).kind === 's3';
+  } catch {
+    return false;
+  }
+};
+
+/** The cluster tier: an S3-compatible store the nodes share (set by the administrator). */
+const ClusterTierSchema = z.object({
+  location: z
+    .string()
+    .refine(isS3Location, 'cluster-tier must be s3://bucket[/prefix] (no port, no "..")'),
+  endpoint: z
+    .string()
+    .url('cluster-tier-endpoint must be a URL such as http://minio:9000')
+    .optional(),
+  region: z
+    .string()
+    .regex(/^[a-z0-9-]{1,64}$/, 'cluster-tier-region must be a region name')
+    .optional(),
+  /** A directory holding the keys accessKeyId and secretAccessKey (a mounted Secret). */
+  credentialsDir: z
+    .string()
+    .startsWith('/', 'cluster-tier-credentials must be an absolute path')
+    .optional(),
+  transfers: z.number().int().min(1).max(64),
+  uploadBandwidth: z
+    .number()
+    .int()
+    .positive('cluster-tier-upload-limit must be a rate in bytes/s such as 100M')
+    .optional(),
+});
 
 export const ConfigSchema = z.object({
   endpoint: z.string().startsWith('unix:///', 'endpoint must be unix:///absolute/path.sock'),
@@ -46,6 +81,7 @@ export const ConfigSchema = z.object({
       'metrics-address must be HOST:PORT or :PORT',
     )
     .optional(),
+  clusterTier: ClusterTierSchema.optional(),
   /** Test only: the process kills itself at this point, as a crash would (DATASET_CACHE_CSI_FAULT_POINT). */
   faultPoint: z.string().optional(),
 });
@@ -64,6 +100,7 @@ export const DEFAULTS = {
   rcloneBinary: 'rclone',
   prefetchConcurrency: 16,
   ephemeralCacheQuotaLimit: '2Gi',
+  clusterTierTransfers: 8,
   diskCacheLimit: '100Gi',
   cacheRetention: '168h',
   flushTimeout: '2m',
@@ -89,6 +126,13 @@ export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock 
   --ephemeral-cache-quota-limit SIZE  largest cacheQuota of an inline volume (default ${DEFAULTS.ephemeralCacheQuotaLimit})
   --prefetch-concurrency N  files a prefetch reads at once (default ${DEFAULTS.prefetchConcurrency})
   --metrics-address ADDR Prometheus /metrics on HOST:PORT or :PORT (default: off)
+  --cluster-tier s3://BUCKET[/PREFIX]  a store the nodes share: read-only datasets whose
+                         StorageClass sets clusterTier: "true" read files there before the remote,
+                         and upload what they fetched (default: none)
+  --cluster-tier-endpoint URL, --cluster-tier-region REGION  where the tier's S3 API answers
+  --cluster-tier-credentials DIR  directory with files accessKeyId and secretAccessKey (a Secret)
+  --cluster-tier-transfers N  files moved to or from the tier at once (default ${DEFAULTS.clusterTierTransfers})
+  --cluster-tier-upload-limit RATE  bytes/s uploads to the tier may take (default: unlimited)
   --launcher-socket PATH start cache clients through this launcher (they then survive the
                          driver's container; see "Upgrades" in the README)
   --log-level LEVEL      trace | debug | info | warn | error (default ${DEFAULTS.logLevel})
@@ -127,12 +171,24 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         'ephemeral-cache-quota-limit': { type: 'string' },
         'metrics-address': { type: 'string' },
         'launcher-socket': { type: 'string' },
+        'cluster-tier': { type: 'string' },
+        'cluster-tier-endpoint': { type: 'string' },
+        'cluster-tier-region': { type: 'string' },
+        'cluster-tier-credentials': { type: 'string' },
+        'cluster-tier-transfers': { type: 'string' },
+        'cluster-tier-upload-limit': { type: 'string' },
       },
     }));
   } catch (err) {
     throw new ConfigError((err as Error).message);
   }
   const str = (key: string): string | undefined => values[key] as string | undefined;
+  const tierOption = Object.keys(values).find(
+    (key) => key.startsWith('cluster-tier-') && values[key] !== undefined,
+  );
+  if (tierOption && str('cluster-tier') === undefined) {
+    throw new ConfigError(`--${tierOption} needs --cluster-tier s3://bucket[/prefix]`);
+  }
   const result = ConfigSchema.safeParse({
     endpoint: str('endpoint') ?? env.CSI_ENDPOINT,
     nodeId: str('node-id') ?? env.KUBE_NODE_NAME,
@@ -164,6 +220,20 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     launcherSocket: str('launcher-socket'),
     ephemeralCacheQuotaLimitBytes:
       parseQuantity(str('ephemeral-cache-quota-limit') ?? DEFAULTS.ephemeralCacheQuotaLimit) ?? -1,
+    clusterTier:
+      str('cluster-tier') === undefined
+        ? undefined
+        : {
+            location: str('cluster-tier'),
+            endpoint: str('cluster-tier-endpoint'),
+            region: str('cluster-tier-region'),
+            credentialsDir: str('cluster-tier-credentials'),
+            transfers: Number(str('cluster-tier-transfers') ?? DEFAULTS.clusterTierTransfers),
+            uploadBandwidth:
+              str('cluster-tier-upload-limit') === undefined
+                ? undefined
+                : (parseQuantity(str('cluster-tier-upload-limit') as string) ?? -1),
+          },
     faultPoint: env.DATASET_CACHE_CSI_FAULT_POINT || undefined,
   });
   if (!result.success) {

@@ -25,6 +25,8 @@ import { createNodeService } from './node/service.js';
 import { Prefetcher } from './prefetch/prefetcher.js';
 import { LocalCopies } from './copy/copies.js';
 import { RcloneTransfers } from './engines/rclone-transfer.js';
+import { ClusterTier } from './tier/cluster-tier.js';
+import { readTierSettings } from './tier/settings.js';
 import { CacheClients } from './supervisor/clients.js';
 import { HealthLoop } from './supervisor/health-loop.js';
 import { LauncherRunner } from './supervisor/launcher.js';
@@ -84,6 +86,7 @@ export async function startDriver(
   let manager: MountManager | undefined;
   let prefetcher: Prefetcher | undefined;
   let copies: LocalCopies | undefined;
+  let tier: ClusterTier | undefined;
   let closeMounter: () => void = () => undefined;
   let healthLoop: HealthLoop | undefined;
   if (withNode) {
@@ -111,6 +114,13 @@ export async function startDriver(
     const journal = Journal.inStateDir(config.stateDir);
     prefetcher = new Prefetcher(log, config.prefetchConcurrency, transfers);
     copies = new LocalCopies(mounter, runner, log);
+    if (config.clusterTier) {
+      tier = new ClusterTier(
+        await readTierSettings(config.clusterTier, config.runtimeDir),
+        transfers,
+        log,
+      );
+    }
     const nodeManager = new MountManager(
       journal,
       clients,
@@ -131,6 +141,7 @@ export async function startDriver(
         ephemeralDir: join(config.stateDir, 'ephemeral'),
         prefetcher,
         copies,
+        ...(tier ? { tier } : {}),
       },
       faultHook(config.faultPoint, log),
     );
@@ -177,6 +188,7 @@ export async function startDriver(
       await healthLoop?.stop();
       await copies?.stop();
       prefetcher?.close();
+      await tier?.close();
       await metricsServer?.close();
       await server.close();
       closeMounter();

@@ -32,14 +32,19 @@ export class Bench {
   private metricsPort = 0;
   private volumeCount = 0;
 
-  constructor(readonly work: string) {}
+  constructor(
+    readonly work: string,
+    /** The node this driver plays, when a run has several (their caches must not meet). */
+    readonly nodeName = 'bench',
+  ) {}
 
   get stateDir(): string {
     return join(this.work, 'state');
   }
 
   get memCacheDir(): string {
-    return `/dev/shm/dcsi-bench-${process.pid}`;
+    const node = this.nodeName === 'bench' ? '' : `-${this.nodeName}`;
+    return `/dev/shm/dcsi-bench-${process.pid}${node}`;
   }
 
   defer(cleanup: () => Promise<unknown>): void {
@@ -89,7 +94,7 @@ export class Bench {
         ...nodeFlags,
         MAIN,
         `--endpoint=${endpoint}`,
-        '--node-id=bench',
+        `--node-id=${this.nodeName}`,
         `--state-dir=${this.stateDir}`,
         `--runtime-dir=${join(this.work, 'run')}`,
         `--mem-cache-dir=${this.memCacheDir}`,

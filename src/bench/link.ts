@@ -1,15 +1,21 @@
-import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import { waitForPort } from '../demo/loopback-server.js';
 import { sleep } from '../kernel/proc.js';
 
 const PROXY = fileURLToPath(new URL('../../dist/bench/delay-proxy.js', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 export interface LinkOptions {
   /** Rate of each direction, Mbit/s. */
   rateMbit: number;
   /** Delay of each direction, ms. */
   delayMs: number;
+  /** Names this link among the run's links (its namespace and interfaces): a letter or two. */
+  name?: string;
+  /** The second octet of the link's 10.x.0.0/30 network (one per link of a run). */
+  subnet?: number;
 }
 
 /**
@@ -19,26 +25,29 @@ export interface LinkOptions {
  * through HOST:port -> veth -> proxy -> server.
  */
 export class EmulatedLink {
-  readonly nsAddress = '10.201.0.2';
+  readonly nsAddress: string;
   private readonly processes: ResultPromise[] = [];
   private nextPort = 18080;
 
   private constructor(
     readonly netns: string,
     readonly options: LinkOptions,
-  ) {}
+  ) {
+    this.nsAddress = `10.${options.subnet ?? 201}.0.2`;
+  }
 
   static async create(options: LinkOptions): Promise<EmulatedLink> {
-    const link = new EmulatedLink(`dcsi-bench-${process.pid}`, options);
-    const host = `dcb${process.pid % 100000}h`;
-    const peer = `dcb${process.pid % 100000}n`;
+    const name = options.name ?? '';
+    const link = new EmulatedLink(`dcsi-bench-${process.pid}${name}`, options);
+    const host = `dcb${process.pid % 100000}${name}h`;
+    const peer = `dcb${process.pid % 100000}${name}n`;
     const ip = (...args: string[]) => execa('ip', args);
     const inNs = (...args: string[]) => execa('ip', ['netns', 'exec', link.netns, ...args]);
     try {
       await ip('netns', 'add', link.netns);
       await ip('link', 'add', host, 'type', 'veth', 'peer', 'name', peer);
       await ip('link', 'set', peer, 'netns', link.netns);
-      await ip('addr', 'add', '10.201.0.1/30', 'dev', host);
+      await ip('addr', 'add', `10.${options.subnet ?? 201}.0.1/30`, 'dev', host);
       await ip('link', 'set', host, 'up');
       await inNs('ip', 'addr', 'add', `${link.nsAddress}/30`, 'dev', peer);
       await inNs('ip', 'link', 'set', peer, 'up');
@@ -145,4 +154,31 @@ export class EmulatedLink {
     // Deleting the namespace removes the veth pair (both ends) and its qdiscs.
     await execa('ip', ['netns', 'del', this.netns], { reject: false });
   }
+}
+
+/**
+ * s3rver inside a link's namespace on `port` with these buckets, exposed through the link: the
+ * host-reachable port. Its key pair is S3RVER/S3RVER. On a link without delay it listens on the
+ * namespace's address itself: no proxy process copies its bytes (HTB still sets the rate).
+ */
+export async function serveS3(
+  link: EmulatedLink,
+  directory: string,
+  buckets: string[],
+  port: number,
+): Promise<number> {
+  const s3rver = pathToFileURL(createRequire(import.meta.url).resolve('s3rver')).href;
+  const direct = link.options.delayMs === 0;
+  link.spawn(process.execPath, [
+    '--input-type=module',
+    '-e',
+    `process.chdir(${JSON.stringify(ROOT)});
+     const { default: S3rver } = await import(${JSON.stringify(s3rver)});
+     const server = new S3rver({ address: '${direct ? link.nsAddress : '127.0.0.1'}', port: ${port}, silent: true, directory: ${JSON.stringify(directory)}, configureBuckets: ${JSON.stringify(buckets.map((name) => ({ name })))} });
+     await server.run();
+     process.on('SIGTERM', () => server.close().then(() => process.exit(0)));`,
+  ]);
+  if (!direct) return link.expose(port);
+  await waitForPort(port, 30_000, link.nsAddress);
+  return port;
 }

@@ -1,3 +1,5 @@
+import type { ClusterResult } from './cluster.js';
+
 /** The results of one benchmark run, and how they are shown: a console table and an SVG chart. */
 export interface BenchResult {
   date: string;
@@ -78,6 +80,8 @@ export interface BenchResult {
       clientRssMiB: number;
     };
   }[];
+  /** Nodes reading one remote one after another, sharing the cluster tier. */
+  cluster?: ClusterResult;
   publish: { p50Ms: number; p99Ms: number; seconds: number };
   stage: { readyMs: number[] };
   driver: { idleRssMiB: number; rssAfterMiB: number; clientsLeft: number };
@@ -95,6 +99,8 @@ export const TARGETS: Record<string, { op: '>=' | '<='; value: number }> = {
   smallFilesEpoch2ToTmpfs: { op: '>=', value: 0.8 },
   bigPrefetchToLink: { op: '>=', value: 0.9 },
   nodeMemoryPerCachedByte: { op: '<=', value: 1.1 },
+  remoteBytesPerDatasetByte: { op: '<=', value: 1.1 },
+  node2ColdOverNode1Cold: { op: '>=', value: 2 },
   publishP99Ms: { op: '<=', value: 20 },
   publishesPerMin: { op: '>=', value: 20_000 },
   stageReadyMs: { op: '<=', value: 500 },
@@ -152,6 +158,36 @@ export function renderReport(result: BenchResult): { table: string; svg: string 
       // Warm copy-path figures against the tmpfs reads made beside them (see besideTmpfs).
       `| ${p.protocol} | local copy (default) | ${fmt(Math.max(c.bigWarmPromotedMBps, c.bigWarmPrefetchedMBps))} (${fmt(p.ratios.warmToTmpfs)}x) | ${fmt(Math.max(...c.smallEpochsAfterPrefetch))} (${fmt(p.ratios.smallFilesWarmToTmpfs)}x) | ${fmt(c.smallEpochs[1] ?? NaN)} (${fmt(p.ratios.smallFilesEpoch2ToTmpfs)}x) | ${x(c.smallPrefetchMBps, p.bigFile.linkMBps)} / ${x(c.bigPrefetchMBps, p.bigFile.linkMBps)}; rclone copy alone ${x(c.rcloneCopyMBps, p.bigFile.linkMBps)} | ${fmt(c.nodeMemoryPerCachedByte)} |`,
     );
+  }
+  if (result.cluster) {
+    const c = result.cluster;
+    lines.push('');
+    lines.push(
+      `cluster tier: ${c.nodes} nodes one after another, tier behind ${c.lan.rateMbit} Mbit/s, ${c.lan.delayMs} ms`,
+    );
+    lines.push(
+      '| part | first read s, node 1 / 2 / ... | remote MB sent, per node | from the tier MB, per node | remote bytes per dataset byte | node 1 / node 2 |',
+    );
+    lines.push('|---|---|---|---|---|---|');
+    for (const [name, part, perByte, sooner] of [
+      [
+        'big file',
+        c.big,
+        c.ratios.bigRemoteBytesPerDatasetByte,
+        c.ratios.bigNode2ColdOverNode1Cold,
+      ],
+      [
+        'small files',
+        c.small,
+        c.ratios.smallRemoteBytesPerDatasetByte,
+        c.ratios.smallNode2ColdOverNode1Cold,
+      ],
+    ] as const) {
+      const mb = (values: number[]) => values.map((v) => fmt(v / 1e6)).join(' / ');
+      lines.push(
+        `| ${name} | ${part.firstReadSeconds.map(fmt).join(' / ')} | ${mb(part.remoteBytes)} | ${mb(part.tierBytes)} | ${fmt(perByte)} | ${fmt(sooner)} |`,
+      );
+    }
   }
   lines.push('');
   lines.push('| metric | value | target | met |');

@@ -6,8 +6,7 @@
  */
 import { copyFile, cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createRequire } from 'node:module';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { timedRead, writeRandomFile } from '../demo/files.js';
@@ -15,8 +14,9 @@ import { s3rverRcloneEnv } from '../demo/s3-server.js';
 import { MountTable } from '../kernel/mountinfo.js';
 import { sleep } from '../kernel/proc.js';
 import { ENGINE_SHARE } from '../copy/local-copy.js';
+import { runClusterTier, type ClusterResult } from './cluster.js';
 import { Bench, log, MiB, type Remote } from './harness.js';
-import { EmulatedLink } from './link.js';
+import { EmulatedLink, serveS3 } from './link.js';
 import { renderReport, type BenchResult } from './report.js';
 import {
   cpuSeconds,
@@ -36,6 +36,8 @@ interface Sizes {
   epochs: number;
   storm: number;
   stageRepeats: number;
+  /** Nodes sharing the cluster tier. */
+  clusterNodes: number;
 }
 const FULL: Sizes = {
   bigMiB: 2048,
@@ -44,6 +46,7 @@ const FULL: Sizes = {
   epochs: 3,
   storm: 2000,
   stageRepeats: 5,
+  clusterNodes: 3,
 };
 const QUICK: Sizes = {
   bigMiB: 256,
@@ -52,6 +55,7 @@ const QUICK: Sizes = {
   epochs: 3,
   storm: 500,
   stageRepeats: 3,
+  clusterNodes: 2,
 };
 
 /** Warm reads are short (tens of ms): the best of three, for the limit and the driver alike. */
@@ -89,6 +93,8 @@ async function main(): Promise<number> {
       quick: { type: 'boolean', default: false },
       /** Only the node-local scenarios (publish storm, stage, RSS): for working on the hot path. */
       'node-only': { type: 'boolean', default: false },
+      /** Only the cluster-tier scenario of the remote scenarios: for working on the tier. */
+      'cluster-only': { type: 'boolean', default: false },
       'rate-mbit': { type: 'string', default: '1000' },
       'delay-ms': { type: 'string', default: '1' },
       'prefetch-concurrency': { type: 'string', default: '16' },
@@ -156,7 +162,7 @@ async function main(): Promise<number> {
     // The link, and the remotes behind it.
     const link = await EmulatedLink.create({ rateMbit, delayMs });
     bench.defer(() => link.close());
-    link.spawn('rclone', [
+    const httpServer = link.spawn('rclone', [
       'serve',
       'http',
       data,
@@ -168,16 +174,7 @@ async function main(): Promise<number> {
     const httpPort = await link.expose(8080);
     const s3Store = join(work, 's3');
     await mkdir(s3Store);
-    link.spawn(process.execPath, [
-      '--input-type=module',
-      '-e',
-      `process.chdir(${JSON.stringify(ROOT)});
-       const { default: S3rver } = await import(${JSON.stringify(pathToFileURL(createRequire(import.meta.url).resolve('s3rver')).href)});
-       const server = new S3rver({ address: '127.0.0.1', port: 9000, silent: true, directory: ${JSON.stringify(s3Store)}, configureBuckets: [{ name: 'bench' }] });
-       await server.run();
-       process.on('SIGTERM', () => server.close().then(() => process.exit(0)));`,
-    ]);
-    const s3Port = await link.expose(9000);
+    const s3Port = await serveS3(link, s3Store, ['bench'], 9000);
     log('uploading the dataset into the S3 server (inside the namespace, not through the link)');
     await link.run(
       'rclone',
@@ -232,7 +229,7 @@ async function main(): Promise<number> {
     const onDemandQuota = `${Math.ceil(Math.max((bigBytes + small.bytes) * 1.5, (bigBytes * 1.2) / ENGINE_SHARE) / MiB)}Mi`;
     const perProtocol: BenchResult['protocols'] = [];
 
-    for (const remote of values['node-only'] ? [] : remotes) {
+    for (const remote of values['node-only'] || values['cluster-only'] ? [] : remotes) {
       log(`${remote.protocol}: big file, uncached mount`);
       const uncached = await bench.uncachedMount(remote);
       const uncachedMBps = bigBytes / 1e6 / (await timedRead(join(uncached.path, 'big.bin')));
@@ -448,6 +445,22 @@ async function main(): Promise<number> {
       log(`${remote.protocol}: ${JSON.stringify(perProtocol[perProtocol.length - 1]?.ratios)}`);
     }
 
+    let cluster: ClusterResult | undefined;
+    if (!values['node-only']) {
+      cluster = await runClusterTier({
+        parent: bench,
+        work: join(work, 'cluster'),
+        nodes: sizes.clusterNodes,
+        remote: remotes[0] as Remote,
+        remotePid: httpServer.pid as number,
+        cacheQuota: copyQuota,
+        prefetchConcurrency: values['prefetch-concurrency'],
+        big: { path: 'big.bin', bytes: bigBytes },
+        small: { dir: 'small', paths: small.paths, bytes: small.bytes },
+      });
+      log(`cluster tier: ${JSON.stringify(cluster.ratios)}`);
+    }
+
     log(`publish storm: ${sizes.storm} publish + unpublish at concurrency 50 on a staged dataset`);
     const http = remotes[0] as Remote;
     const stormVolume = await bench.stage(http);
@@ -499,6 +512,8 @@ async function main(): Promise<number> {
         perProtocol.length === 0
           ? NaN
           : Math.max(...perProtocol.map((p) => p.ratios.nodeMemoryPerCachedByte)),
+      remoteBytesPerDatasetByte: cluster?.ratios.remoteBytesPerDatasetByte ?? NaN,
+      node2ColdOverNode1Cold: cluster?.ratios.node2ColdOverNode1Cold ?? NaN,
       publishP99Ms: percentile(latencies, 99),
       publishesPerMin: (sizes.storm / stormSeconds) * 60,
       stageReadyMs: percentile(stageTimes, 50),
@@ -511,6 +526,7 @@ async function main(): Promise<number> {
       sizes: { ...sizes },
       headline,
       protocols: perProtocol,
+      ...(cluster ? { cluster } : {}),
       publish: {
         p50Ms: percentile(latencies, 50),
         p99Ms: percentile(latencies, 99),

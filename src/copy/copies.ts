@@ -6,6 +6,7 @@ import { RcloneCacheIndex } from '../engines/rclone-cache.js';
 import type { Mounter } from '../kernel/mounter.js';
 import { dropCachedPages } from '../kernel/page-cache.js';
 import type { ProcessRunner } from '../kernel/runner.js';
+import type { TierAccess } from '../tier/cluster-tier.js';
 import { LocalCopy } from './local-copy.js';
 import { promoteComplete } from './promote.js';
 
@@ -21,6 +22,8 @@ export interface CopyHost {
   overlay: string;
   /** The page-cache layer under the overlay, where files read on demand left their pages. */
   fuseMount: string;
+  /** The cluster tier the dataset shares what it fetched through, when it uses one. */
+  tier?: TierAccess | undefined;
 }
 
 interface Attached {
@@ -107,6 +110,8 @@ export class LocalCopies {
           });
         }
         if (promoted.length > 0) {
+          // Fetched from the remote on demand: other nodes find them in the tier.
+          entry.host.tier?.offer(promoted);
           // Read through FUSE, these files also sit in the page-cache layer's pages: a second copy
           // in RAM next to the (tmpfs) copy, no longer read now that the overlay serves the copy.
           // Dropping costs a FUSE open per file, so only big files are worth it; small files'

@@ -1,10 +1,11 @@
-// Prefetch into the local copy: list the remote, pick what the globs match, copy it in bulk, install each file whole.
+// Prefetch into the local copy: list the remote, pick what the globs match, take what the cluster tier holds, copy the rest in bulk, install each file whole.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import picomatch from 'picomatch';
 import type { RcloneTransfers, RemoteEntry, TransferSource } from '../engines/rclone-transfer.js';
 import { processStartTime } from '../kernel/proc.js';
 import { globBase } from '../prefetch/walk.js';
+import type { TierAccess } from '../tier/cluster-tier.js';
 import { isSafeRelativePath, type LocalCopy } from './local-copy.js';
 
 export interface FillProgress {
@@ -12,8 +13,11 @@ export interface FillProgress {
   matched: number;
   /** Matched files the copy holds (copied now or already current). */
   files: number;
-  /** Bytes copied from the remote by this fill. */
+  /** Bytes copied by this fill (from the remote or the cluster tier). */
   bytes: number;
+  /** Of those, files and bytes taken from the cluster tier. */
+  tierFiles: number;
+  tierBytes: number;
   errors: number;
   /** Matched files left out because the cache file system had no room for them. */
   noRoom: number;
@@ -33,6 +37,8 @@ export interface FillOptions {
   copy: LocalCopy;
   transfers: RcloneTransfers;
   source: TransferSource;
+  /** The cluster tier, asked before the remote for what the copy lacks. */
+  tier?: TierAccess | undefined;
   /** Content globs relative to the dataset root. */
   globs: string[];
   concurrency: number;
@@ -127,6 +133,8 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
     matched: 0,
     files: 0,
     bytes: 0,
+    tierFiles: 0,
+    tierBytes: 0,
     errors: 0,
     noRoom: 0,
     unsafeNames: 0,
@@ -150,7 +158,8 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   /** A limited listing may overlap a whole-tree one below it: each file is taken once. */
   const seen = new Set<string>();
   for (const { base, maxDepth } of listings) {
-    await transfers.list(source, { dir: base, maxDepth }, options.signal, (entry) => {
+    const listing = { dir: base, maxDepth, checkers: options.concurrency };
+    await transfers.list(source, listing, options.signal, (entry) => {
       if (maxDepth === undefined) listed.push(entry.relative);
       if (seen.has(entry.relative)) return;
       seen.add(entry.relative);
@@ -186,7 +195,15 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   progress.listSeconds = (Date.now() - listStarted) / 1000;
   report();
   const transferStarted = Date.now();
-  if (admitted.size > 0) await transfer(options, admitted, progress, report, held);
+  if (admitted.size > 0 && options.tier)
+    await fromTier(options, options.tier, admitted, progress, held);
+  if (admitted.size > 0) {
+    const fetched = await transfer(options, admitted, progress, held);
+    // Whatever rclone did not report copied is not in the copy; the engine still serves it.
+    progress.errors += admitted.size;
+    if (!fetched.ok && admitted.size === 0 && progress.errors === 0) progress.errors += 1;
+    options.tier?.offer(fetched.installed.filter(canBeTold));
+  }
   progress.transferSeconds = (Date.now() - transferStarted) / 1000;
   progress.completeDirectories = await copy.markComplete(completeDirectories(bases, listed, held));
   progress.done = true;
@@ -194,15 +211,86 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   return progress;
 }
 
+/**
+ * A tier object stands for a remote file only when its time or MD5 can be compared with the
+ * remote's: other files are neither taken from the tier nor uploaded to it.
+ */
+const canBeTold = (entry: RemoteEntry): boolean =>
+  !Number.isNaN(entry.mtimeMs) || entry.md5 !== undefined;
+
+/**
+ * Takes from the cluster tier what it holds of the admitted files, each checked against the
+ * remote's listing before it is installed; the rest stays admitted, for the remote. A tier file
+ * that is not the remote's is no error of the fill: the remote has it.
+ */
+async function fromTier(
+  options: FillOptions,
+  tier: TierAccess,
+  admitted: Map<string, RemoteEntry>,
+  progress: FillProgress,
+  held: Set<string>,
+): Promise<void> {
+  if (!(await tier.check())) return;
+  const eligible = [...admitted.values()].filter(canBeTold);
+  if (eligible.length === 0) return;
+  const { copy } = options;
+  const taken = { files: 0, bytes: 0 };
+  const workspace = await copy.workspace();
+  try {
+    const result = await tier.take(
+      eligible,
+      workspace,
+      async (written, entry) => {
+        const refused = await copy
+          .installWritten(written, entry.relative, entry, true)
+          .catch(() => 'not-as-expected' as const);
+        if (refused !== undefined) return false;
+        admitted.delete(entry.relative);
+        held.add(entry.relative);
+        taken.files += 1;
+        taken.bytes += entry.size;
+        progress.files += 1;
+        progress.bytes += entry.size;
+        if (taken.files % 64 === 0) options.onProgress?.({ ...progress });
+        return true;
+      },
+      {
+        transfers: options.concurrency,
+        signal: options.signal,
+        onStarted: (pid) => recordOwner(copy, workspace, pid),
+      },
+    );
+    tier.rejected(result.rejected);
+    if (!result.ok && !options.signal?.aborted) tier.failed(result.reason);
+  } finally {
+    await copy.releaseWorkspace(workspace);
+  }
+  progress.tierFiles += taken.files;
+  progress.tierBytes += taken.bytes;
+  tier.read(taken.files, taken.bytes);
+}
+
+/** Names the process writing into a workspace, so a restarted driver can end it by PID. */
+async function recordOwner(copy: LocalCopy, workspace: string, pid: number): Promise<void> {
+  const startTime = await processStartTime(pid);
+  if (startTime !== undefined) await copy.recordOwner(workspace, { pid, startTime });
+}
+
+/**
+ * Copies the admitted files from the remote into a private workspace and installs each one as
+ * soon as rclone reports it whole. What rclone reports copied leaves `admitted`, installed or
+ * (counted as an error) not.
+ */
 async function transfer(
   options: FillOptions,
   admitted: Map<string, RemoteEntry>,
   progress: FillProgress,
-  report: () => void,
   held: Set<string>,
-): Promise<void> {
-  const { copy, transfers, source } = options;
+): Promise<{ ok: boolean; reason: string; installed: RemoteEntry[] }> {
+  const { copy, transfers } = options;
+  const report = () => options.onProgress?.({ ...progress });
   const workspace = await copy.workspace();
+  const installed: RemoteEntry[] = [];
   try {
     const list = join(workspace, 'files');
     await writeFile(list, [...admitted.keys()].map((name) => `${name}\n`).join(''), {
@@ -210,41 +298,37 @@ async function transfer(
     });
     const destination = join(workspace, 'data');
     let installs = Promise.resolve();
-    let installed = 0;
     const result = await transfers.copy(
-      source,
-      list,
-      destination,
-      options.concurrency,
-      options.signal,
-      async (pid) => {
-        const startTime = await processStartTime(pid);
-        if (startTime !== undefined) await copy.recordOwner(workspace, { pid, startTime });
-      },
-      (relative) => {
-        const entry = admitted.get(relative);
-        if (!entry) return;
-        admitted.delete(relative);
-        installs = installs.then(async () => {
-          const refused = await copy
-            .installWritten(join(destination, relative), relative, entry)
-            .catch(() => 'not-as-expected' as const);
-          if (refused === undefined) {
-            held.add(relative);
-            installed += 1;
-            progress.files += 1;
-            progress.bytes += entry.size;
-          } else {
-            progress.errors += 1;
-          }
-          if (installed % 64 === 0) report();
-        });
+      options.source,
+      { localDir: destination },
+      { listFile: list },
+      {
+        transfers: options.concurrency,
+        signal: options.signal,
+        onStarted: (pid) => recordOwner(copy, workspace, pid),
+        onCopied: (relative) => {
+          const entry = admitted.get(relative);
+          if (!entry) return;
+          admitted.delete(relative);
+          installs = installs.then(async () => {
+            const refused = await copy
+              .installWritten(join(destination, relative), relative, entry)
+              .catch(() => 'not-as-expected' as const);
+            if (refused === undefined) {
+              held.add(relative);
+              installed.push(entry);
+              progress.files += 1;
+              progress.bytes += entry.size;
+            } else {
+              progress.errors += 1;
+            }
+            if (installed.length % 64 === 0) report();
+          });
+        },
       },
     );
     await installs;
-    // Whatever rclone did not report copied is not in the copy; the engine still serves it.
-    progress.errors += admitted.size;
-    if (!result.ok && admitted.size === 0 && progress.errors === 0) progress.errors += 1;
+    return { ...result, installed };
   } finally {
     await copy.releaseWorkspace(workspace);
   }

@@ -1,5 +1,7 @@
 // A dataset's local copy: complete files of a read-only dataset in its cache file system, each made visible by one rename.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, type Stats } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import {
   chmod,
   chown,
@@ -16,7 +18,6 @@ import {
   utimes,
   writeFile,
 } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Mutex } from 'async-mutex';
 import { isSameProcess } from '../kernel/proc.js';
@@ -66,6 +67,8 @@ export function isSafeRelativePath(path: string): boolean {
 export interface RemoteFile {
   size: number;
   mtimeMs: number;
+  /** The content's MD5 (hex), when the remote's listing gave it. */
+  md5?: string;
 }
 
 export interface CopyFigures {
@@ -211,12 +214,15 @@ export class LocalCopy {
 
   /**
    * Installs a file fully written under a workspace (moved in: it costs no room). The size must be
-   * the remote's; the time is set to the remote's.
+   * the remote's; the time is set to the remote's. An `exact` file did not come from the remote
+   * itself (but from the cluster tier): its time, or its MD5 where the remote listed one, must be
+   * the remote's as well.
    */
   async installWritten(
     written: string,
     relative: string,
     remote: RemoteFile,
+    exact = false,
   ): Promise<InstallRefusal | undefined> {
     if (!isSafeRelativePath(relative)) {
       this.countUnsafe();
@@ -224,7 +230,11 @@ export class LocalCopy {
       return 'unsafe-name';
     }
     const stats = await lstat(written).catch(() => undefined);
-    if (!stats?.isFile() || stats.size !== remote.size) {
+    if (
+      !stats?.isFile() ||
+      stats.size !== remote.size ||
+      (exact && !(await isIdentical(written, stats, remote)))
+    ) {
       await unlink(written).catch(() => undefined);
       return 'not-as-expected';
     }
@@ -398,3 +408,15 @@ export class LocalCopy {
 
 /** File times within a millisecond are the same time (remotes differ in precision below that). */
 export const sameTime = (a: number, b: number): boolean => Math.abs(a - b) < 1;
+
+/**
+ * Whether a file of the remote's size is the remote's file: the same time when the remote listed
+ * one, else the same MD5 when it listed that; a remote file with neither cannot be told apart.
+ */
+async function isIdentical(path: string, stats: Stats, remote: RemoteFile): Promise<boolean> {
+  if (!Number.isNaN(remote.mtimeMs)) return sameTime(stats.mtimeMs, remote.mtimeMs);
+  if (remote.md5 === undefined) return false;
+  const hash = createHash('md5');
+  await pipeline(createReadStream(path), hash);
+  return hash.digest('hex') === remote.md5.toLowerCase();
+}

@@ -1,13 +1,14 @@
 // Promotion: files the engine fetched whole on demand enter the local copy by a hard link, never by a second download.
 import type { RcloneCacheIndex } from '../engines/rclone-cache.js';
+import type { HeldFile } from '../tier/cluster-tier.js';
 import type { LocalCopy } from './local-copy.js';
 
 /** Links every file that became complete in the engine's cache into the copy; returns them. */
 export async function promoteComplete(
   copy: LocalCopy,
   index: RcloneCacheIndex,
-): Promise<{ relative: string; size: number }[]> {
-  const promoted: { relative: string; size: number }[] = [];
+): Promise<HeldFile[]> {
+  const promoted: HeldFile[] = [];
   await index.scan(async (file) => {
     const refused = await copy.installLinked(
       file.dataPath,

@@ -23,6 +23,11 @@ export interface DatasetSpec {
   localCopy: boolean;
   /** Bytes per second on the remote link; undefined means unlimited. */
   bandwidthLimit?: number;
+  /**
+   * Files are taken from the node's cluster tier before the remote, and what the node fetched is
+   * shared there (set by administrators only: never on inline volumes). Tuning: not in the key.
+   */
+  clusterTier?: boolean;
   /** Owner and modes the dataset's files show (unset: root, and the engine's default modes). */
   ownership?: Ownership;
   /**
@@ -80,6 +85,7 @@ export const KNOWN_KEYS: ReadonlySet<string> = new Set([
   'keepWarm',
   'subPath',
   'localCopy',
+  'clusterTier',
   'uid',
   'gid',
   'fileMode',
@@ -267,6 +273,14 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
   };
   const ownership = parseOwnership(params, engine);
   if (ownership) dataset.ownership = ownership;
+  if (parseBool('clusterTier', params.clusterTier)) {
+    if (!dataset.localCopy) {
+      throw new ParameterError(
+        'parameter clusterTier=true needs a local copy: readOnly: true, engine rclone and localCopy not false (the tier shares complete files of read-only datasets)',
+      );
+    }
+    dataset.clusterTier = true;
+  }
   if (params.bandwidthLimit !== undefined) {
     if (engine !== 'rclone') {
       throw new ParameterError(

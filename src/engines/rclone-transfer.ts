@@ -1,7 +1,10 @@
 // Bulk listing and parallel copying of a dataset's files with rclone itself, outside the mount (fills the local copy).
 import { createInterface } from 'node:readline';
+import { Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
 import type { DatasetSpec } from '../dataset/params.js';
+import type { Source } from '../dataset/source.js';
 import { baseEnvironment } from './engine.js';
 import { REMOTE, remoteConfig } from './rclone.js';
 
@@ -11,21 +14,53 @@ export interface RemoteEntry {
   size: number;
   /** NaN when listed without times. */
   mtimeMs: number;
+  /** The content's MD5 (hex) where the listing has it for free (S3 objects uploaded whole). */
+  md5?: string;
 }
 
-/** What a transfer needs to reach the remote: the client's own definition and credentials. */
+/**
+ * A remote a transfer reaches, defined exactly as a cache client gets it: a dataset's remote with
+ * its credentials, or the cluster tier's folder of a dataset.
+ */
 export interface TransferSource {
-  spec: DatasetSpec;
+  source: Source;
   secrets: Record<string, string>;
-  /** The client's private runtime directory (HOME of the transfer). */
+  /** A private runtime directory (HOME of the transfer). */
   runtimeDir: string;
+  /** Bytes per second; undefined means unlimited. */
+  bandwidthLimit?: number | undefined;
 }
+
+/** A dataset's own remote, as its cache client reaches it. */
+export const datasetRemote = (
+  spec: DatasetSpec,
+  secrets: Record<string, string>,
+  runtimeDir: string,
+): TransferSource => ({
+  source: spec.source,
+  secrets,
+  runtimeDir,
+  bandwidthLimit: spec.bandwidthLimit,
+});
+
+/** Where a copy goes or comes from: a remote, or a directory on this node. */
+export type TransferEnd = TransferSource | { localDir: string };
+
+/** Which files a copy takes: those named in a list file (one a line), or those matching a glob. */
+export type Selection = { listFile: string } | { include: string };
+
+/** A folder below a remote (the same remote, credentials and limits). */
+export const below = (remote: TransferSource, folder: string): TransferSource => ({
+  ...remote,
+  source: { ...remote.source, path: `${remote.source.path.replace(/\/+$/, '')}/${folder}` },
+});
 
 interface LsjsonEntry {
   Path: string;
   Size: number;
   ModTime: string;
   IsDir: boolean;
+  Hashes?: { md5?: string };
 }
 
 interface JsonLogLine {
@@ -43,7 +78,7 @@ export class RcloneTransfers {
 
   /** The remote as rclone names it (`SRC:path[/dir]`) and the environment defining SRC. */
   private remote(source: TransferSource, dir = ''): { fs: string; env: Record<string, string> } {
-    const remote = remoteConfig(source.spec.source, source.secrets, source.runtimeDir);
+    const remote = remoteConfig(source.source, source.secrets, source.runtimeDir);
     const path = [remote.path.replace(/\/+$/, ''), dir].filter((part) => part !== '').join('/');
     return {
       fs: `${REMOTE}:${remote.path.startsWith('/') && path === '' ? '/' : path}`,
@@ -51,10 +86,26 @@ export class RcloneTransfers {
     };
   }
 
-  private rateArgs(spec: DatasetSpec): string[] {
-    return spec.bandwidthLimit === undefined
+  private rateArgs(source: TransferSource): string[] {
+    return source.bandwidthLimit === undefined
       ? []
-      : ['--bwlimit', `${Math.max(1, Math.floor(spec.bandwidthLimit / 1024))}K`];
+      : ['--bwlimit', `${Math.max(1, Math.floor(source.bandwidthLimit / 1024))}K`];
+  }
+
+  /** A copy's two ends as rclone names them, and the environment defining the remote one. */
+  private ends(
+    from: TransferEnd,
+    to: TransferEnd,
+  ): { src: string; dst: string; env: Record<string, string>; remote: TransferSource } {
+    if ('localDir' in from && !('localDir' in to)) {
+      const { fs, env } = this.remote(to);
+      return { src: from.localDir, dst: fs, env, remote: to };
+    }
+    if (!('localDir' in from) && 'localDir' in to) {
+      const { fs, env } = this.remote(from);
+      return { src: fs, dst: to.localDir, env, remote: from };
+    }
+    throw new Error('a transfer copies between a remote and a local directory');
   }
 
   /**
@@ -64,22 +115,34 @@ export class RcloneTransfers {
    */
   async list(
     source: TransferSource,
-    { dir, maxDepth }: { dir: string; maxDepth?: number | undefined },
+    {
+      dir,
+      maxDepth,
+      checkers,
+    }: {
+      dir: string;
+      maxDepth?: number | undefined;
+      /** Requests in flight (an HTTP listing asks for each file: HEAD). */
+      checkers?: number | undefined;
+    },
     signal: AbortSignal | undefined,
     onEntry: (entry: RemoteEntry) => void,
     withTimes = false,
   ): Promise<void> {
     const { fs, env } = this.remote(source, dir);
     const times = withTimes || timesFree(source);
+    const hashes = hashesFree(source);
     const child = execa(
       this.binary,
       [
         'lsjson',
         '-R',
         ...(maxDepth === undefined ? [] : ['--max-depth', String(maxDepth)]),
+        ...(checkers === undefined ? [] : ['--checkers', String(checkers)]),
         '--files-only',
         '--no-mimetype',
         ...(times ? [] : ['--no-modtime']),
+        ...(hashes ? ['--hash', '--hash-type', 'MD5'] : []),
         '--config',
         '/dev/null',
         fs,
@@ -100,10 +163,12 @@ export class RcloneTransfers {
         if (!text.startsWith('{')) return;
         const entry = JSON.parse(text) as LsjsonEntry;
         if (entry.IsDir) return;
+        const md5 = entry.Hashes?.md5;
         onEntry({
           relative: dir === '' ? entry.Path : `${dir}/${entry.Path}`,
           size: entry.Size,
           mtimeMs: times ? Date.parse(entry.ModTime) : NaN,
+          ...(md5 ? { md5 } : {}),
         });
       });
     }
@@ -154,27 +219,34 @@ export class RcloneTransfers {
   }
 
   /**
-   * Copies the files named in `listFile` (one path a line, relative to the dataset root) into
-   * `destination`, `transfers` at a time, calling `onCopied` as each one is complete there.
+   * Copies the selected files (paths relative to the ends) from one end to the other, `transfers`
+   * at a time, calling `onCopied` as each one is complete there. Named files the source lacks are
+   * skipped.
    */
   async copy(
-    source: TransferSource,
-    listFile: string,
-    destination: string,
-    transfers: number,
-    signal: AbortSignal | undefined,
-    onStarted: (pid: number) => Promise<void>,
-    onCopied: (relative: string) => void,
+    from: TransferEnd,
+    to: TransferEnd,
+    selection: Selection,
+    options: {
+      transfers: number;
+      signal?: AbortSignal | undefined;
+      /** Gives up on a remote that does not answer within seconds rather than minutes. */
+      impatient?: boolean;
+      onStarted?: (pid: number) => Promise<void>;
+      onCopied: (relative: string) => void;
+    },
   ): Promise<{ ok: boolean; reason: string }> {
-    const { fs, env } = this.remote(source);
+    const { src, dst, env, remote } = this.ends(from, to);
+    const { transfers, signal } = options;
     const child = execa(
       this.binary,
       [
         'copy',
-        fs,
-        destination,
-        '--files-from-raw',
-        listFile,
+        src,
+        dst,
+        ...('listFile' in selection
+          ? ['--files-from-raw', selection.listFile]
+          : ['--include', selection.include]),
         '--transfers',
         String(transfers),
         '--checkers',
@@ -190,7 +262,10 @@ export class RcloneTransfers {
         // several streams cost object stores more than they gain on one link.
         '--multi-thread-streams',
         '0',
-        ...this.rateArgs(source.spec),
+        // Uploads go to a bucket that exists: no request to create it.
+        '--s3-no-check-bucket',
+        ...(options.impatient ? IMPATIENT : []),
+        ...this.rateArgs(remote),
       ],
       {
         reject: false,
@@ -202,7 +277,7 @@ export class RcloneTransfers {
         ...(signal ? { cancelSignal: signal } : {}),
       },
     );
-    if (child.pid !== undefined) await onStarted(child.pid);
+    if (child.pid !== undefined) await options.onStarted?.(child.pid);
     let lastError = '';
     if (child.stderr) {
       createInterface({ input: child.stderr }).on('line', (line) => {
@@ -214,21 +289,87 @@ export class RcloneTransfers {
         }
         // rclone writes the destination in place and logs "Copied" once the file is whole.
         if (parsed.object !== undefined && parsed.msg?.startsWith('Copied'))
-          onCopied(parsed.object);
+          options.onCopied(parsed.object);
         else if (parsed.level === 'error')
-          lastError = `${parsed.object ?? ''}: ${parsed.msg ?? ''}`;
+          lastError = [parsed.object, parsed.msg].filter((part) => part).join(': ');
       });
     }
     const result = await child;
     return { ok: result.exitCode === 0, reason: lastError };
   }
+
+  /**
+   * Uploads a stream of `size` bytes as one object at `path` below the remote (rclone rcat): the
+   * object appears only once whole. Rejects with rclone's reason when it does not.
+   */
+  async upload(
+    target: TransferSource,
+    path: string,
+    size: number,
+    content: AsyncIterable<Buffer> | Iterable<Buffer>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const { fs, env } = this.remote(target, path);
+    const child = execa(
+      this.binary,
+      [
+        'rcat',
+        fs,
+        '--size',
+        String(size),
+        '--config',
+        '/dev/null',
+        '--s3-no-check-bucket',
+        ...IMPATIENT,
+        ...this.rateArgs(target),
+      ],
+      {
+        reject: false,
+        stdin: 'pipe',
+        stdout: 'ignore',
+        buffer: { stderr: true },
+        extendEnv: false,
+        env,
+        ...(signal ? { cancelSignal: signal } : {}),
+      },
+    );
+    // A content that fails (a file changed while read) ends rclone before it completes the object.
+    const fed = pipeline(Readable.from(content), child.stdin as Writable).then(
+      () => undefined,
+      (err: NodeJS.ErrnoException) => {
+        child.kill('SIGKILL');
+        return err;
+      },
+    );
+    const result = await child;
+    const feedError = await fed;
+    // EPIPE: rclone stopped reading, and its own reason says why.
+    if (feedError && feedError.code !== 'EPIPE') throw feedError;
+    if (result.exitCode !== 0) throw new Error(lastLine(String(result.stderr)) || 'upload failed');
+  }
 }
 
 /**
- * Whether a listing learns files' times at no extra cost: rclone asks an HTTP server for each
- * file's size with a HEAD request, whose answer has the time as well.
+ * Whether a listing learns files' times at no extra cost: directory listings of SFTP, WebDAV and
+ * local paths carry them, and rclone asks an HTTP server for each file's size with a HEAD request,
+ * whose answer has the time as well. S3 keeps them in metadata, a request per object.
  */
-const timesFree = (source: TransferSource): boolean => source.spec.source.kind === 'http';
+const timesFree = (source: TransferSource): boolean => source.source.kind !== 's3';
+
+/** S3 lists each object's ETag, the MD5 of its content when it was uploaded whole. */
+const hashesFree = (source: TransferSource): boolean => source.source.kind === 's3';
+
+/** A few seconds to connect, one retry: for a remote that has a slower one behind it. */
+const IMPATIENT = [
+  '--contimeout',
+  '5s',
+  '--timeout',
+  '20s',
+  '--retries',
+  '1',
+  '--low-level-retries',
+  '2',
+];
 
 /** A name no dataset holds: listing it costs one request and transfers nothing. */
 const PROBE_NAME = '.dataset-cache-csi-probe';

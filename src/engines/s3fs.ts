@@ -9,7 +9,7 @@ import {
   type LaunchPlan,
   type RemoteCheckTarget,
 } from './engine.js';
-import type { TransferSource } from './rclone-transfer.js';
+import { datasetRemote, type TransferSource } from './rclone-transfer.js';
 
 /** One cheap request to a remote with given credentials (s3fs has no API to ask it through). */
 export type RemoteProbe = (source: TransferSource) => Promise<void>;
@@ -40,11 +40,7 @@ export class S3fsEngine implements Engine {
   ) {}
 
   async checkRemote(client: RemoteCheckTarget): Promise<void> {
-    await this.probe({
-      spec: client.spec,
-      secrets: await client.credentials(),
-      runtimeDir: client.runtimeDir,
-    });
+    await this.probe(datasetRemote(client.spec, await client.credentials(), client.runtimeDir));
   }
 
   plan(

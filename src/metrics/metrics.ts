@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { DatasetStatus } from '../mount/manager.js';
 import type { NodeCacheFigures } from '../mount/node-caches.js';
+import type { TierFigures } from '../tier/cluster-tier.js';
 
 /** Where dataset figures come from at scrape time (the node's mount manager). */
 export interface DatasetSource {
@@ -139,6 +140,12 @@ export class DriverMetrics {
             );
           }
         }
+        if (d.tier) {
+          tierUp.set(labels, d.tier.reachable ? 1 : 0);
+          for (const [field, metric] of tierCounters) {
+            metric.inc(labels, tierTotals.get(field)!.add(d.key, 0, d.tier[field]));
+          }
+        }
         const servedSum = servedTotals.sums.get(d.key) ?? 0;
         if (servedSum > 0) {
           const fetched = Math.max(
@@ -206,6 +213,43 @@ export class DriverMetrics {
       'copy_no_room_total',
       'Files the local copy left out because cacheQuota had no room for them',
     );
+    const tierUp = gauge(
+      'tier_up',
+      '1 when the cluster tier answered its last use (datasets with clusterTier only)',
+    );
+    const tierCounters: [keyof TierFigures, Counter<'dataset'>][] = [
+      [
+        'readFiles',
+        counter('tier_read_files_total', 'Files the local copy took from the cluster tier'),
+      ],
+      [
+        'readBytes',
+        counter('tier_read_bytes_total', 'Bytes the local copy took from the cluster tier'),
+      ],
+      [
+        'uploadedFiles',
+        counter('tier_uploaded_files_total', 'Files this node uploaded to the cluster tier'),
+      ],
+      [
+        'uploadedBytes',
+        counter('tier_uploaded_bytes_total', 'Bytes this node uploaded to the cluster tier'),
+      ],
+      [
+        'rejected',
+        counter(
+          'tier_rejected_total',
+          'Tier objects that were not the remote file (size, time or hash): fetched from the remote instead',
+        ),
+      ],
+      [
+        'errors',
+        counter(
+          'tier_errors_total',
+          'Uses of the cluster tier that failed (unreachable, slow, refused): the remote served instead',
+        ),
+      ],
+    ];
+    const tierTotals = new Map(tierCounters.map(([field]) => [field, new Totals()]));
 
     const servedTotals = new Totals();
     const remoteTotals = new Totals();
@@ -226,6 +270,7 @@ export class DriverMetrics {
       files,
       pending,
       hitRatio,
+      tierUp,
     ];
     const prefetchGauges = [
       prefetchMatched,

@@ -17,7 +17,9 @@ import type { FsUsage } from '../kernel/path-probe.js';
 import type { Prefetcher, PrefetchStatus, PrefetchTarget } from '../prefetch/prefetcher.js';
 import type { LocalCopies } from '../copy/copies.js';
 import type { NodeCacheFigures, NodeCaches } from './node-caches.js';
-import type { CopyFigures } from '../copy/local-copy.js';
+import { copyRoot, type CopyFigures } from '../copy/local-copy.js';
+import { datasetRemote } from '../engines/rclone-transfer.js';
+import type { ClusterTier, TierFigures } from '../tier/cluster-tier.js';
 
 /** A health round this recent (they run every second by default) tells metrics a client's state. */
 const RECENT_STATE_MS = 3000;
@@ -44,6 +46,8 @@ export interface DatasetStatus {
   copy?: CopyFigures;
   /** Whether the remote answered the last check (undefined: not checked yet). */
   remoteReachable?: boolean;
+  /** What the cluster tier did for the dataset, when it uses one. */
+  tier?: TierFigures & { reachable: boolean };
 }
 
 /**
@@ -71,6 +75,8 @@ export class MountManager {
       ephemeralDir: string;
       prefetcher?: Prefetcher;
       copies?: LocalCopies;
+      /** The cluster tier, for datasets whose StorageClass asks for it. */
+      tier?: ClusterTier;
     },
     private readonly fault: FaultHook = () => undefined,
   ) {
@@ -91,6 +97,7 @@ export class MountManager {
       mounter,
       this.binds,
       settings.copies,
+      settings.tier,
     );
   }
 
@@ -136,6 +143,11 @@ export class MountManager {
     ephemeral = false,
   ): Promise<void> {
     const started = Date.now();
+    if (params.dataset.clusterTier && !this.settings.tier) {
+      throw failedPrecondition(
+        'the volume asks for the cluster tier (clusterTier: "true") but the driver on this node has none: set --cluster-tier (Helm value clusterTier.location)',
+      );
+    }
     let key = datasetKey(params.dataset);
     const existing = this.journal.volume(volumeId);
     if (existing) {
@@ -411,20 +423,25 @@ export class MountManager {
   private async prefetchTarget(client: ClientRecord): Promise<PrefetchTarget> {
     const target: PrefetchTarget = { key: client.key, engineMount: engineMountOf(client) };
     if (client.copy && this.settings.copies) {
+      const tier = client.spec.clusterTier
+        ? this.settings.tier?.accessFor(client.key, client.spec, copyRoot(client.cacheDir))
+        : undefined;
       const copy = await this.settings.copies.attach({
         key: client.key,
         spec: client.spec,
         cacheDir: client.cacheDir,
         overlay: client.mountPoint,
         fuseMount: client.copy.fuseMount,
+        tier,
       });
       target.copy = {
         copy,
-        source: {
-          spec: client.spec,
-          secrets: await this.clients.credentials(client),
-          runtimeDir: client.runtimeDir,
-        },
+        source: datasetRemote(
+          client.spec,
+          await this.clients.credentials(client),
+          client.runtimeDir,
+        ),
+        tier,
       };
     }
     return target;
@@ -454,6 +471,14 @@ export class MountManager {
         stats: await this.clients.stats(client),
         prefetch: this.settings.prefetcher?.status(client.key),
         copy: this.settings.copies?.get(client.key)?.current(),
+        ...(client.spec.clusterTier && this.settings.tier
+          ? {
+              tier: {
+                ...this.settings.tier.figuresOf(client.key),
+                reachable: this.settings.tier.problem() === undefined,
+              },
+            }
+          : {}),
         remoteReachable: this.healthReporter.remoteReachable(client),
       })),
     );
@@ -520,6 +545,7 @@ export class MountManager {
   private async stopClient(client: ClientRecord): Promise<void> {
     this.settings.prefetcher?.forget(client.key);
     this.settings.copies?.detach(client.key);
+    this.settings.tier?.forget(client.key);
     const outcome = await this.clients.stop(client);
     this.journal.deleteClient(client.key);
     await this.settings.caches.stopped(client, outcome);

@@ -2,6 +2,7 @@
 import type { LocalCopies } from '../copy/copies.js';
 import { ENGINE_CACHE_LIMIT_FRACTION } from '../engines/engine.js';
 import type { Mounter } from '../kernel/mounter.js';
+import type { ClusterTier } from '../tier/cluster-tier.js';
 import type { CacheClients, ClientState, RemoteProblem } from '../supervisor/clients.js';
 import type { DatasetBinds } from './binds.js';
 import type { ClientRecord, Journal, VolumeRecord } from './journal.js';
@@ -38,6 +39,7 @@ export class VolumeHealthReporter {
     private readonly mounter: Mounter,
     private readonly binds: DatasetBinds,
     private readonly copies?: LocalCopies,
+    private readonly tier?: ClusterTier,
   ) {}
 
   async health(volume: VolumeRecord, path: string): Promise<VolumeHealth> {
@@ -71,6 +73,13 @@ export class VolumeHealthReporter {
     }
     const copy = this.copyProblem(client);
     if (copy) return { abnormal: true, message: copy };
+    const tier = client.spec.clusterTier ? this.tier?.problem() : undefined;
+    if (tier !== undefined) {
+      return {
+        abnormal: true,
+        message: `cluster tier of dataset ${dataset} is unreachable (${tier}): files come from the remote, and the tier is tried again every 30s`,
+      };
+    }
     const { cacheUsedBytes: used, cacheCapacityBytes: capacity } =
       await this.clients.cacheUsage(client);
     if (used !== undefined && capacity !== undefined && used >= capacity * CACHE_FULL_FRACTION) {

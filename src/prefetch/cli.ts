@@ -4,7 +4,7 @@ import { fillCopy } from '../copy/fill.js';
 import { LocalCopy } from '../copy/local-copy.js';
 import { parsePrefetch, ParameterError } from '../dataset/params.js';
 import { RcloneEngine } from '../engines/rclone.js';
-import { RcloneTransfers } from '../engines/rclone-transfer.js';
+import { datasetRemote, RcloneTransfers } from '../engines/rclone-transfer.js';
 import { ExecaRunner } from '../kernel/runner.js';
 import { SystemMounter } from '../kernel/mounter.js';
 import { engineMountOf, Journal } from '../mount/journal.js';
@@ -69,11 +69,7 @@ export async function runPrefetchCommand(argv: string[]): Promise<number> {
   const filled = await fillCopy({
     copy,
     transfers: new RcloneTransfers(values.rclone),
-    source: {
-      spec: client.spec,
-      secrets: await clientCredentials(client),
-      runtimeDir: client.runtimeDir,
-    },
+    source: datasetRemote(client.spec, await clientCredentials(client), client.runtimeDir),
     globs: content.map((p) => p.glob),
     concurrency,
     refresh: values.refresh,

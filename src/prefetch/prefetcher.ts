@@ -7,6 +7,7 @@ import { fillCopy } from '../copy/fill.js';
 import type { LocalCopy } from '../copy/local-copy.js';
 import type { PrefetchPattern } from '../dataset/params.js';
 import type { RcloneTransfers, TransferSource } from '../engines/rclone-transfer.js';
+import type { TierAccess } from '../tier/cluster-tier.js';
 import type { PrefetchProgress } from './walk.js';
 
 /** dist/ and src/ are siblings, so this resolves to the built worker from either. */
@@ -25,17 +26,22 @@ export interface PrefetchStatus {
   completed: number;
 }
 
-/** Where a dataset's prefetch goes: its engine's own mount, and its local copy when it has one. */
+/**
+ * Where a dataset's prefetch goes: its engine's own mount, and its local copy when it has one
+ * (filled from the cluster tier first when the dataset uses one).
+ */
 export interface PrefetchTarget {
   key: string;
   engineMount: string;
-  copy?: { copy: LocalCopy; source: TransferSource };
+  copy?: { copy: LocalCopy; source: TransferSource; tier?: TierAccess | undefined };
 }
 
 interface Job {
   progress: PrefetchProgress & {
     noRoom?: number;
     stale?: number;
+    tierFiles?: number;
+    tierBytes?: number;
     listSeconds?: number;
     transferSeconds?: number;
   };
@@ -85,9 +91,11 @@ export class Prefetcher {
     const job = combine(parts, () => {
       const { matched, files, bytes, errors, noRoom, done, listSeconds, transferSeconds } =
         job.progress;
+      const { tierFiles, tierBytes } = job.progress;
       const fields = {
         listSeconds,
         transferSeconds,
+        ...(target.copy?.tier ? { tierFiles, tierBytes } : {}),
         dataset: target.key,
         matched,
         files,
@@ -136,7 +144,7 @@ export class Prefetcher {
   private copyJob(
     target: PrefetchTarget,
     globs: PrefetchPattern[],
-    { copy, source }: NonNullable<PrefetchTarget['copy']>,
+    { copy, source, tier }: NonNullable<PrefetchTarget['copy']>,
     refresh = false,
   ): Job {
     const abort = new AbortController();
@@ -155,6 +163,7 @@ export class Prefetcher {
         copy,
         transfers: this.transfers,
         source,
+        tier,
         globs: globs.map((p) => p.glob),
         concurrency: this.concurrency,
         refresh,
@@ -268,6 +277,8 @@ function combine(parts: Job[], onEnd: () => void): Job {
     errors: parts.reduce((n, p) => n + p.progress.errors, 0),
     noRoom: parts.reduce((n, p) => n + (p.progress.noRoom ?? 0), 0),
     done: parts.every((p) => p.progress.done),
+    tierFiles: parts.reduce((n, p) => n + (p.progress.tierFiles ?? 0), 0),
+    tierBytes: parts.reduce((n, p) => n + (p.progress.tierBytes ?? 0), 0),
     listSeconds: parts.reduce((n, p) => n + (p.progress.listSeconds ?? 0), 0),
     transferSeconds: parts.reduce((n, p) => n + (p.progress.transferSeconds ?? 0), 0),
   });

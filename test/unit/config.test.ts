@@ -33,6 +33,32 @@ describe('parseConfig', () => {
     });
   });
 
+  it('reads the cluster tier', () => {
+    const config = parseConfig(
+      [
+        '--endpoint=unix:///s.sock',
+        '--node-id=n',
+        '--cluster-tier=s3://datasets-cache/tier',
+        '--cluster-tier-endpoint=http://minio.storage:9000',
+        '--cluster-tier-region=us-east-1',
+        '--cluster-tier-credentials=/etc/dataset-cache-csi/cluster-tier',
+        '--cluster-tier-upload-limit=50M',
+      ],
+      {},
+    );
+    expect(config.clusterTier).toEqual({
+      location: 's3://datasets-cache/tier',
+      endpoint: 'http://minio.storage:9000',
+      region: 'us-east-1',
+      credentialsDir: '/etc/dataset-cache-csi/cluster-tier',
+      transfers: 8,
+      uploadBandwidth: 50e6,
+    });
+    expect(
+      parseConfig(['--endpoint=unix:///s.sock', '--node-id=n'], {}).clusterTier,
+    ).toBeUndefined();
+  });
+
   it('takes the node id from KUBE_NODE_NAME', () => {
     expect(
       parseConfig(['--endpoint', 'unix:///s.sock'], { KUBE_NODE_NAME: 'worker-7' }).nodeId,
@@ -49,6 +75,39 @@ describe('parseConfig', () => {
     [['--bogus'], /bogus/],
     [['--endpoint=unix:///s.sock', '--node-id=n', '--disk-cache-limit=lots'], /disk-cache-limit/],
     [['--endpoint=unix:///s.sock', '--node-id=n', '--cache-retention=7d'], /cache-retention/],
+    [['--endpoint=unix:///s.sock', '--node-id=n', '--cluster-tier=http://x/y'], /cluster-tier/],
+    [['--endpoint=unix:///s.sock', '--node-id=n', '--cluster-tier=s3://b/../c'], /cluster-tier/],
+    [
+      ['--endpoint=unix:///s.sock', '--node-id=n', '--cluster-tier-region=eu-1'],
+      /--cluster-tier-region needs --cluster-tier/,
+    ],
+    [
+      [
+        '--endpoint=unix:///s.sock',
+        '--node-id=n',
+        '--cluster-tier=s3://b',
+        '--cluster-tier-endpoint=minio',
+      ],
+      /cluster-tier-endpoint/,
+    ],
+    [
+      [
+        '--endpoint=unix:///s.sock',
+        '--node-id=n',
+        '--cluster-tier=s3://b',
+        '--cluster-tier-credentials=rel',
+      ],
+      /cluster-tier-credentials/,
+    ],
+    [
+      [
+        '--endpoint=unix:///s.sock',
+        '--node-id=n',
+        '--cluster-tier=s3://b',
+        '--cluster-tier-upload-limit=fast',
+      ],
+      /cluster-tier-upload-limit/,
+    ],
   ])('rejects %j', (argv, message) => {
     expect(() => parseConfig(argv, {})).toThrow(ConfigError);
     expect(() => parseConfig(argv, {})).toThrow(message);

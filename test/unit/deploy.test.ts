@@ -237,6 +237,43 @@ it('examples name this driver, use valid parameters and reference secrets they d
   expect((statefulSet.spec as { replicas: number }).replicas).toBe(2);
 });
 
+it('the chart gives the node plugin a cluster tier: flags the driver accepts, keys from a read-only Secret', async () => {
+  const rendered = await renderChart(CHART_DIR, 'storage', {
+    clusterTier: {
+      location: 's3://datasets-cache/tier',
+      endpoint: 'http://minio.storage:9000',
+      region: 'us-east-1',
+      secretName: 'cluster-tier-keys',
+      uploadLimit: '100M',
+    },
+  });
+  const node = docs(rendered.get('node.yaml') as string)[0] as K8sObject;
+  await expect(validate(node)).resolves.toBeUndefined();
+  const driver = container(node, 'driver');
+  const args = (driver.args ?? []).map((a) => a.replace('$(KUBE_NODE_NAME)', 'node-1'));
+  const tier = parseConfig(args, {}).clusterTier;
+  expect(tier).toEqual({
+    location: 's3://datasets-cache/tier',
+    endpoint: 'http://minio.storage:9000',
+    region: 'us-east-1',
+    credentialsDir: '/etc/dataset-cache-csi/cluster-tier',
+    transfers: 8,
+    uploadBandwidth: 100e6,
+  });
+  const mount = driver.volumeMounts?.find((m) => m.mountPath === tier?.credentialsDir) as {
+    name: string;
+    readOnly?: boolean;
+  };
+  expect(mount.readOnly).toBe(true);
+  const volume = podSpec(node).volumes.find((v) => v.name === mount.name) as {
+    secret?: { secretName: string; defaultMode: number };
+  };
+  expect(volume.secret).toEqual({ secretName: 'cluster-tier-keys', defaultMode: 0o400 });
+  // Off by default: the plain manifests name no tier.
+  const plain = container(find(manifests, 'DaemonSet', 'dataset-cache-csi-node'), 'driver');
+  expect(plain.args?.some((a) => a.startsWith('--cluster-tier'))).toBe(false);
+});
+
 it('the chart renders other values coherently and refuses what it cannot render', async () => {
   const rendered = await renderChart(CHART_DIR, 'storage', {
     driverName: 'cache.example.com',

@@ -124,6 +124,12 @@ describe('parseVolumeParameters', () => {
     [{ source: 'webdav://h/x', dirMode: '0999' }, /dirMode="0999" is not an octal mode/],
     [{ source: 'webdav://h/x', dirMode: 'rwxr-x---' }, /dirMode="rwxr-x---"/],
     [{ source: 's3://b', engine: 's3fs', fileMode: '0644' }, /fileMode needs engine rclone/],
+    [{ source: 'webdav://h/x', clusterTier: 'true' }, /clusterTier=true needs a local copy/],
+    [
+      { source: 'http://h/x', clusterTier: 'true', localCopy: 'false' },
+      /clusterTier=true needs a local copy/,
+    ],
+    [{ source: 'http://h/x', clusterTier: 'yes' }, /clusterTier="yes"/],
   ])('rejects %j', (params, message) => {
     expect(() => parseVolumeParameters(params as Record<string, string>)).toThrow(ParameterError);
     expect(() => parseVolumeParameters(params as Record<string, string>)).toThrow(message);
@@ -138,6 +144,8 @@ describe('datasetKey', () => {
       key({ source: 'webdav://H/x', cacheQuota: '9Gi', bandwidthLimit: '1M' }),
     );
     expect(key({ source: 'webdav://h/x' })).toMatch(/^ds-[0-9a-f]{16}$/);
+    // The cluster tier changes where bytes come from, never which bytes.
+    expect(key({ source: 'http://h/x', clusterTier: 'true' })).toBe(key({ source: 'http://h/x' }));
   });
 
   it('takes owner and modes as given', () => {

@@ -1,0 +1,261 @@
+// How a dataset's files sit in the cluster tier: big files as objects under files/, small ones in packs under packs/; writing them there and taking them back.
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import pMap from 'p-map';
+import type { RcloneTransfers, RemoteEntry, TransferSource } from '../engines/rclone-transfer.js';
+import { below } from '../engines/rclone-transfer.js';
+import {
+  extractMember,
+  PACK_MEMBER_MAX,
+  packContent,
+  packId,
+  packIsWhole,
+  parsePackIndex,
+  planPacks,
+  type PackCandidate,
+  type PackIndex,
+  type PackMember,
+} from './packs.js';
+
+const FILES = 'files';
+const PACKS = 'packs';
+/** Members extracted and installed at once: each is a few system calls on the thread pool. */
+const EXTRACTIONS = 16;
+
+/** How a transfer runs: at once, its end, and the process doing it (for a restarted driver). */
+export interface TierTransferOptions {
+  transfers: number;
+  signal?: AbortSignal | undefined;
+  onStarted?: (pid: number) => Promise<void>;
+}
+
+export interface TakeResult {
+  ok: boolean;
+  reason: string;
+  /** Tier files that were there but not the remote's file (refused at install, or a cut pack). */
+  rejected: number;
+}
+
+export interface UploadResult {
+  ok: boolean;
+  reason: string;
+  /** Relative paths now in the tier. */
+  uploaded: string[];
+}
+
+/**
+ * Writes the copy's files `relative` (complete, in `copyRoot`) to the dataset's tier folder: big
+ * ones by `rclone copy` (which skips what the tier holds as it is), the others in packs, each
+ * pack's data before its index, so an index is only ever found beside a whole pack.
+ */
+export async function uploadToTier(
+  transfers: RcloneTransfers,
+  folder: TransferSource,
+  copyRoot: string,
+  relative: string[],
+  scratch: string,
+  options: TierTransferOptions,
+): Promise<UploadResult> {
+  const candidates: PackCandidate[] = [];
+  const big: string[] = [];
+  for (const path of relative) {
+    const stats = await stat(join(copyRoot, path)).catch(() => undefined);
+    if (!stats?.isFile()) continue; // dropped from the copy meanwhile (a refresh)
+    if (stats.size >= PACK_MEMBER_MAX) big.push(path);
+    else candidates.push({ relative: path, size: stats.size, mtimeMs: stats.mtimeMs });
+  }
+  const uploaded: string[] = [];
+  let failure = '';
+  if (big.length > 0) {
+    const list = join(scratch, `files-${randomBytes(6).toString('hex')}`);
+    await writeFile(list, big.map((path) => `${path}\n`).join(''), { mode: 0o600 });
+    const result = await transfers.copy(
+      { localDir: copyRoot },
+      below(folder, FILES),
+      { listFile: list },
+      { ...options, impatient: true, onCopied: (path) => uploaded.push(path) },
+    );
+    if (!result.ok) failure = result.reason || 'upload failed';
+  }
+  const packs = planPacks(candidates);
+  const packsFolder = below(folder, PACKS);
+  // A few packs at once: each is one stream, and the link wants several.
+  const queue = [...packs];
+  const workers = Array.from({ length: Math.min(4, options.transfers) }, async () => {
+    for (let index = queue.shift(); index; index = queue.shift()) {
+      if (options.signal?.aborted) return;
+      const id = packId(index);
+      try {
+        const { signal } = options;
+        await transfers.upload(
+          packsFolder,
+          `${id}.data`,
+          index.size,
+          packContent(copyRoot, index),
+          signal,
+        );
+        const text = Buffer.from(JSON.stringify(index));
+        await transfers.upload(packsFolder, `${id}.json`, text.length, [text], signal);
+        uploaded.push(...index.files.map((f) => f.path));
+      } catch (err) {
+        failure = (err as Error).message;
+      }
+    }
+  });
+  await Promise.all(workers);
+  return { ok: failure === '', reason: failure, uploaded };
+}
+
+/** What the tier holds of the files: members of packs by path, and the names under files/. */
+interface TierContents {
+  members: Map<string, { pack: string; index: PackIndex; member: PackMember }[]>;
+}
+
+/**
+ * Takes from the tier what it holds of `entries` into `workspace`, calling `install` with each
+ * file written whole there (it checks the file against the remote's listing and moves it into
+ * the copy, or refuses it). Small files come from packs, the others from files/.
+ */
+export async function takeFromTier(
+  transfers: RcloneTransfers,
+  folder: TransferSource,
+  entries: RemoteEntry[],
+  workspace: string,
+  install: (written: string, entry: RemoteEntry) => Promise<boolean>,
+  options: TierTransferOptions,
+): Promise<TakeResult> {
+  const outcome: TakeResult = { ok: true, reason: '', rejected: 0 };
+  const fail = (reason: string) => {
+    outcome.ok = false;
+    outcome.reason = reason || 'transfer from the tier failed';
+  };
+  const installAll = async (pairs: [string, RemoteEntry][]) => {
+    for (const [written, entry] of pairs) {
+      if (!(await install(written, entry))) outcome.rejected += 1;
+    }
+  };
+
+  const small = entries.filter((e) => e.size < PACK_MEMBER_MAX);
+  if (small.length > 0) {
+    const contents = await packContents(transfers, folder, join(workspace, 'indexes'), options);
+    if (!contents.ok) fail(contents.reason);
+    // Per pack, the members wanted from it: the first pack whose member looks like the remote's.
+    const wanted = new Map<string, { index: PackIndex; members: [PackMember, RemoteEntry][] }>();
+    for (const entry of small) {
+      const held = contents.members.get(entry.relative) ?? [];
+      const match =
+        held.find((h) => h.member.size === entry.size && sameTimeOrUnknown(h.member, entry)) ??
+        held.find((h) => h.member.size === entry.size);
+      if (!match) continue;
+      const pack = wanted.get(match.pack) ?? { index: match.index, members: [] };
+      pack.members.push([match.member, entry]);
+      wanted.set(match.pack, pack);
+    }
+    if (wanted.size > 0) {
+      const dir = join(workspace, 'packs');
+      await mkdir(dir, { recursive: true });
+      const list = join(workspace, 'pack-list');
+      await writeFile(list, [...wanted.keys()].map((id) => `${id}.data\n`).join(''), {
+        mode: 0o600,
+      });
+      const extracted = join(workspace, 'members');
+      await mkdir(extracted, { recursive: true });
+      let installs = Promise.resolve();
+      let n = 0;
+      const result = await transfers.copy(
+        below(folder, PACKS),
+        { localDir: dir },
+        { listFile: list },
+        {
+          ...options,
+          impatient: true,
+          onCopied: (name) => {
+            const pack = wanted.get(name.replace(/\.data$/, ''));
+            if (!pack) return;
+            installs = installs.then(async () => {
+              const file = join(dir, name);
+              if (!(await packIsWhole(file, pack.index))) {
+                outcome.rejected += pack.members.length;
+                return;
+              }
+              const handle = await open(file, 'r');
+              try {
+                await pMap(
+                  pack.members,
+                  async ([member, entry]) => {
+                    const to = join(extracted, String((n += 1)));
+                    await extractMember(handle, member, to);
+                    await installAll([[to, entry]]);
+                  },
+                  { concurrency: EXTRACTIONS },
+                );
+              } finally {
+                await handle.close();
+              }
+            });
+          },
+        },
+      );
+      await installs;
+      if (!result.ok) fail(result.reason);
+    }
+  }
+
+  const big = entries.filter((e) => e.size >= PACK_MEMBER_MAX);
+  if (big.length > 0) {
+    const byPath = new Map(big.map((e) => [e.relative, e]));
+    const list = join(workspace, 'file-list');
+    await writeFile(list, big.map((e) => `${e.relative}\n`).join(''), { mode: 0o600 });
+    const destination = join(workspace, FILES);
+    let installs = Promise.resolve();
+    const result = await transfers.copy(
+      below(folder, FILES),
+      { localDir: destination },
+      { listFile: list },
+      {
+        ...options,
+        impatient: true,
+        onCopied: (relative) => {
+          const entry = byPath.get(relative);
+          if (!entry) return;
+          installs = installs.then(() => installAll([[join(destination, relative), entry]]));
+        },
+      },
+    );
+    await installs;
+    if (!result.ok) fail(result.reason);
+  }
+  return outcome;
+}
+
+/** Every pack index of the folder, downloaded and read: which pack holds which path. */
+async function packContents(
+  transfers: RcloneTransfers,
+  folder: TransferSource,
+  dir: string,
+  options: TierTransferOptions,
+): Promise<TierContents & { ok: boolean; reason: string }> {
+  await mkdir(dir, { recursive: true });
+  const result = await transfers.copy(
+    below(folder, PACKS),
+    { localDir: dir },
+    { include: '*.json' },
+    { ...options, impatient: true, onCopied: () => undefined },
+  );
+  const members: TierContents['members'] = new Map();
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const index = parsePackIndex(await readFile(join(dir, name), 'utf8'));
+    if (!index) continue;
+    const pack = name.replace(/\.json$/, '');
+    for (const member of index.files) {
+      const known = members.get(member.path) ?? [];
+      known.push({ pack, index, member });
+      members.set(member.path, known);
+    }
+  }
+  return { ok: result.ok, reason: result.reason, members };
+}
+
+const sameTimeOrUnknown = (member: PackMember, entry: RemoteEntry): boolean =>
+  Number.isNaN(entry.mtimeMs) || Math.abs(member.mtimeMs - entry.mtimeMs) < 1;

@@ -1,0 +1,39 @@
+// The cluster tier's settings at driver start: its location from the flags, its keys from the files of a mounted Secret.
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Config } from '../config.js';
+import { parseSource } from '../dataset/source.js';
+import type { TierSettings } from './cluster-tier.js';
+
+/** The files a tier's credentials directory may hold, and the secret keys rclone's S3 config takes. */
+const CREDENTIAL_FILES = ['accessKeyId', 'secretAccessKey'] as const;
+
+export async function readTierSettings(
+  config: NonNullable<Config['clusterTier']>,
+  runtimeDir: string,
+): Promise<TierSettings> {
+  const credentials: Record<string, string> = {};
+  if (config.endpoint !== undefined) credentials.endpoint = config.endpoint;
+  if (config.region !== undefined) credentials.region = config.region;
+  for (const name of CREDENTIAL_FILES) {
+    if (config.credentialsDir === undefined) break;
+    const value = await readFile(join(config.credentialsDir, name), 'utf8').catch(
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return undefined;
+        throw new Error(
+          `cluster tier credentials: cannot read ${name}: ${err.code ?? err.message}`,
+        );
+      },
+    );
+    if (value !== undefined) credentials[name] = value.trim();
+  }
+  const tierRuntime = join(runtimeDir, 'cluster-tier');
+  await mkdir(tierRuntime, { recursive: true, mode: 0o700 });
+  return {
+    location: parseSource(config.location),
+    credentials,
+    transfers: config.transfers,
+    uploadBandwidth: config.uploadBandwidth,
+    runtimeDir: tierRuntime,
+  };
+}

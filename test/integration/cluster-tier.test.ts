@@ -1,0 +1,320 @@
+/**
+ * The cluster tier, with two real drivers (two "nodes", each with its own state) sharing one S3
+ * server on loopback as the tier, and an HTTP server as the remote: node B's fill of what node A
+ * fetched costs the remote nothing; a file changed on the remote and a truncated tier object are
+ * never served; with the tier down the remote serves and the volume condition says why; only
+ * administrators' StorageClasses can use a tier; its keys never reach a log.
+ */
+import { mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import { execa } from 'execa';
+import { LoopbackServer } from '../../src/demo/loopback-server.js';
+import { S3Server } from '../../src/demo/s3-server.js';
+import type { Config } from '../../src/config.js';
+import {
+  createVolume,
+  mountCapability,
+  startTestDriver,
+  type TestDriver,
+} from '../helpers/driver.js';
+import { treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
+import { Kubelet } from '../helpers/kubelet.js';
+import { Scrape } from '../helpers/metrics.js';
+import { until } from '../helpers/wait.js';
+
+const MiB = 1 << 20;
+const cap = mountCapability('MULTI_NODE_READER_ONLY');
+/** The tier's own keys: another key pair of the S3 server's account, never the remote's. */
+const TIER_KEYS = { accessKeyId: 'tier-access-5d21', secretAccessKey: 'tier-secret-93e0b7c41f' };
+
+interface Node {
+  driver: TestDriver;
+  kubelet: Kubelet;
+}
+
+let work: string;
+let data: string;
+let remote: LoopbackServer;
+let tier: S3Server;
+let a: Node;
+let b: Node;
+
+async function startNode(clusterTier: Config['clusterTier']): Promise<Node> {
+  const driver = await startTestDriver({ metricsAddress: '127.0.0.1:0', clusterTier });
+  return { driver, kubelet: new Kubelet(driver.work, () => driver.client, cap) };
+}
+
+beforeAll(async () => {
+  work = `/tmp/dcsi-tier-${process.pid}`;
+  data = join(work, 'data');
+  await writeTree(join(data, 'train'), 6, 30);
+  // Big files travel as objects of their own; the small ones in packs.
+  await writeRandomFile(join(data, 'train', 'shard.bin'), 3 * MiB);
+  await writeRandomFile(join(data, 'train', 'cut.bin'), MiB);
+  await writeTree(join(data, 'other'), 2, 10);
+  // Files big enough that reading them would cost the remote far more than listing them.
+  for (let i = 0; i < 20; i += 1) {
+    await mkdir(join(data, 'ondemand', `d${i % 2}`), { recursive: true });
+    await writeRandomFile(join(data, 'ondemand', `d${i % 2}`, `f${i}.bin`), 64 * 1024);
+  }
+  // A directory listing the server cached must not hide a change the test makes.
+  remote = await LoopbackServer.start(data, 'http', ['--dir-cache-time', '0s']);
+  tier = await S3Server.start(join(work, 's3'), ['tier'], [TIER_KEYS]);
+  const credentials = join(work, 'tier-credentials');
+  await mkdir(credentials, { mode: 0o700 });
+  for (const [name, value] of Object.entries(TIER_KEYS)) {
+    await writeFile(join(credentials, name), `${value}\n`, { mode: 0o600 });
+  }
+  const clusterTier = {
+    location: 's3://tier/shared',
+    endpoint: tier.endpoint,
+    region: 'us-east-1',
+    credentialsDir: credentials,
+    transfers: 8,
+  };
+  a = await startNode(clusterTier);
+  b = await startNode(clusterTier);
+}, 120_000);
+
+afterAll(async () => {
+  await a?.driver.dispose();
+  await b?.driver.dispose();
+  await tier?.stop();
+  await remote?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+const scrape = (node: Node): Promise<Scrape> => Scrape.of(node.driver.metricsPort() as number);
+
+/** Bytes the remote's server process has sent (answers to listings and reads): its egress. */
+async function remoteSentBytes(): Promise<number> {
+  const io = await readFile(`/proc/${remote.pid as number}/io`, 'utf8');
+  return Number(/^wchar:\s+(\d+)$/m.exec(io)?.[1]);
+}
+
+/** The keys of the datasets a node has a client for, from its metrics. */
+async function datasetKeys(node: Node): Promise<string[]> {
+  const s = await scrape(node);
+  return [...s.samples.keys()]
+    .map((sample) => /^dataset_cache_client_up\{dataset="([^"]+)"\}$/.exec(sample)?.[1])
+    .filter((key): key is string => key !== undefined);
+}
+
+/** Stages a tier volume of `/dir` on a node and publishes it to pod `name`. */
+async function staged(
+  node: Node,
+  name: string,
+  dir: string,
+  parameters: Record<string, string> = {},
+): Promise<{ key: string; volumeId: string }> {
+  const before = new Set(await datasetKeys(node));
+  const vol = await createVolume(
+    node.driver.client,
+    name,
+    { source: `http://127.0.0.1:${remote.port}/${dir}/`, clusterTier: 'true', ...parameters },
+    cap,
+  );
+  await node.kubelet.run(vol, [name], true);
+  const key = (await datasetKeys(node)).find((k) => !before.has(k)) as string;
+  return { key, volumeId: vol.volume_id };
+}
+
+/** Stages a tier volume of `/dir` on a node with prefetch of everything; waits for it to finish. */
+async function prefetched(
+  node: Node,
+  name: string,
+  dir: string,
+): Promise<{ key: string; volumeId: string }> {
+  const { key, volumeId } = await staged(node, name, dir, { prefetch: '**' });
+  await until(`${name}: the prefetch to complete`, async () => {
+    const s = await scrape(node);
+    return (s.dataset('prefetch_completed', key) ?? 0) >= 1 || undefined;
+  });
+  return { key, volumeId };
+}
+
+/** Every file of the pod's view against the source as it is now. */
+async function expectSourceContent(node: Node, pod: string, dir: string): Promise<void> {
+  const expected = await treeDigest(join(data, dir));
+  expect(await treeDigest(node.kubelet.target(pod))).toEqual(expected);
+}
+
+const sample = async (node: Node, name: string, key: string): Promise<number> =>
+  (await scrape(node)).dataset(name, key) ?? 0;
+
+it('node B takes what node A fetched from the tier: the remote serves only what changed, a truncated tier object is never served', async () => {
+  const files = Object.keys(await treeDigest(join(data, 'train')));
+  const bytes = (
+    await Promise.all(files.map((f) => stat(join(data, 'train', f)).then((s) => s.size)))
+  ).reduce((sum, size) => sum + size, 0);
+
+  const onA = await prefetched(a, 'train-a', 'train');
+  await expectSourceContent(a, 'train-a', 'train');
+  expect(await sample(a, 'tier_read_files_total', onA.key)).toBe(0);
+  await until('node A to upload every file it fetched', async () =>
+    (await sample(a, 'tier_uploaded_files_total', onA.key)) >= files.length ? true : undefined,
+  );
+  expect(await sample(a, 'tier_uploaded_bytes_total', onA.key)).toBe(bytes);
+
+  // Small files went into a pack, big ones into objects of their own.
+  // (Listed in one go: s3rver shows no folder that holds only folders.)
+  const tierFiles = async () =>
+    String(
+      (
+        await execa('rclone', ['lsf', '-R', '--fast-list', '--files-only', 'UP:tier/shared'], {
+          env: tier.rcloneEnv(),
+          extendEnv: false,
+        })
+      ).stdout,
+    )
+      .split('\n')
+      .filter((line) => line !== '')
+      .sort();
+  const [folder] = (await tierFiles())[0]?.split('/') ?? [];
+  const inFolder = async (sub: string) =>
+    (await tierFiles()).filter((f) => f.startsWith(`${folder}/${sub}/`));
+  expect(await inFolder('files')).toEqual([`${folder}/files/cut.bin`, `${folder}/files/shard.bin`]);
+  expect(await inFolder('packs')).toEqual([
+    expect.stringMatching(/\.data$/),
+    expect.stringMatching(/\.json$/),
+  ]);
+  // After A's upload: one small file changes on the remote (same size, new content and time),
+  // and a big file's object is cut short, keeping the time of the remote's file.
+  const changed = 'd1/f3.txt';
+  const changedPath = join(data, 'train', changed);
+  const original = await readFile(changedPath, 'utf8');
+  await writeFile(changedPath, original.replace('dir 1', 'DIR 1'));
+  const cutCopy = join(work, 'cut.bin');
+  await writeFile(cutCopy, (await readFile(join(data, 'train', 'cut.bin'))).subarray(0, 10));
+  const { mtime } = await stat(join(data, 'train', 'cut.bin'));
+  await utimes(cutCopy, mtime, mtime);
+  await execa('rclone', ['copyto', cutCopy, `UP:tier/shared/${folder}/files/cut.bin`], {
+    env: tier.rcloneEnv(),
+    extendEnv: false,
+  });
+
+  const remoteBefore = await remoteSentBytes();
+  const onB = await prefetched(b, 'train-b', 'train');
+  const remoteCost = (await remoteSentBytes()) - remoteBefore;
+  await expectSourceContent(b, 'train-b', 'train');
+  expect(await sample(b, 'tier_read_files_total', onB.key)).toBe(files.length - 2);
+  expect(await sample(b, 'tier_rejected_total', onB.key)).toBe(2);
+  expect(await sample(b, 'tier_errors_total', onB.key)).toBe(0);
+  // The two files the tier could not give, and the listing: a few percent of the rest.
+  expect(remoteCost).toBeLessThan(MiB + bytes * 0.1);
+  // B shares what it had to fetch: the tier holds the cut file whole again, and a new pack.
+  await until('node B to upload the two files it fetched', async () =>
+    (await sample(b, 'tier_uploaded_files_total', onB.key)) >= 2 ? true : undefined,
+  );
+  const listed = await execa('rclone', ['lsjson', `UP:tier/shared/${folder}/files/cut.bin`], {
+    env: tier.rcloneEnv(),
+    extendEnv: false,
+  });
+  expect((JSON.parse(String(listed.stdout)) as { Size: number }[])[0]?.Size).toBe(MiB);
+  expect((await inFolder('packs')).length).toBe(4);
+}, 180_000);
+
+it('files node A read on demand (no prefetch) reach the tier once promoted: node B takes them from there', async () => {
+  const files = Object.keys(await treeDigest(join(data, 'ondemand')));
+  const onA = await staged(a, 'ondemand-a', 'ondemand');
+  // The pod reads every file once, through rclone: promoted into A's copy, then uploaded.
+  await expectSourceContent(a, 'ondemand-a', 'ondemand');
+  await until('node A to upload the files it read', async () =>
+    (await sample(a, 'tier_uploaded_files_total', onA.key)) >= files.length ? true : undefined,
+  );
+  // What one listing of the dataset (as a fill makes it) costs the remote, for comparison.
+  const listingStart = await remoteSentBytes();
+  await execa('rclone', [
+    'lsjson',
+    '-R',
+    '--files-only',
+    '--config',
+    '/dev/null',
+    '--http-url',
+    `http://127.0.0.1:${remote.port}/ondemand/`,
+    ':http:',
+  ]);
+  const listing = (await remoteSentBytes()) - listingStart;
+  const remoteBefore = await remoteSentBytes();
+  const onB = await prefetched(b, 'ondemand-b', 'ondemand');
+  expect(await sample(b, 'tier_read_files_total', onB.key)).toBe(files.length);
+  await expectSourceContent(b, 'ondemand-b', 'ondemand');
+  const bytes = (
+    await Promise.all(files.map((f) => stat(join(data, 'ondemand', f)).then((s) => s.size)))
+  ).reduce((sum, size) => sum + size, 0);
+  // B's listing and the stage's own look at the root: none of the files.
+  expect((await remoteSentBytes()) - remoteBefore).toBeLessThan(2 * listing + bytes * 0.1);
+  expect(await sample(b, 'tier_read_bytes_total', onB.key)).toBe(bytes);
+}, 120_000);
+
+it('with the tier down, the remote serves: no error for the pod, the condition and the metrics say why', async () => {
+  await tier.stop();
+  const { key, volumeId } = await prefetched(b, 'other-b', 'other');
+  await expectSourceContent(b, 'other-b', 'other');
+  expect(await sample(b, 'prefetch_errors_total', key)).toBe(0);
+  expect(await sample(b, 'tier_errors_total', key)).toBeGreaterThanOrEqual(1);
+  expect(await sample(b, 'tier_up', key)).toBe(0);
+  const stats = await b.driver.client.node.NodeGetVolumeStats({
+    volume_id: volumeId,
+    volume_path: b.kubelet.target('other-b'),
+  });
+  expect(stats.volume_condition?.abnormal).toBe(true);
+  expect(stats.volume_condition?.message).toMatch(/cluster tier .* unreachable.*from the remote/);
+}, 120_000);
+
+it('only administrators name a tier: inline volumes, writable datasets and nodes without a tier refuse it', async () => {
+  const context = {
+    source: `http://127.0.0.1:${remote.port}/other/`,
+    clusterTier: 'true',
+    'csi.storage.k8s.io/ephemeral': 'true',
+    'csi.storage.k8s.io/pod.namespace': 'team-a',
+  };
+  await expect(
+    a.driver.client.node.NodePublishVolume({
+      volume_id: 'inline-tier',
+      target_path: join(a.kubelet.root, 'pods', 'inline', 'volumes', 'data'),
+      volume_capability: cap,
+      volume_context: context,
+      readonly: true,
+    }),
+  ).rejects.toMatchObject({
+    code: GrpcStatus.INVALID_ARGUMENT,
+    details: expect.stringMatching(/inline volumes cannot set "clusterTier"/),
+  });
+  await expect(
+    createVolume(
+      a.driver.client,
+      'writable-tier',
+      { source: `webdav://127.0.0.1:${remote.port}/`, clusterTier: 'true' },
+      mountCapability(),
+    ),
+  ).rejects.toMatchObject({
+    code: GrpcStatus.INVALID_ARGUMENT,
+    details: expect.stringMatching(/clusterTier=true needs a local copy/),
+  });
+  const plain = await startNode(undefined);
+  try {
+    const vol = await createVolume(
+      plain.driver.client,
+      'no-tier',
+      { source: `http://127.0.0.1:${remote.port}/other/`, clusterTier: 'true' },
+      cap,
+    );
+    await expect(plain.kubelet.stage(vol)).rejects.toMatchObject({
+      code: GrpcStatus.FAILED_PRECONDITION,
+      details: expect.stringMatching(/--cluster-tier/),
+    });
+  } finally {
+    await plain.driver.dispose();
+  }
+}, 60_000);
+
+it("the tier's keys reach no log", async () => {
+  for (const node of [a, b]) {
+    const log = await node.driver.log();
+    expect(log).toContain('uploaded to the cluster tier');
+    expect(log).not.toContain(TIER_KEYS.secretAccessKey);
+    expect(log).not.toContain(TIER_KEYS.accessKeyId);
+  }
+});
