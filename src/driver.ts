@@ -67,6 +67,11 @@ export async function startDriver(
     (config.launcherSocket ? new LauncherRunner(config.launcherSocket) : new ExecaRunner());
   const withController = config.mode !== 'node';
   const withNode = config.mode !== 'controller';
+  // Read before anything starts: a tier without its keys stops the driver here, naming them.
+  const tierSettings =
+    withNode && config.clusterTier
+      ? await readTierSettings(config.clusterTier, config.runtimeDir)
+      : undefined;
   let ready = false;
 
   const services: CsiServices = {
@@ -114,13 +119,7 @@ export async function startDriver(
     const journal = Journal.inStateDir(config.stateDir);
     prefetcher = new Prefetcher(log, config.prefetchConcurrency, transfers);
     copies = new LocalCopies(mounter, runner, log);
-    if (config.clusterTier) {
-      tier = new ClusterTier(
-        await readTierSettings(config.clusterTier, config.runtimeDir),
-        transfers,
-        log,
-      );
-    }
+    if (tierSettings) tier = new ClusterTier(tierSettings, transfers, log);
     const nodeManager = new MountManager(
       journal,
       clients,

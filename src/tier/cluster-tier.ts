@@ -1,6 +1,6 @@
 // The cluster cache tier: an S3-compatible store every node shares, read before the remote and filled in the background from what nodes fetched.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, rm } from 'node:fs/promises';
+import { access, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { DatasetSpec } from '../dataset/params.js';
@@ -60,6 +60,12 @@ export interface TierAccess {
   /** Files fetched from the remote, complete in the copy: uploaded later, in the background. */
   offer(files: HeldFile[]): void;
 }
+
+const pathExists = (path: string): Promise<boolean> =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
 
 /** How long the tier is left alone after it failed. */
 const RETRY_MS = 30_000;
@@ -251,7 +257,10 @@ export class ClusterTier {
       }
       figures.uploadedFiles += uploaded.files;
       figures.uploadedBytes += uploaded.bytes;
-      if (!result.ok && !this.stopping.signal.aborted) {
+      // A copy that went away with its client (the last volume was unstaged) is no fault of the
+      // tier: its files are simply not offered any more.
+      const copyGone = !(await pathExists(copyRoot));
+      if (!result.ok && !this.stopping.signal.aborted && !copyGone) {
         // Tried again after the retry time (what the tier holds by then is skipped), a few times.
         const again = this.pending.get(key) ?? { folder, copyRoot, files: new Map() };
         for (const [relative, file] of files) {

@@ -20,6 +20,8 @@ import {
 
 const FILES = 'files';
 const PACKS = 'packs';
+/** Packs uploaded at once. */
+const PACK_UPLOADS = 4;
 /** Members extracted and installed at once: each is a few system calls on the thread pool. */
 const EXTRACTIONS = 16;
 
@@ -78,36 +80,30 @@ export async function uploadToTier(
     );
     if (!result.ok) failure = result.reason || 'upload failed';
   }
-  const packs = planPacks(candidates);
   const packsFolder = below(folder, PACKS);
+  const { signal } = options;
   // A few packs at once: each is one stream, and the link wants several.
-  const queue = [...packs];
-  const workers = Array.from({ length: Math.min(4, options.transfers) }, async () => {
-    for (let index = queue.shift(); index; index = queue.shift()) {
-      if (options.signal?.aborted) return;
+  await pMap(
+    planPacks(candidates),
+    async (index) => {
+      if (signal?.aborted) return;
       const id = packId(index);
       try {
-        const { signal } = options;
-        await transfers.upload(
-          packsFolder,
-          `${id}.data`,
-          index.size,
-          packContent(copyRoot, index),
-          signal,
-        );
+        const data = packContent(copyRoot, index);
+        await transfers.upload(packsFolder, `${id}.data`, index.size, data, signal);
         const text = Buffer.from(JSON.stringify(index));
         await transfers.upload(packsFolder, `${id}.json`, text.length, [text], signal);
         uploaded.push(...index.files.map((f) => f.path));
       } catch (err) {
         failure = (err as Error).message;
       }
-    }
-  });
-  await Promise.all(workers);
+    },
+    { concurrency: Math.min(PACK_UPLOADS, options.transfers) },
+  );
   return { ok: failure === '', reason: failure, uploaded };
 }
 
-/** What the tier holds of the files: members of packs by path, and the names under files/. */
+/** What the tier's packs hold: each path's members (a path may be in several packs). */
 interface TierContents {
   members: Map<string, { pack: string; index: PackIndex; member: PackMember }[]>;
 }

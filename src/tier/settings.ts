@@ -5,7 +5,7 @@ import type { Config } from '../config.js';
 import { parseSource } from '../dataset/source.js';
 import type { TierSettings } from './cluster-tier.js';
 
-/** The files a tier's credentials directory may hold, and the secret keys rclone's S3 config takes. */
+/** The files a tier's credentials directory holds: the secret keys rclone's S3 config takes. */
 const CREDENTIAL_FILES = ['accessKeyId', 'secretAccessKey'] as const;
 
 export async function readTierSettings(
@@ -17,15 +17,16 @@ export async function readTierSettings(
   if (config.region !== undefined) credentials.region = config.region;
   for (const name of CREDENTIAL_FILES) {
     if (config.credentialsDir === undefined) break;
+    // A Secret with other keys would leave the tier anonymous, failing at every use: the driver
+    // refuses to start instead, naming what is missing.
     const value = await readFile(join(config.credentialsDir, name), 'utf8').catch(
       (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') return undefined;
         throw new Error(
-          `cluster tier credentials: cannot read ${name}: ${err.code ?? err.message}`,
+          `cluster tier credentials: cannot read ${name} in ${config.credentialsDir} (${err.code ?? err.message}); the Secret's keys must be ${CREDENTIAL_FILES.join(' and ')}`,
         );
       },
     );
-    if (value !== undefined) credentials[name] = value.trim();
+    credentials[name] = value.trim();
   }
   const tierRuntime = join(runtimeDir, 'cluster-tier');
   await mkdir(tierRuntime, { recursive: true, mode: 0o700 });

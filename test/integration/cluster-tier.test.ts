@@ -11,7 +11,9 @@ import { status as GrpcStatus } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
 import { S3Server } from '../../src/demo/s3-server.js';
-import type { Config } from '../../src/config.js';
+import { parseConfig, type Config } from '../../src/config.js';
+import { startDriver } from '../../src/driver.js';
+import { createLogger } from '../../src/log.js';
 import {
   createVolume,
   mountCapability,
@@ -309,6 +311,25 @@ it('only administrators name a tier: inline volumes, writable datasets and nodes
     await plain.driver.dispose();
   }
 }, 60_000);
+
+it('a tier whose Secret lacks its keys stops the driver at start, naming them', async () => {
+  const empty = join(work, 'empty-credentials');
+  await mkdir(empty, { recursive: true });
+  const config = parseConfig(
+    [
+      `--endpoint=unix://${work}/refused.sock`,
+      '--node-id=refused',
+      `--state-dir=${join(work, 'refused-state')}`,
+      `--runtime-dir=${join(work, 'refused-run')}`,
+      '--cluster-tier=s3://tier/shared',
+      `--cluster-tier-credentials=${empty}`,
+    ],
+    {},
+  );
+  await expect(startDriver(config, createLogger('silent'))).rejects.toThrow(
+    /cannot read accessKeyId in .*empty-credentials \(ENOENT\); the Secret's keys must be accessKeyId and secretAccessKey/,
+  );
+});
 
 it("the tier's keys reach no log", async () => {
   for (const node of [a, b]) {
