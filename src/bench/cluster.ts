@@ -2,6 +2,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { timedRead } from '../demo/files.js';
+import { processIo } from '../kernel/proc.js';
 import { Bench, log, type Remote } from './harness.js';
 import { EmulatedLink, serveS3 } from './link.js';
 import { readEpoch } from './workload.js';
@@ -57,11 +58,9 @@ export interface ClusterOptions {
   small: { dir: string; paths: string[]; bytes: number };
 }
 
-/** Bytes a process wrote (its sockets, for a server): /proc/PID/io wchar. */
-async function bytesWritten(pid: number): Promise<number> {
-  const io = await readFile(`/proc/${pid}/io`, 'utf8');
-  return Number(/^wchar:\s+(\d+)$/m.exec(io)?.[1]);
-}
+/** Bytes a process wrote (its sockets, for a server). */
+const bytesWritten = async (pid: number): Promise<number> =>
+  (await processIo(pid))?.writtenBytes ?? NaN;
 
 /**
  * Node after node stages the dataset with the tier and a prefetch of the part, and a pod reads

@@ -39,3 +39,19 @@ export async function terminateChild(child: {
   }
   await child;
 }
+
+/**
+ * Bytes a process has read and written through system calls (files and sockets alike), from
+ * /proc/PID/io; undefined when the process is gone.
+ */
+export async function processIo(
+  pid: number,
+): Promise<{ readBytes: number; writtenBytes: number } | undefined> {
+  const io = await readFile(`/proc/${pid}/io`, 'utf8').catch(() => undefined);
+  const field = (name: string) => new RegExp(`^${name}:\\s+(\\d+)$`, 'm').exec(io ?? '')?.[1];
+  const read = field('rchar');
+  const written = field('wchar');
+  return read === undefined || written === undefined
+    ? undefined
+    : { readBytes: Number(read), writtenBytes: Number(written) };
+}

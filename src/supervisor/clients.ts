@@ -19,7 +19,7 @@ import type { Mounter } from '../kernel/mounter.js';
 import { PathProbe } from '../kernel/path-probe.js';
 import type { MountEntry, MountTable } from '../kernel/mountinfo.js';
 import { freePort } from '../util/net.js';
-import { isSameProcess, processStartTime, sleep } from '../kernel/proc.js';
+import { isSameProcess, processIo, processStartTime, sleep } from '../kernel/proc.js';
 import { copyRoot, ENGINE_SHARE } from '../copy/local-copy.js';
 import { CacheVolumes } from './cache-volume.js';
 import type { ProcessRunner } from '../kernel/runner.js';
@@ -603,9 +603,8 @@ export class CacheClients {
     }
     if (record.layer && (await isSameProcess(record.layer.pid, record.layer.startTime))) {
       // Every byte the layer read from the engine's mount is a page-cache miss served by the client.
-      const io = await readFile(`/proc/${record.layer.pid}/io`, 'utf8').catch(() => '');
-      const rchar = /^rchar:\s+(\d+)$/m.exec(io)?.[1];
-      if (rchar !== undefined) stats.served = { pid: record.layer.pid, bytes: Number(rchar) };
+      const io = await processIo(record.layer.pid);
+      if (io) stats.served = { pid: record.layer.pid, bytes: io.readBytes };
     }
     return stats;
   }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import pMap from 'p-map';
 import type { RcloneTransfers, RemoteEntry, TransferSource } from '../engines/rclone-transfer.js';
 import { below } from '../engines/rclone-transfer.js';
+import { sameTime } from '../copy/local-copy.js';
 import {
   extractMember,
   PACK_MEMBER_MAX,
@@ -254,4 +255,4 @@ async function packContents(
 }
 
 const sameTimeOrUnknown = (member: PackMember, entry: RemoteEntry): boolean =>
-  Number.isNaN(entry.mtimeMs) || Math.abs(member.mtimeMs - entry.mtimeMs) < 1;
+  Number.isNaN(entry.mtimeMs) || sameTime(member.mtimeMs, entry.mtimeMs);

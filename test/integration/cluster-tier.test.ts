@@ -11,6 +11,7 @@ import { status as GrpcStatus } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
 import { S3Server } from '../../src/demo/s3-server.js';
+import { processIo } from '../../src/kernel/proc.js';
 import { parseConfig, type Config } from '../../src/config.js';
 import { startDriver } from '../../src/driver.js';
 import { createLogger } from '../../src/log.js';
@@ -91,8 +92,7 @@ const scrape = (node: Node): Promise<Scrape> => Scrape.of(node.driver.metricsPor
 
 /** Bytes the remote's server process has sent (answers to listings and reads): its egress. */
 async function remoteSentBytes(): Promise<number> {
-  const io = await readFile(`/proc/${remote.pid as number}/io`, 'utf8');
-  return Number(/^wchar:\s+(\d+)$/m.exec(io)?.[1]);
+  return (await processIo(remote.pid as number))?.writtenBytes ?? NaN;
 }
 
 /** The keys of the datasets a node has a client for, from its metrics. */

@@ -12,7 +12,7 @@ import { execa } from 'execa';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
 import { S3Server } from '../../src/demo/s3-server.js';
 import { MountTable } from '../../src/kernel/mountinfo.js';
-import { sleep } from '../../src/kernel/proc.js';
+import { processIo, sleep } from '../../src/kernel/proc.js';
 import {
   createVolume,
   mountCapability,
@@ -54,8 +54,7 @@ const scrape = (): Promise<Scrape> => Scrape.of(driver.metricsPort() as number);
 
 /** Bytes the server process has read (its files and requests): what a read costs the remote. */
 async function serverReadBytes(): Promise<number> {
-  const io = await readFile(`/proc/${server.pid as number}/io`, 'utf8');
-  return Number(/^rchar:\s+(\d+)$/m.exec(io)?.[1]);
+  return (await processIo(server.pid as number))?.readBytes ?? NaN;
 }
 
 const volume = (name: string, parameters: Record<string, string>) =>
