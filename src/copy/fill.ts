@@ -6,6 +6,7 @@ import type { RcloneTransfers, RemoteEntry, TransferSource } from '../engines/rc
 import { processStartTime } from '../kernel/proc.js';
 import { globBase } from '../prefetch/walk.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
+import { BatchPipeline } from './batches.js';
 import { isSafeRelativePath, type LocalCopy } from './local-copy.js';
 
 export interface FillProgress {
@@ -27,7 +28,7 @@ export interface FillProgress {
   stale: number;
   /** Directories found complete in the copy and marked opaque to the overlay. */
   completeDirectories: number;
-  /** Time spent listing the remote, and transferring. */
+  /** Time spent listing the remote, and transferring (the two overlap when there is no tier). */
   listSeconds: number;
   transferSeconds: number;
   done: boolean;
@@ -48,6 +49,12 @@ export interface FillOptions {
   signal?: AbortSignal;
   onProgress?: (progress: FillProgress) => void;
 }
+
+/**
+ * Files listed before the first transfer starts: enough that its process is worth starting, few
+ * enough that it starts within a second of a listing's start.
+ */
+const FIRST_BATCH = 1000;
 
 /** A directory to list for the globs, and how deep below it they can match (undefined: any depth). */
 export interface Listing {
@@ -149,7 +156,6 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   if (options.refresh) progress.stale = await dropStale(copy, transfers, source, options.signal);
 
   const matches = options.globs.length > 0 ? picomatch(options.globs, { dot: true }) : () => false;
-  const wanted: RemoteEntry[] = [];
   const listings = listingsFor(options.globs);
   /** Listings of whole trees: only they can prove a directory complete. */
   const bases = listings.filter((l) => l.maxDepth === undefined).map((l) => l.base);
@@ -157,58 +163,76 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   const listed: string[] = [];
   /** A limited listing may overlap a whole-tree one below it: each file is taken once. */
   const seen = new Set<string>();
-  for (const { base, maxDepth } of listings) {
-    const listing = { dir: base, maxDepth, checkers: options.concurrency };
-    await transfers.list(source, listing, options.signal, (entry) => {
-      if (maxDepth === undefined) listed.push(entry.relative);
-      if (seen.has(entry.relative)) return;
-      seen.add(entry.relative);
-      if (!matches(entry.relative)) return;
-      if (!isSafeRelativePath(entry.relative)) {
-        progress.unsafeNames += 1;
-        copy.countUnsafe();
-        return;
-      }
-      progress.matched += 1;
-      wanted.push(entry);
-    });
-  }
-  const missing: RemoteEntry[] = [];
   const held = new Set<string>();
-  for (const entry of wanted) {
-    if (await copy.holds(entry.relative, entry)) {
-      progress.files += 1;
-      held.add(entry.relative);
-    } else missing.push(entry);
-  }
   let room = await copy.room();
-  const admitted = new Map<string, RemoteEntry>();
-  for (const entry of missing) {
-    if (entry.size > room) {
-      progress.noRoom += 1;
-      copy.countNoRoom();
-      continue;
+  let transferStarted: number | undefined;
+  // Without a tier, files go to the remote's transfer while the listing goes on. With one, the
+  // whole listing first: the tier's packs are taken once each, for every file they hold.
+  const batches = new BatchPipeline<RemoteEntry>(
+    options.tier ? Number.POSITIVE_INFINITY : FIRST_BATCH,
+    async (batch) => {
+      transferStarted ??= Date.now();
+      await fetchAdmitted(options, new Map(batch.map((e) => [e.relative, e])), progress, held);
+    },
+  );
+  try {
+    for (const { base, maxDepth } of listings) {
+      const listing = { dir: base, maxDepth, checkers: options.concurrency };
+      await transfers.list(source, listing, options.signal, (entry) => {
+        if (maxDepth === undefined) listed.push(entry.relative);
+        if (seen.has(entry.relative)) return;
+        seen.add(entry.relative);
+        if (!matches(entry.relative)) return;
+        if (!isSafeRelativePath(entry.relative)) {
+          progress.unsafeNames += 1;
+          copy.countUnsafe();
+          return;
+        }
+        progress.matched += 1;
+        if (copy.holds(entry.relative, entry)) {
+          progress.files += 1;
+          held.add(entry.relative);
+        } else if (entry.size > room) {
+          progress.noRoom += 1;
+          copy.countNoRoom();
+        } else {
+          room -= entry.size;
+          batches.add(entry);
+        }
+      });
     }
-    room -= entry.size;
-    admitted.set(entry.relative, entry);
+  } finally {
+    progress.listSeconds = (Date.now() - listStarted) / 1000;
+    report();
+    // What was handed over is fetched (or given up) before the fill ends, listed whole or not.
+    await batches.finish();
   }
-  progress.listSeconds = (Date.now() - listStarted) / 1000;
-  report();
-  const transferStarted = Date.now();
-  if (admitted.size > 0 && options.tier)
-    await fromTier(options, options.tier, admitted, progress, held);
-  if (admitted.size > 0) {
-    const fetched = await transfer(options, admitted, progress, held);
-    // Whatever rclone did not report copied is not in the copy; the engine still serves it.
-    progress.errors += admitted.size;
-    if (!fetched.ok && admitted.size === 0 && progress.errors === 0) progress.errors += 1;
-    options.tier?.offer(fetched.installed.filter(canBeTold));
-  }
-  progress.transferSeconds = (Date.now() - transferStarted) / 1000;
+  progress.transferSeconds =
+    transferStarted === undefined ? 0 : (Date.now() - transferStarted) / 1000;
   progress.completeDirectories = await copy.markComplete(completeDirectories(bases, listed, held));
   progress.done = true;
   report();
   return progress;
+}
+
+/**
+ * Fetches admitted files: what the cluster tier holds from there, the rest from the remote. What
+ * is not in the copy afterwards counts as an error (the engine still serves it).
+ */
+async function fetchAdmitted(
+  options: FillOptions,
+  admitted: Map<string, RemoteEntry>,
+  progress: FillProgress,
+  held: Set<string>,
+): Promise<void> {
+  if (options.signal?.aborted) return;
+  if (options.tier) await fromTier(options, options.tier, admitted, progress, held);
+  if (admitted.size === 0) return;
+  const fetched = await transfer(options, admitted, progress, held);
+  // Whatever rclone did not report copied is not in the copy; the engine still serves it.
+  progress.errors += admitted.size;
+  if (!fetched.ok && admitted.size === 0 && progress.errors === 0) progress.errors += 1;
+  options.tier?.offer(fetched.installed.filter(canBeTold));
 }
 
 /**
@@ -305,6 +329,8 @@ async function transfer(
       {
         transfers: options.concurrency,
         signal: options.signal,
+        // Each file's size (and time, where listed) is checked against the listing at install.
+        listed: true,
         onStarted: (pid) => recordOwner(copy, workspace, pid),
         onCopied: (relative) => {
           const entry = admitted.get(relative);

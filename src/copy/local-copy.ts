@@ -1,25 +1,30 @@
 // A dataset's local copy: complete files of a read-only dataset in its cache file system, each made visible by one rename.
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, type Stats } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  createReadStream,
+  lstatSync,
+  mkdirSync,
+  renameSync,
+  unlinkSync,
+  utimesSync,
+  type Stats,
+} from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import {
-  chmod,
-  chown,
   link,
   lstat,
   mkdir,
   opendir,
   readFile,
-  rename,
   rm,
   stat,
   statfs,
   unlink,
-  utimes,
   writeFile,
 } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Mutex } from 'async-mutex';
 import { isSameProcess } from '../kernel/proc.js';
 import type { ProcessRunner } from '../kernel/runner.js';
 import { setXattr } from '../kernel/xattr.js';
@@ -96,7 +101,6 @@ export class LocalCopy {
   readonly root: string;
   private readonly incoming: string;
   private readonly figures: CopyFigures = { files: 0, bytes: 0, refusedForRoom: 0, unsafeNames: 0 };
-  private readonly placing = new Mutex();
   /** Directories of the copy known to exist (it never removes one while this object lives). */
   private readonly directories = new Set<string>();
   /** Files the engine holds that were refused for room once (counted once each). */
@@ -125,7 +129,7 @@ export class LocalCopy {
    */
   async prepare(): Promise<void> {
     await mkdir(this.root, { recursive: true });
-    await this.own(this.root, 'dir');
+    this.own(this.root, 'dir');
     await mkdir(this.incoming, { recursive: true, mode: 0o700 });
     const dir = await opendir(this.incoming);
     for await (const entry of dir) {
@@ -191,17 +195,15 @@ export class LocalCopy {
    * Whether the copy holds this file as the remote describes it: its size, and its time when the
    * listing knew it (a listing without times trusts the size; a refresh compares both).
    */
-  async holds(relative: string, remote: RemoteFile): Promise<boolean> {
-    try {
-      const stats = await lstat(join(this.root, relative));
-      return (
-        stats.isFile() &&
-        stats.size === remote.size &&
-        (Number.isNaN(remote.mtimeMs) || sameTime(stats.mtimeMs, remote.mtimeMs))
-      );
-    } catch {
-      return false;
-    }
+  holds(relative: string, remote: RemoteFile): boolean {
+    // Synchronous: a fill asks this of every listed file, one stat each (see place()).
+    const stats = lstatOrUndefined(join(this.root, relative));
+    return (
+      stats !== undefined &&
+      stats.isFile() &&
+      stats.size === remote.size &&
+      (Number.isNaN(remote.mtimeMs) || sameTime(stats.mtimeMs, remote.mtimeMs))
+    );
   }
 
   countUnsafe(): void {
@@ -226,19 +228,19 @@ export class LocalCopy {
   ): Promise<InstallRefusal | undefined> {
     if (!isSafeRelativePath(relative)) {
       this.countUnsafe();
-      await unlink(written).catch(() => undefined);
+      discard(written);
       return 'unsafe-name';
     }
-    const stats = await lstat(written).catch(() => undefined);
+    const stats = lstatOrUndefined(written);
     if (
       !stats?.isFile() ||
       stats.size !== remote.size ||
       (exact && !(await isIdentical(written, stats, remote)))
     ) {
-      await unlink(written).catch(() => undefined);
+      discard(written);
       return 'not-as-expected';
     }
-    await this.place(written, relative, remote, stats);
+    this.place(written, relative, remote, stats);
     return undefined;
   }
 
@@ -257,7 +259,7 @@ export class LocalCopy {
       this.countUnsafe();
       return 'unsafe-name';
     }
-    if (await this.holds(relative, remote)) return 'present';
+    if (this.holds(relative, remote)) return 'present';
     if (remote.size > (await this.room({ linked: true }))) {
       if (!this.refusedLinks.has(relative)) this.countNoRoom();
       this.refusedLinks.add(relative);
@@ -279,7 +281,7 @@ export class LocalCopy {
         await unlink(linked);
         return 'not-as-expected';
       }
-      await this.place(linked, relative, remote, ours);
+      this.place(linked, relative, remote, ours);
       return undefined;
     } catch (err) {
       await unlink(linked).catch(() => undefined);
@@ -343,48 +345,48 @@ export class LocalCopy {
     }
   }
 
-  private async place(
-    from: string,
-    relative: string,
-    remote: RemoteFile,
-    stats: Stats,
-  ): Promise<void> {
-    // Each step only when needed: a bulk fill installs thousands of files a second, and every
-    // system call here is CPU the transfer and the remote's server do not get.
-    await this.own(from, 'file', stats);
+  /**
+   * Moves a checked file into the copy. Synchronous on purpose: on the cache file system (tmpfs, or
+   * a local disk image) each of these system calls takes microseconds, and through the thread pool
+   * every one of them cost more than the call itself (a bulk fill installs tens of thousands of
+   * files; measured 4,000 against 18,000 files a second). Being synchronous also makes each
+   * install atomic against the others (promotion and prefetch may install the same name at once),
+   * which keeps the count right.
+   */
+  private place(from: string, relative: string, remote: RemoteFile, stats: Stats): void {
+    this.own(from, 'file', stats);
     // Without a listed time, the one rclone set from the download stands.
     if (!Number.isNaN(remote.mtimeMs) && !sameTime(stats.mtimeMs, remote.mtimeMs)) {
-      await utimes(from, remote.mtimeMs / 1000, remote.mtimeMs / 1000);
+      utimesSync(from, remote.mtimeMs / 1000, remote.mtimeMs / 1000);
     }
     const target = join(this.root, relative);
     const parent = dirname(target);
-    if (!this.directories.has(parent)) await this.makeDirectory(parent);
-    // Promotion and prefetch may install the same name at once: one rename at a time keeps the count.
-    await this.placing.runExclusive(async () => {
-      const replaced = await lstat(target).catch(() => undefined);
-      await rename(from, target).catch(async (err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err;
-        // The directory went away under the copy (its file system was made anew): make it again.
-        await this.makeDirectory(parent);
-        await rename(from, target);
-      });
-      if (replaced?.isFile()) {
-        this.figures.bytes -= replaced.size;
-      } else {
-        this.figures.files += 1;
-      }
-      this.figures.bytes += stats.size;
-    });
+    if (!this.directories.has(parent)) this.makeDirectory(parent);
+    const replaced = lstatOrUndefined(target);
+    try {
+      renameSync(from, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      // The directory went away under the copy (its file system was made anew): make it again.
+      this.makeDirectory(parent);
+      renameSync(from, target);
+    }
+    if (replaced?.isFile()) {
+      this.figures.bytes -= replaced.size;
+    } else {
+      this.figures.files += 1;
+    }
+    this.figures.bytes += stats.size;
     this.onChanged();
   }
 
   /** Makes a directory of the copy and those above it, each with the dataset's modes. */
-  private async makeDirectory(dir: string): Promise<void> {
-    const firstMade = await mkdir(dir, { recursive: true });
+  private makeDirectory(dir: string): void {
+    const firstMade = mkdirSync(dir, { recursive: true });
     if (firstMade !== undefined) {
       // Each directory made here, from the first one down to this one.
       for (let made = dir; made.length >= firstMade.length; made = dirname(made)) {
-        await this.own(made, 'dir');
+        this.own(made, 'dir');
       }
     }
     this.directories.add(dir);
@@ -394,15 +396,33 @@ export class LocalCopy {
    * Gives a file or directory of the copy the dataset's modes and, when set, its owner (nothing
    * to do when `current` shows it has them already).
    */
-  private async own(path: string, kind: 'file' | 'dir', current?: Stats): Promise<void> {
+  private own(path: string, kind: 'file' | 'dir', current?: Stats): void {
     const { uid, gid, fileMode, dirMode } = this.ownership;
     const mode = kind === 'file' ? (fileMode ?? FILE_MODE) : (dirMode ?? DIR_MODE);
-    if (current === undefined || (current.mode & 0o7777) !== mode) await chmod(path, mode);
+    if (current === undefined || (current.mode & 0o7777) !== mode) chmodSync(path, mode);
     const owned =
       current !== undefined &&
       (uid === undefined || current.uid === uid) &&
       (gid === undefined || current.gid === gid);
-    if ((uid !== undefined || gid !== undefined) && !owned) await chown(path, uid ?? -1, gid ?? -1);
+    if ((uid !== undefined || gid !== undefined) && !owned) chownSync(path, uid ?? -1, gid ?? -1);
+  }
+}
+
+/** The entry's stats; undefined when there is none (or it cannot be looked at). */
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
+}
+
+/** Removes a file that will not be installed (gone already is fine). */
+function discard(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // nothing to remove
   }
 }
 

@@ -232,6 +232,13 @@ export class RcloneTransfers {
       signal?: AbortSignal | undefined;
       /** Gives up on a remote that does not answer within seconds rather than minutes. */
       impatient?: boolean;
+      /**
+       * The caller listed these files (a list file) with their sizes and times, and checks each
+       * copied file against that listing: an HTTP server is then asked for their bytes only. rclone
+       * would otherwise fetch every directory's index page again and send a HEAD a file (measured
+       * on rclone's own server: 400 small files cost it 630 KB instead of 280 KB).
+       */
+      listed?: boolean;
       onStarted?: (pid: number) => Promise<void>;
       onCopied: (relative: string) => void;
     },
@@ -258,13 +265,15 @@ export class RcloneTransfers {
         'INFO',
         '--stats',
         '0',
-        // One stream per file: the transfers already run in parallel, and range requests of
-        // several streams cost object stores more than they gain on one link.
+        // One stream per file: the transfers already run in parallel, and several streams of one
+        // file cost a remote range requests, and the download its checksum on the fly (measured
+        // from s3rver on loopback: 2 GiB in 5.2 s with one stream, 7.5 s with four).
         '--multi-thread-streams',
         '0',
         // Uploads go to a bucket that exists: no request to create it.
         '--s3-no-check-bucket',
         ...(options.impatient ? IMPATIENT : []),
+        ...(options.listed && remote.source.kind === 'http' ? LISTED_HTTP : []),
         ...this.rateArgs(remote),
       ],
       {
@@ -288,7 +297,7 @@ export class RcloneTransfers {
           return;
         }
         // rclone writes the destination in place and logs "Copied" once the file is whole.
-        if (parsed.object !== undefined && parsed.msg?.startsWith('Copied'))
+        if (parsed.object !== undefined && COPIED.test(parsed.msg ?? ''))
           options.onCopied(parsed.object);
         else if (parsed.level === 'error')
           lastError = [parsed.object, parsed.msg].filter((part) => part).join(': ');
@@ -370,6 +379,16 @@ const IMPATIENT = [
   '--low-level-retries',
   '2',
 ];
+
+/**
+ * Named files fetched by name, not found by listing their directories again; and no HEAD for a
+ * size the caller knows. (Only for HTTP: other remotes answer a name with a request of its own,
+ * which costs more than a listing holding many names.)
+ */
+const LISTED_HTTP = ['--no-traverse', '--http-no-head'];
+
+/** What rclone logs for a file it copied whole ("Copied (new)", "Multi-thread Copied (new)"…). */
+const COPIED = /^(Multi-thread )?Copied\b/;
 
 /** A name no dataset holds: listing it costs one request and transfers nothing. */
 const PROBE_NAME = '.dataset-cache-csi-probe';

@@ -1,7 +1,8 @@
 // How a dataset's files sit in the cluster tier: big files as objects under files/, small ones in packs under packs/; writing them there and taking them back.
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setImmediate } from 'node:timers/promises';
 import pMap from 'p-map';
 import type { RcloneTransfers, RemoteEntry, TransferSource } from '../engines/rclone-transfer.js';
 import { below } from '../engines/rclone-transfer.js';
@@ -23,8 +24,8 @@ const FILES = 'files';
 const PACKS = 'packs';
 /** Packs uploaded at once. */
 const PACK_UPLOADS = 4;
-/** Members extracted and installed at once: each is a few system calls on the thread pool. */
-const EXTRACTIONS = 16;
+/** Members extracted and installed between two turns of the event loop (about a millisecond). */
+const YIELD_EVERY = 32;
 
 /** How a transfer runs: at once, its end, and the process doing it (for a restarted driver). */
 export interface TierTransferOptions {
@@ -127,9 +128,33 @@ export async function takeFromTier(
     outcome.ok = false;
     outcome.reason = reason || 'transfer from the tier failed';
   };
-  const installAll = async (pairs: [string, RemoteEntry][]) => {
-    for (const [written, entry] of pairs) {
-      if (!(await install(written, entry))) outcome.rejected += 1;
+  const installOne = async (written: string, entry: RemoteEntry) => {
+    if (!(await install(written, entry))) outcome.rejected += 1;
+  };
+
+  const buffer = Buffer.allocUnsafe(PACK_MEMBER_MAX);
+  let extractedSoFar = 0;
+  /** Writes a downloaded pack's wanted members under the workspace and installs each one. */
+  const extractPack = async (
+    file: string,
+    index: PackIndex,
+    members: [PackMember, RemoteEntry][],
+  ): Promise<void> => {
+    if (!(await packIsWhole(file, index))) {
+      outcome.rejected += members.length;
+      return;
+    }
+    const handle = await open(file, 'r');
+    try {
+      for (const [k, [member, entry]] of members.entries()) {
+        const to = join(workspace, 'members', String((extractedSoFar += 1)));
+        extractMember(handle.fd, member, to, buffer);
+        await installOne(to, entry);
+        // Members are written synchronously: the driver's other work gets its turn.
+        if (k % YIELD_EVERY === YIELD_EVERY - 1) await setImmediate();
+      }
+    } finally {
+      await handle.close();
     }
   };
 
@@ -156,10 +181,8 @@ export async function takeFromTier(
       await writeFile(list, [...wanted.keys()].map((id) => `${id}.data\n`).join(''), {
         mode: 0o600,
       });
-      const extracted = join(workspace, 'members');
-      await mkdir(extracted, { recursive: true });
+      await mkdir(join(workspace, 'members'), { recursive: true });
       let installs = Promise.resolve();
-      let n = 0;
       const result = await transfers.copy(
         below(folder, PACKS),
         { localDir: dir },
@@ -172,23 +195,11 @@ export async function takeFromTier(
             if (!pack) return;
             installs = installs.then(async () => {
               const file = join(dir, name);
-              if (!(await packIsWhole(file, pack.index))) {
-                outcome.rejected += pack.members.length;
-                return;
-              }
-              const handle = await open(file, 'r');
               try {
-                await pMap(
-                  pack.members,
-                  async ([member, entry]) => {
-                    const to = join(extracted, String((n += 1)));
-                    await extractMember(handle, member, to);
-                    await installAll([[to, entry]]);
-                  },
-                  { concurrency: EXTRACTIONS },
-                );
+                await extractPack(file, pack.index, pack.members);
               } finally {
-                await handle.close();
+                // Its members are in the copy now (or refused): the pack's room is the copy's again.
+                await rm(file, { force: true });
               }
             });
           },
@@ -216,7 +227,7 @@ export async function takeFromTier(
         onCopied: (relative) => {
           const entry = byPath.get(relative);
           if (!entry) return;
-          installs = installs.then(() => installAll([[join(destination, relative), entry]]));
+          installs = installs.then(() => installOne(join(destination, relative), entry));
         },
       },
     );

@@ -1,6 +1,7 @@
 // Packs: small files travel to and from the cluster tier many to an object (their bytes end to end, and an index of where each one is), so a node moves a few big objects instead of a request per file.
 import { createHash } from 'node:crypto';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { closeSync, futimesSync, openSync, readSync, writeSync } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 
@@ -99,24 +100,26 @@ export async function* packContent(root: string, index: PackIndex): AsyncIterabl
 }
 
 /**
- * Writes one member of a downloaded pack (open as `pack`) to `to`, with the time it had when
- * packed and the modes the copy shows by default (no chmod at install). The caller checked the
- * pack's size against its index.
+ * Writes one member of a downloaded pack (the open descriptor `pack`) to `to` through `buffer` (of
+ * PACK_MEMBER_MAX bytes at least), with the time it had when packed and the modes the copy shows
+ * by default (no chmod at install). The caller checked the pack's size against its index.
+ * Synchronous, like the install that follows: a member is a few system calls on the cache file
+ * system, each cheaper than a trip through the thread pool; and one buffer serves every member.
  */
-export async function extractMember(
-  pack: FileHandle,
-  member: PackMember,
-  to: string,
-): Promise<void> {
-  const content = Buffer.allocUnsafe(member.size);
-  const { bytesRead } = await pack.read(content, 0, member.size, member.offset);
-  if (bytesRead !== member.size) throw new Error(`pack ends inside ${member.path}`);
-  const out = await open(to, 'wx', 0o644);
+export function extractMember(pack: number, member: PackMember, to: string, buffer: Buffer): void {
+  let read = 0;
+  while (read < member.size) {
+    const got = readSync(pack, buffer, read, member.size - read, member.offset + read);
+    if (got === 0) throw new Error(`pack ends inside ${member.path}`);
+    read += got;
+  }
+  const out = openSync(to, 'wx', 0o644);
   try {
-    await out.writeFile(content);
-    await out.utimes(member.mtimeMs / 1000, member.mtimeMs / 1000);
+    let written = 0;
+    while (written < member.size) written += writeSync(out, buffer, written, member.size - written);
+    futimesSync(out, member.mtimeMs / 1000, member.mtimeMs / 1000);
   } finally {
-    await out.close();
+    closeSync(out);
   }
 }
 

@@ -36,7 +36,7 @@ beforeAll(async () => {
   driver = await startTestDriver({ metricsAddress: '127.0.0.1:0' });
   kubelet = new Kubelet(driver.work, () => driver.client, cap);
   data = join(driver.work, 'data');
-  for (const tree of ['train', 'epoch', 'quota', 'hammer'])
+  for (const tree of ['train', 'epoch', 'quota', 'hammer', 'lean'])
     await writeTree(join(data, tree), 10, 40);
   await writeRandomFile(join(data, 'hammer', 'big.bin'), 24 * MiB);
   // More than the copy's share of an 8 MiB cache once the small files are in, less than the cache.
@@ -159,6 +159,44 @@ it('prefetch fills the copy in bulk while readers hammer it: never a partial fil
   expect(bigInCopy.size).toBe(atSource.size);
   expect(Math.abs(bigInCopy.mtimeMs - atSource.mtimeMs)).toBeLessThan(1000);
   await expect(writeFile(join(target, 'new.txt'), 'x')).rejects.toMatchObject({ code: 'EROFS' });
+  await kubelet.stop(vol.volume_id, ['reader']);
+});
+
+it('a prefetch over HTTP costs the server no more than one rclone copy of the files: each is asked for once besides its bytes', async () => {
+  const url = `http://127.0.0.1:${server.port}/lean/`;
+  const sent = async () => (await processIo(server.pid as number))?.writtenBytes ?? NaN;
+  // The yardstick: a plain rclone copy of the tree (a HEAD and a GET a file) to a scratch folder.
+  const scratch = join(driver.work, 'lean-by-rclone');
+  const before = await sent();
+  await execa('rclone', ['copy', 'U:', scratch, '--config', '/dev/null'], {
+    env: { RCLONE_CONFIG_U_TYPE: 'http', RCLONE_CONFIG_U_URL: url },
+  });
+  const oneCopy = (await sent()) - before;
+  expect((await copied(scratch)).length).toBe(filesUnder('lean').length);
+
+  const vol = await volume('lean', { source: url, prefetch: '**' });
+  const atStage = await sent();
+  await kubelet.run(vol, ['reader'], true);
+  const { key, copy } = await datasetAt('/lean');
+  await until('the prefetch to complete', async () =>
+    ((await scrape()).dataset('prefetch_completed', key) ?? 0) >= 1 ? true : undefined,
+  );
+  const fill = (await sent()) - atStage;
+  // Its own listing asked for each file's size and time; the transfer asked only for the bytes
+  // (when rclone fetched every index page again and sent a HEAD a file, this was 1.5 times).
+  expect(fill).toBeLessThan(oneCopy * 1.1);
+  const files = filesUnder('lean').map((p) => p.slice('lean/'.length));
+  expect(await copied(copy.root)).toEqual([...files].sort());
+  // The times are the remote's (the listing's, as the download had none), and so is every byte.
+  for (const name of files) {
+    const [inCopy, atSource] = await Promise.all([
+      stat(join(copy.root, name)),
+      stat(join(data, 'lean', name)),
+    ]);
+    expect(inCopy.size).toBe(atSource.size);
+    expect(Math.abs(inCopy.mtimeMs - atSource.mtimeMs)).toBeLessThan(1000);
+    expect(await sha256(join(copy.root, name))).toBe(digests[`lean/${name}`]);
+  }
   await kubelet.stop(vol.volume_id, ['reader']);
 });
 

@@ -88,14 +88,24 @@ it('reads back every member as it was, with its time, from a whole pack only', a
   for await (const chunk of packContent(root, index)) chunks.push(chunk);
   await writeFile(pack, Buffer.concat(chunks));
   expect(await packIsWhole(pack, index)).toBe(true);
+  const handle = await open(pack, 'r');
+  const buffer = Buffer.alloc(PACK_MEMBER_MAX);
   for (const member of index.files) {
     const out = join(dir, `out-${member.path.replace('/', '_')}`);
-    const handle = await open(pack, 'r');
-    await extractMember(handle, member, out).finally(() => handle.close());
+    extractMember(handle.fd, member, out, buffer);
     expect(await readFile(out)).toEqual(contents.get(member.path));
     expect(Math.abs((await stat(out)).mtimeMs - member.mtimeMs)).toBeLessThan(1);
   }
+  // A member the pack no longer holds whole is never written as if it were.
   await truncate(pack, index.size - 1);
+  const last = index.files[index.files.length - 1];
+  if (last && last.size > 0) {
+    expect(() => extractMember(handle.fd, last, join(dir, 'cut'), buffer)).toThrow(
+      /pack ends inside/,
+    );
+    await expect(stat(join(dir, 'cut'))).rejects.toThrow(/ENOENT/);
+  }
+  await handle.close();
   expect(await packIsWhole(pack, index)).toBe(false);
 
   // A member replaced after it was planned: the pack's stream fails, it is never completed.

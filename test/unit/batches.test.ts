@@ -1,0 +1,69 @@
+/**
+ * The batch pipeline between a fill's listing and its transfers: every listed item is handed over
+ * exactly once and in order, one batch at a time, no batch below the minimum but the last, and a
+ * failed batch stops the rest and is reported.
+ */
+import { setImmediate as tick } from 'node:timers/promises';
+import fc from 'fast-check';
+import { BatchPipeline } from '../../src/copy/batches.js';
+
+it('hands every item over once, in order, one batch at a time, none short but the last', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 1, max: 20 }),
+      // Per item: ticks the listing waits before it; per batch: ticks the transfer takes.
+      fc.array(fc.integer({ min: 0, max: 3 }), { maxLength: 120 }),
+      fc.array(fc.integer({ min: 0, max: 6 }), { minLength: 1, maxLength: 10 }),
+      async (minBatch, gaps, durations) => {
+        const batches: number[][] = [];
+        let running = 0;
+        let overlapped = false;
+        const pipeline = new BatchPipeline<number>(minBatch, async (batch) => {
+          running += 1;
+          overlapped ||= running > 1;
+          batches.push(batch);
+          for (let t = 0; t < (durations[batches.length % durations.length] ?? 0); t += 1)
+            await tick();
+          running -= 1;
+        });
+        for (const [item, gap] of gaps.entries()) {
+          for (let t = 0; t < gap; t += 1) await tick();
+          pipeline.add(item);
+        }
+        await pipeline.finish();
+        expect(overlapped).toBe(false);
+        expect(batches.flat()).toEqual(gaps.map((_, item) => item));
+        for (const batch of batches.slice(0, -1))
+          expect(batch.length).toBeGreaterThanOrEqual(minBatch);
+        expect(batches.every((batch) => batch.length > 0)).toBe(true);
+      },
+    ),
+    { numRuns: 200 },
+  );
+});
+
+it('a failed batch stops the batches after it, and finish reports the failure', async () => {
+  const seen: number[][] = [];
+  const pipeline = new BatchPipeline<number>(2, async (batch) => {
+    seen.push(batch);
+    if (seen.length === 1) throw new Error('transfer failed');
+  });
+  for (let item = 0; item < 6; item += 1) {
+    pipeline.add(item);
+    await tick();
+  }
+  await expect(pipeline.finish()).rejects.toThrow('transfer failed');
+  expect(seen).toEqual([[0, 1]]);
+});
+
+it('an infinite minimum waits for the end, then hands everything over as one batch', async () => {
+  const seen: number[][] = [];
+  const pipeline = new BatchPipeline<number>(Number.POSITIVE_INFINITY, async (batch) => {
+    seen.push(batch);
+  });
+  for (let item = 0; item < 5; item += 1) pipeline.add(item);
+  await tick();
+  expect(seen).toEqual([]);
+  await pipeline.finish();
+  expect(seen).toEqual([[0, 1, 2, 3, 4]]);
+});
