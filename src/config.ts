@@ -15,7 +15,7 @@ const isS3Location = (value: string): boolean => {
 };
 
 /** The cluster tier: an S3-compatible store the nodes share (set by the administrator). */
-const ClusterTierSchema = z.object({
+export const ClusterTierSchema = z.object({
   location: z
     .string()
     .refine(isS3Location, 'cluster-tier must be s3://bucket[/prefix] (no port, no "..")'),

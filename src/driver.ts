@@ -26,7 +26,7 @@ import { Prefetcher } from './prefetch/prefetcher.js';
 import { LocalCopies } from './copy/copies.js';
 import { RcloneTransfers } from './engines/rclone-transfer.js';
 import { ClusterTier } from './tier/cluster-tier.js';
-import { readTierSettings } from './tier/settings.js';
+import { readTierSettings, recordTierConfig } from './tier/settings.js';
 import { CacheClients } from './supervisor/clients.js';
 import { HealthLoop } from './supervisor/health-loop.js';
 import { LauncherRunner } from './supervisor/launcher.js';
@@ -72,6 +72,7 @@ export async function startDriver(
     withNode && config.clusterTier
       ? await readTierSettings(config.clusterTier, config.runtimeDir)
       : undefined;
+  if (withNode) await recordTierConfig(config.stateDir, config.clusterTier);
   let ready = false;
 
   const services: CsiServices = {

@@ -1,5 +1,5 @@
 // The benchmarks' driver harness: one driver process on a scratch directory, the CSI calls made of it, and cleanup.
-import { mkdir, readFile, statfs } from 'node:fs/promises';
+import { mkdir, readFile, rmdir, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
@@ -107,6 +107,8 @@ export class Bench {
       { reject: false, stdout: 'ignore', stderr: { file: join(this.work, 'driver.log') } },
     );
     const driver = this.driver;
+    // Last (steps run newest first): the MEM cache directory, empty once its caches are unmounted.
+    this.defer(() => rmdir(this.memCacheDir).catch(() => undefined));
     this.defer(() => this.killClients());
     this.defer(async () => {
       if (driver.pid !== undefined && driver.exitCode === null) process.kill(driver.pid, 'SIGKILL');

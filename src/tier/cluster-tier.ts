@@ -168,6 +168,14 @@ export class ClusterTier {
     this.pending.delete(key);
   }
 
+  /** Uploads what is pending now and waits for it (a short-lived process's last step). */
+  async drain(): Promise<void> {
+    clearTimeout(this.uploadTimer);
+    this.uploadTimer = undefined;
+    this.uploading = this.uploading.then(() => this.uploadPending());
+    await this.uploading;
+  }
+
   async close(): Promise<void> {
     clearTimeout(this.uploadTimer);
     this.stopping.abort();

@@ -1,7 +1,7 @@
-// The cluster tier's settings at driver start: its location from the flags, its keys from the files of a mounted Secret.
-import { mkdir, readFile } from 'node:fs/promises';
+// The cluster tier's settings at driver start: its location from the flags, its keys from the files of a mounted Secret; recorded for the by-hand prefetch.
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Config } from '../config.js';
+import { ClusterTierSchema, type Config } from '../config.js';
 import { parseSource } from '../dataset/source.js';
 import type { TierSettings } from './cluster-tier.js';
 
@@ -37,4 +37,30 @@ export async function readTierSettings(
     uploadBandwidth: config.uploadBandwidth,
     runtimeDir: tierRuntime,
   };
+}
+
+/** Where the running driver records its tier's configuration (no keys: where they are read). */
+const recordPath = (stateDir: string): string => join(stateDir, 'cluster-tier.json');
+
+/**
+ * Records the driver's tier configuration in its state directory (or that it has none), so that
+ * `dataset-cache-csi prefetch` by hand reaches the same tier with the same keys.
+ */
+export async function recordTierConfig(
+  stateDir: string,
+  config: Config['clusterTier'],
+): Promise<void> {
+  if (config === undefined) {
+    await rm(recordPath(stateDir), { force: true });
+    return;
+  }
+  await writeFile(recordPath(stateDir), JSON.stringify(config), { mode: 0o600 });
+}
+
+/** The tier configuration the driver recorded; undefined when it has none. */
+export async function recordedTierConfig(
+  stateDir: string,
+): Promise<NonNullable<Config['clusterTier']> | undefined> {
+  const text = await readFile(recordPath(stateDir), 'utf8').catch(() => undefined);
+  return text === undefined ? undefined : ClusterTierSchema.parse(JSON.parse(text));
 }

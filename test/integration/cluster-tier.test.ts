@@ -56,6 +56,10 @@ beforeAll(async () => {
   await writeRandomFile(join(data, 'train', 'shard.bin'), 3 * MiB);
   await writeRandomFile(join(data, 'train', 'cut.bin'), MiB);
   await writeTree(join(data, 'other'), 2, 10);
+  for (let i = 0; i < 12; i += 1) {
+    await mkdir(join(data, 'byhand', `d${i % 3}`), { recursive: true });
+    await writeRandomFile(join(data, 'byhand', `d${i % 3}`, `f${i}.bin`), 64 * 1024);
+  }
   // Files big enough that reading them would cost the remote far more than listing them.
   for (let i = 0; i < 20; i += 1) {
     await mkdir(join(data, 'ondemand', `d${i % 2}`), { recursive: true });
@@ -248,6 +252,50 @@ it('files node A read on demand (no prefetch) reach the tier once promoted: node
   // B's listing and the stage's own look at the root: none of the files.
   expect((await remoteSentBytes()) - remoteBefore).toBeLessThan(2 * listing + bytes * 0.1);
   expect(await sample(b, 'tier_read_bytes_total', onB.key)).toBe(bytes);
+}, 120_000);
+
+/** `dataset-cache-csi prefetch` by hand on a node, as an operator runs it; its summary line. */
+async function prefetchByHand(node: Node, volumeId: string): Promise<Record<string, number>> {
+  const result = await execa(
+    process.execPath,
+    [
+      join(process.cwd(), 'dist', 'main.js'),
+      'prefetch',
+      '--state-dir',
+      node.driver.stateDir,
+      '--dataset',
+      volumeId,
+      '**',
+    ],
+    { reject: false, extendEnv: false, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } },
+  );
+  expect(result.exitCode).toBe(0);
+  // The tier's keys are not in what the command prints either.
+  expect(`${result.stdout}${result.stderr}`).not.toContain(TIER_KEYS.secretAccessKey);
+  return JSON.parse(result.stdout.trim().split('\n').pop() as string) as Record<string, number>;
+}
+
+it('the prefetch by hand uses the tier too: what it fetched is uploaded before it ends, and the next node takes it from there', async () => {
+  const files = Object.keys(await treeDigest(join(data, 'byhand')));
+  // No prefetch at stage: the command fills the copies.
+  const onA = await staged(a, 'byhand-a', 'byhand');
+  const byA = await prefetchByHand(a, onA.volumeId);
+  expect(byA).toMatchObject({ files: files.length, tierFiles: 0, errors: 0 });
+  expect(byA.tierUploadedFiles).toBe(files.length);
+  await expectSourceContent(a, 'byhand-a', 'byhand');
+
+  const onB = await staged(b, 'byhand-b', 'byhand');
+  const remoteBefore = await remoteSentBytes();
+  const byB = await prefetchByHand(b, onB.volumeId);
+  const remoteCost = (await remoteSentBytes()) - remoteBefore;
+  expect(byB).toMatchObject({ files: files.length, tierFiles: files.length, errors: 0 });
+  expect(byB.tierUploadedFiles).toBe(0);
+  await expectSourceContent(b, 'byhand-b', 'byhand');
+  // B's listing only (a few KB): the files' 768 KiB came from the tier.
+  expect(remoteCost).toBeLessThan(files.length * 64 * 1024 * 0.1);
+  expect(await readFile(join(b.driver.stateDir, 'cluster-tier.json'), 'utf8')).not.toContain(
+    TIER_KEYS.accessKeyId,
+  );
 }, 120_000);
 
 it('with the tier down, the remote serves: no error for the pod, the condition and the metrics say why', async () => {
