@@ -20,8 +20,9 @@ import { prefetch } from './walk.js';
 export const PREFETCH_USAGE = `usage: dataset-cache-csi prefetch --state-dir DIR --dataset KEY|VOLUME_ID [--concurrency N] [--refresh] PATTERN...
   Warms the files matching each PATTERN (globs relative to the dataset; "dir/" warms metadata only)
   on this node: into the dataset's local copy when it has one (read-only datasets; from the node's
-  cluster tier first when the dataset uses it), else through its running cache client. --refresh first drops copies that no longer match the remote (size,
-  time or gone), so the files are copied again as they are now.`;
+  cluster tier first when the dataset uses it), else through its running cache client. --refresh
+  first drops copies that no longer match the remote (size, time or gone), so the files are copied
+  again as they are now.`;
 
 /** The by-hand prefetch: finds the dataset's client in the node journal and warms it. */
 export async function runPrefetchCommand(argv: string[]): Promise<number> {
