@@ -267,8 +267,7 @@ export class ClusterTier {
       figures.uploadedBytes += uploaded.bytes;
       // A copy that went away with its client (the last volume was unstaged) is no fault of the
       // tier: its files are simply not offered any more.
-      const copyGone = !(await pathExists(copyRoot));
-      if (!result.ok && !this.stopping.signal.aborted && !copyGone) {
+      if (!result.ok && !this.stopping.signal.aborted && (await pathExists(copyRoot))) {
         // Tried again after the retry time (what the tier holds by then is skipped), a few times.
         const again = this.pending.get(key) ?? { folder, copyRoot, files: new Map() };
         for (const [relative, file] of files) {

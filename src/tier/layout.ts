@@ -1,6 +1,7 @@
 // How a dataset's files sit in the cluster tier: big files as objects under files/, small ones in packs under packs/; writing them there and taking them back.
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { closeSync, openSync } from 'node:fs';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
 import pMap from 'p-map';
@@ -144,17 +145,17 @@ export async function takeFromTier(
       outcome.rejected += members.length;
       return;
     }
-    const handle = await open(file, 'r');
+    const pack = openSync(file, 'r');
     try {
       for (const [k, [member, entry]] of members.entries()) {
         const to = join(workspace, 'members', String((extractedSoFar += 1)));
-        extractMember(handle.fd, member, to, buffer);
+        extractMember(pack, member, to, buffer);
         await installOne(to, entry);
         // Members are written synchronously: the driver's other work gets its turn.
         if (k % YIELD_EVERY === YIELD_EVERY - 1) await setImmediate();
       }
     } finally {
-      await handle.close();
+      closeSync(pack);
     }
   };
 

@@ -1,8 +1,9 @@
 // The cluster tier's settings at driver start: its location from the flags, its keys from the files of a mounted Secret; recorded for the by-hand prefetch.
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ClusterTierSchema, type Config } from '../config.js';
 import { parseSource } from '../dataset/source.js';
+import { readJson, writeJson } from '../state/json-file.js';
 import type { TierSettings } from './cluster-tier.js';
 
 /** The files a tier's credentials directory holds: the secret keys rclone's S3 config takes. */
@@ -54,13 +55,13 @@ export async function recordTierConfig(
     await rm(recordPath(stateDir), { force: true });
     return;
   }
-  await writeFile(recordPath(stateDir), JSON.stringify(config), { mode: 0o600 });
+  await writeJson(recordPath(stateDir), config);
 }
 
 /** The tier configuration the driver recorded; undefined when it has none. */
 export async function recordedTierConfig(
   stateDir: string,
 ): Promise<NonNullable<Config['clusterTier']> | undefined> {
-  const text = await readFile(recordPath(stateDir), 'utf8').catch(() => undefined);
-  return text === undefined ? undefined : ClusterTierSchema.parse(JSON.parse(text));
+  const recorded = await readJson<unknown>(recordPath(stateDir), undefined);
+  return recorded === undefined ? undefined : ClusterTierSchema.parse(recorded);
 }

@@ -57,6 +57,11 @@ async function serverReadBytes(): Promise<number> {
   return (await processIo(server.pid as number))?.readBytes ?? NaN;
 }
 
+/** Bytes the server process has sent (answers to listings and reads): its egress. */
+async function serverSentBytes(): Promise<number> {
+  return (await processIo(server.pid as number))?.writtenBytes ?? NaN;
+}
+
 const volume = (name: string, parameters: Record<string, string>) =>
   createVolume(driver.client, name, parameters, cap);
 
@@ -164,24 +169,23 @@ it('prefetch fills the copy in bulk while readers hammer it: never a partial fil
 
 it('a prefetch over HTTP costs the server no more than one rclone copy of the files: each is asked for once besides its bytes', async () => {
   const url = `http://127.0.0.1:${server.port}/lean/`;
-  const sent = async () => (await processIo(server.pid as number))?.writtenBytes ?? NaN;
   // The yardstick: a plain rclone copy of the tree (a HEAD and a GET a file) to a scratch folder.
   const scratch = join(driver.work, 'lean-by-rclone');
-  const before = await sent();
+  const before = await serverSentBytes();
   await execa('rclone', ['copy', 'U:', scratch, '--config', '/dev/null'], {
     env: { RCLONE_CONFIG_U_TYPE: 'http', RCLONE_CONFIG_U_URL: url },
   });
-  const oneCopy = (await sent()) - before;
+  const oneCopy = (await serverSentBytes()) - before;
   expect((await copied(scratch)).length).toBe(filesUnder('lean').length);
 
   const vol = await volume('lean', { source: url, prefetch: '**' });
-  const atStage = await sent();
+  const atStage = await serverSentBytes();
   await kubelet.run(vol, ['reader'], true);
   const { key, copy } = await datasetAt('/lean');
   await until('the prefetch to complete', async () =>
     ((await scrape()).dataset('prefetch_completed', key) ?? 0) >= 1 ? true : undefined,
   );
-  const fill = (await sent()) - atStage;
+  const fill = (await serverSentBytes()) - atStage;
   // Its own listing asked for each file's size and time; the transfer asked only for the bytes
   // (when rclone fetched every index page again and sent a HEAD a file, this was 1.5 times).
   expect(fill).toBeLessThan(oneCopy * 1.1);
