@@ -45,6 +45,11 @@ export interface FillOptions {
   concurrency: number;
   /** Re-check every file of the copy against the remote first and drop those that changed. */
   refresh?: boolean;
+  /**
+   * Take only what the cluster tier holds: the rest is left to reads on demand (no error), so a
+   * dataset staged without prefetch still reads what other nodes fetched from the tier.
+   */
+  tierOnly?: boolean;
   /** Ends the listing and the transfer (their rclone processes) when aborted. */
   signal?: AbortSignal;
   onProgress?: (progress: FillProgress) => void;
@@ -227,7 +232,7 @@ async function fetchAdmitted(
 ): Promise<void> {
   if (options.signal?.aborted) return;
   if (options.tier) await fromTier(options, options.tier, admitted, progress, held);
-  if (admitted.size === 0) return;
+  if (admitted.size === 0 || options.tierOnly) return;
   const fetched = await transfer(options, admitted, progress, held);
   // Whatever rclone did not report copied is not in the copy; the engine still serves it.
   progress.errors += admitted.size;

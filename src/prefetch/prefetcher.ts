@@ -53,6 +53,9 @@ interface Job {
 
 /** The job key of a dataset's copy check (prefetch jobs are keyed by their patterns). */
 const REFRESH = 'refresh';
+/** What a dataset with a tier and no prefetch takes from the tier: all it holds. */
+const EVERYTHING: PrefetchPattern = { glob: '**', metadataOnly: false };
+const TIER_ONLY = 'tier-only:';
 
 const signatureOf = (patterns: PrefetchPattern[]): string =>
   JSON.stringify(patterns.map((p) => `${p.metadataOnly ? 'meta:' : ''}${p.glob}`).sort());
@@ -75,18 +78,32 @@ export class Prefetcher {
     private readonly worker = WORKER,
   ) {}
 
+  /**
+   * Warms the dataset with `patterns`. Without any, a dataset with a cluster tier still takes what
+   * the tier holds of it (reads on demand cannot ask the tier: rclone reads only the remote), so
+   * what other nodes fetched is local before pods ask; patterns say exactly what to warm instead.
+   */
   request(target: PrefetchTarget, patterns: PrefetchPattern[]): void {
-    if (patterns.length === 0) return;
+    const tierOnly = patterns.length === 0 && target.copy?.tier !== undefined;
+    if (patterns.length === 0 && !tierOnly) return;
+    const wanted = tierOnly ? [EVERYTHING] : patterns;
     const jobs = this.datasets.get(target.key) ?? new Map<string, Job>();
     this.datasets.set(target.key, jobs);
-    const signature = signatureOf(patterns);
-    if (jobs.has(signature)) return;
-    const content = patterns.filter((p) => !p.metadataOnly);
+    const signature = `${tierOnly ? TIER_ONLY : ''}${signatureOf(wanted)}`;
+    if (tierOnly) {
+      // A dataset some volume prefetches is warmed by its patterns only. A finished warm-up runs
+      // again at the next stage: other nodes may have shared more since (nodes started together).
+      const prefetched = [...jobs.keys()].some((k) => k !== REFRESH && k !== signature);
+      if (prefetched || jobs.get(signature)?.running) return;
+    } else if (jobs.has(signature)) return;
+    const content = wanted.filter((p) => !p.metadataOnly);
     const toCopy = target.copy && content.length > 0 ? content : [];
-    const throughMount = target.copy ? patterns.filter((p) => p.metadataOnly) : patterns;
+    const throughMount = target.copy ? wanted.filter((p) => p.metadataOnly) : wanted;
     const started = Date.now();
     const parts: Job[] = [];
-    if (target.copy && toCopy.length > 0) parts.push(this.copyJob(target, toCopy, target.copy));
+    if (target.copy && toCopy.length > 0) {
+      parts.push(this.copyJob(target, toCopy, target.copy, { tierOnly }));
+    }
     if (throughMount.length > 0) parts.push(this.workerJob(target, throughMount));
     const job = combine(parts, () => {
       const { matched, files, bytes, errors, noRoom, done, listSeconds, transferSeconds } =
@@ -102,7 +119,7 @@ export class Prefetcher {
         bytes,
         errors,
         noRoom,
-        mode: target.copy ? 'local copy' : 'through the mount',
+        mode: tierOnly ? 'from the cluster tier' : target.copy ? 'local copy' : 'through the mount',
         durationMs: Date.now() - started,
         mbPerSecond: Number(
           (bytes / 1e6 / Math.max(0.001, (Date.now() - started) / 1000)).toFixed(1),
@@ -115,8 +132,9 @@ export class Prefetcher {
     this.log.info(
       {
         dataset: target.key,
-        patterns: patterns.map((p) => p.glob),
+        patterns: wanted.map((p) => p.glob),
         copy: target.copy !== undefined,
+        ...(tierOnly ? { tierOnly } : {}),
       },
       'prefetch started',
     );
@@ -132,7 +150,7 @@ export class Prefetcher {
     this.datasets.set(target.key, jobs);
     if (jobs.has(REFRESH)) return;
     const started = Date.now();
-    const job = this.copyJob(target, [], target.copy, true);
+    const job = this.copyJob(target, [], target.copy, { refresh: true });
     job.onEnd = () =>
       this.log.info(
         { dataset: target.key, stale: job.progress.stale, durationMs: Date.now() - started },
@@ -145,7 +163,7 @@ export class Prefetcher {
     target: PrefetchTarget,
     globs: PrefetchPattern[],
     { copy, source, tier }: NonNullable<PrefetchTarget['copy']>,
-    refresh = false,
+    { refresh = false, tierOnly = false }: { refresh?: boolean; tierOnly?: boolean },
   ): Job {
     const abort = new AbortController();
     const job: Job = {
@@ -167,6 +185,7 @@ export class Prefetcher {
         globs: globs.map((p) => p.glob),
         concurrency: this.concurrency,
         refresh,
+        tierOnly,
         signal: abort.signal,
         onProgress: (progress) => {
           job.progress = progress;

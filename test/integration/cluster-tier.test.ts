@@ -221,7 +221,7 @@ it('node B takes what node A fetched from the tier: the remote serves only what 
   expect((await inFolder('packs')).length).toBe(4);
 }, 180_000);
 
-it('files node A read on demand (no prefetch) reach the tier once promoted: node B takes them from there', async () => {
+it('files node A read on demand (no prefetch) reach the tier once promoted: node B, staged without prefetch too, takes them from there before its pod reads them', async () => {
   const files = Object.keys(await treeDigest(join(data, 'ondemand')));
   const onA = await staged(a, 'ondemand-a', 'ondemand');
   // The pod reads every file once, through rclone: promoted into A's copy, then uploaded.
@@ -243,8 +243,15 @@ it('files node A read on demand (no prefetch) reach the tier once promoted: node
   ]);
   const listing = (await remoteSentBytes()) - listingStart;
   const remoteBefore = await remoteSentBytes();
-  const onB = await prefetched(b, 'ondemand-b', 'ondemand');
+  // No prefetch on B either: its stage takes from the tier all it holds of the dataset.
+  const onB = await staged(b, 'ondemand-b', 'ondemand');
+  await until('node B to take what the tier holds', async () =>
+    (await sample(b, 'prefetch_completed', onB.key)) >= 1 ? true : undefined,
+  );
   expect(await sample(b, 'tier_read_files_total', onB.key)).toBe(files.length);
+  expect(await b.driver.log()).toMatch(
+    new RegExp(`"dataset":"${onB.key}".*"mode":"from the cluster tier".*"prefetch completed"`),
+  );
   await expectSourceContent(b, 'ondemand-b', 'ondemand');
   const bytes = (
     await Promise.all(files.map((f) => stat(join(data, 'ondemand', f)).then((s) => s.size)))
@@ -252,6 +259,21 @@ it('files node A read on demand (no prefetch) reach the tier once promoted: node
   // B's listing and the stage's own look at the root: none of the files.
   expect((await remoteSentBytes()) - remoteBefore).toBeLessThan(2 * listing + bytes * 0.1);
   expect(await sample(b, 'tier_read_bytes_total', onB.key)).toBe(bytes);
+  // Another volume of the dataset looks at the tier again (others may have shared more since),
+  // and finds nothing more to take.
+  const warmUps = async () =>
+    (await b.driver.log())
+      .split('\n')
+      .filter((line) => line.includes(onB.key) && line.includes('"mode":"from the cluster tier"'))
+      .map((line) => JSON.parse(line) as { tierFiles: number; files: number });
+  await staged(b, 'ondemand-b2', 'ondemand');
+  await until('the second warm-up to end', async () =>
+    (await warmUps()).length >= 2 ? true : undefined,
+  );
+  expect((await warmUps()).map((w) => [w.tierFiles, w.files])).toEqual([
+    [files.length, files.length],
+    [0, files.length],
+  ]);
 }, 120_000);
 
 /** `dataset-cache-csi prefetch` by hand on a node, as an operator runs it; its summary line. */
@@ -284,7 +306,9 @@ it('the prefetch by hand uses the tier too: what it fetched is uploaded before i
   expect(byA.tierUploadedFiles).toBe(files.length);
   await expectSourceContent(a, 'byhand-a', 'byhand');
 
-  const onB = await staged(b, 'byhand-b', 'byhand');
+  // A prefetch pattern at stage says what to warm, and nothing else is taken from the tier: a
+  // metadata-only one leaves B's copy to the command.
+  const onB = await staged(b, 'byhand-b', 'byhand', { prefetch: 'd0/' });
   const remoteBefore = await remoteSentBytes();
   const byB = await prefetchByHand(b, onB.volumeId);
   const remoteCost = (await remoteSentBytes()) - remoteBefore;
