@@ -53,6 +53,12 @@ export class EmulatedLink {
       await inNs('ip', 'link', 'set', peer, 'up');
       await inNs('ip', 'link', 'set', 'lo', 'up');
       const rate = `${options.rateMbit}mbit`;
+      // What tc means its default burst to be (a clock tick of the rate at 1000 Hz): with this
+      // kernel's high-resolution clock tc computes about one MTU (1375 bytes at 1 Gbit/s, 0 at
+      // 10 Gbit/s), so each offloaded 64 KB segment waits for the shaper's timer. Measured with
+      // 2 GiB from s3rver through the link: 106 MB/s at 1 Gbit/s and 7.3-8.7 s at 10 Gbit/s with
+      // tc's default; 117 MB/s and 5.5-6.8 s with this.
+      const burst = `${Math.ceil((options.rateMbit * 1e6) / 8 / 1000)}b`;
       for (const [run, dev] of [
         [(...a: string[]) => execa('tc', a), host],
         [(...a: string[]) => inNs('tc', ...a), peer],
@@ -72,6 +78,10 @@ export class EmulatedLink {
           rate,
           'ceil',
           rate,
+          'burst',
+          burst,
+          'cburst',
+          burst,
         );
       }
     } catch (err) {

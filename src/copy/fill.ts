@@ -326,7 +326,6 @@ async function transfer(
       mode: 0o600,
     });
     const destination = join(workspace, 'data');
-    let installs = Promise.resolve();
     const result = await transfers.copy(
       options.source,
       { localDir: destination },
@@ -337,28 +336,25 @@ async function transfer(
         // Each file's size (and time, where listed) is checked against the listing at install.
         listed: true,
         onStarted: (pid) => recordOwner(copy, workspace, pid),
-        onCopied: (relative) => {
+        onCopied: async (relative) => {
           const entry = admitted.get(relative);
           if (!entry) return;
           admitted.delete(relative);
-          installs = installs.then(async () => {
-            const refused = await copy
-              .installWritten(join(destination, relative), relative, entry)
-              .catch(() => 'not-as-expected' as const);
-            if (refused === undefined) {
-              held.add(relative);
-              installed.push(entry);
-              progress.files += 1;
-              progress.bytes += entry.size;
-            } else {
-              progress.errors += 1;
-            }
-            if (installed.length % 64 === 0) report();
-          });
+          const refused = await copy
+            .installWritten(join(destination, relative), relative, entry)
+            .catch(() => 'not-as-expected' as const);
+          if (refused === undefined) {
+            held.add(relative);
+            installed.push(entry);
+            progress.files += 1;
+            progress.bytes += entry.size;
+          } else {
+            progress.errors += 1;
+          }
+          if (installed.length % 64 === 0) report();
         },
       },
     );
-    await installs;
     return { ...result, installed };
   } finally {
     await copy.releaseWorkspace(workspace);

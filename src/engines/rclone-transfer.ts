@@ -240,7 +240,12 @@ export class RcloneTransfers {
        */
       listed?: boolean;
       onStarted?: (pid: number) => Promise<void>;
-      onCopied: (relative: string) => void;
+      /**
+       * Told of each file as soon as rclone has written it whole. The work it returns runs one
+       * file at a time in rclone's order, and all of it is done before copy() returns; a failure
+       * does not stop the rest, and the first one is what copy() rejects with.
+       */
+      onCopied: (relative: string) => void | Promise<void>;
     },
   ): Promise<{ ok: boolean; reason: string }> {
     const { src, dst, env, remote } = this.ends(from, to);
@@ -272,6 +277,7 @@ export class RcloneTransfers {
         '0',
         // Uploads go to a bucket that exists: no request to create it.
         '--s3-no-check-bucket',
+        ...('localDir' in to ? NO_PREALLOCATION : []),
         ...(options.impatient ? IMPATIENT : []),
         ...(options.listed && remote.source.kind === 'http' ? LISTED_HTTP : []),
         ...this.rateArgs(remote),
@@ -288,6 +294,8 @@ export class RcloneTransfers {
     );
     if (child.pid !== undefined) await options.onStarted?.(child.pid);
     let lastError = '';
+    let handled: Promise<void> = Promise.resolve();
+    let handlerFailure: { error: unknown } | undefined;
     if (child.stderr) {
       createInterface({ input: child.stderr }).on('line', (line) => {
         let parsed: JsonLogLine;
@@ -297,13 +305,21 @@ export class RcloneTransfers {
           return;
         }
         // rclone writes the destination in place and logs "Copied" once the file is whole.
-        if (parsed.object !== undefined && COPIED.test(parsed.msg ?? ''))
-          options.onCopied(parsed.object);
-        else if (parsed.level === 'error')
+        const copied = parsed.object;
+        if (copied !== undefined && COPIED.test(parsed.msg ?? '')) {
+          handled = handled
+            .then(() => options.onCopied(copied))
+            .catch((error: unknown) => {
+              handlerFailure ??= { error };
+            });
+        } else if (parsed.level === 'error') {
           lastError = [parsed.object, parsed.msg].filter((part) => part).join(': ');
+        }
       });
     }
     const result = await child;
+    await handled;
+    if (handlerFailure) throw handlerFailure.error;
     return { ok: result.exitCode === 0, reason: lastError };
   }
 
@@ -367,6 +383,14 @@ const timesFree = (source: TransferSource): boolean => source.source.kind !== 's
 
 /** S3 lists each object's ETag, the MD5 of its content when it was uploaded whole. */
 const hashesFree = (source: TransferSource): boolean => source.source.kind === 's3';
+
+/**
+ * Files are written without reserving their size first. Our destinations are cache file systems:
+ * a tmpfs with huge pages, where a reservation makes the writes cost the kernel four times as much
+ * (2 GiB: 2.7-3.9 s of system time against 0.5-0.7 s; a 2 GiB fill from the cluster tier took
+ * 9.9-12.3 s instead of 7.7), or an ext4 image whose blocks are all reserved when it is made.
+ */
+const NO_PREALLOCATION = ['--local-no-preallocate'];
 
 /** A few seconds to connect, one retry: for a remote that has a slower one behind it. */
 const IMPATIENT = [

@@ -79,7 +79,13 @@ export async function uploadToTier(
       { localDir: copyRoot },
       below(folder, FILES),
       { listFile: list },
-      { ...options, impatient: true, onCopied: (path) => uploaded.push(path) },
+      {
+        ...options,
+        impatient: true,
+        onCopied: (path) => {
+          uploaded.push(path);
+        },
+      },
     );
     if (!result.ok) failure = result.reason || 'upload failed';
   }
@@ -183,7 +189,6 @@ export async function takeFromTier(
         mode: 0o600,
       });
       await mkdir(join(workspace, 'members'), { recursive: true });
-      let installs = Promise.resolve();
       const result = await transfers.copy(
         below(folder, PACKS),
         { localDir: dir },
@@ -191,22 +196,19 @@ export async function takeFromTier(
         {
           ...options,
           impatient: true,
-          onCopied: (name) => {
+          onCopied: async (name) => {
             const pack = wanted.get(name.replace(/\.data$/, ''));
             if (!pack) return;
-            installs = installs.then(async () => {
-              const file = join(dir, name);
-              try {
-                await extractPack(file, pack.index, pack.members);
-              } finally {
-                // Its members are in the copy now (or refused): the pack's room is the copy's again.
-                await rm(file, { force: true });
-              }
-            });
+            const file = join(dir, name);
+            try {
+              await extractPack(file, pack.index, pack.members);
+            } finally {
+              // Its members are in the copy now (or refused): the pack's room is the copy's again.
+              await rm(file, { force: true });
+            }
           },
         },
       );
-      await installs;
       if (!result.ok) fail(result.reason);
     }
   }
@@ -217,7 +219,6 @@ export async function takeFromTier(
     const list = join(workspace, 'file-list');
     await writeFile(list, big.map((e) => `${e.relative}\n`).join(''), { mode: 0o600 });
     const destination = join(workspace, FILES);
-    let installs = Promise.resolve();
     const result = await transfers.copy(
       below(folder, FILES),
       { localDir: destination },
@@ -225,14 +226,12 @@ export async function takeFromTier(
       {
         ...options,
         impatient: true,
-        onCopied: (relative) => {
+        onCopied: async (relative) => {
           const entry = byPath.get(relative);
-          if (!entry) return;
-          installs = installs.then(() => installOne(join(destination, relative), entry));
+          if (entry) await installOne(join(destination, relative), entry);
         },
       },
     );
-    await installs;
     if (!result.ok) fail(result.reason);
   }
   return outcome;

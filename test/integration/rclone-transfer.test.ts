@@ -1,0 +1,76 @@
+/**
+ * `RcloneTransfers.copy` with a real rclone between two directories: the work its caller does per
+ * copied file runs one file at a time and is all done when copy() returns; a failure in it does not
+ * stop the other files' work, and copy() rejects with it.
+ */
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseSource } from '../../src/dataset/source.js';
+import { RcloneTransfers, type TransferSource } from '../../src/engines/rclone-transfer.js';
+
+let work: string;
+let from: TransferSource;
+const names = Array.from({ length: 12 }, (_, i) => `d${i % 3}/f${i}.txt`);
+
+beforeAll(async () => {
+  work = await mkdtemp('/tmp/dcsi-transfer-');
+  for (const name of names) {
+    await mkdir(join(work, 'src', name, '..'), { recursive: true });
+    await writeFile(join(work, 'src', name), `content of ${name}\n`);
+  }
+  await writeFile(join(work, 'list'), names.map((n) => `${n}\n`).join(''));
+  await mkdir(join(work, 'home'));
+  from = {
+    source: parseSource(`local://${work}/src`),
+    secrets: {},
+    runtimeDir: join(work, 'home'),
+  };
+});
+
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+/** Copies every file into a fresh directory, running `handle` for each one copied. */
+async function copyAll(dest: string, handle: (relative: string) => Promise<void>) {
+  return new RcloneTransfers().copy(
+    from,
+    { localDir: join(work, dest) },
+    { listFile: join(work, 'list') },
+    { transfers: 4, onCopied: handle },
+  );
+}
+
+it("each copied file's work runs alone, on the whole file, and all of it before copy() returns", async () => {
+  const done: string[] = [];
+  let running = 0;
+  let mostAtOnce = 0;
+  const result = await copyAll('ordered', async (relative) => {
+    running += 1;
+    mostAtOnce = Math.max(mostAtOnce, running);
+    // The file is whole when its work starts.
+    expect(await readFile(join(work, 'ordered', relative), 'utf8')).toBe(
+      `content of ${relative}\n`,
+    );
+    await sleep(20);
+    done.push(relative);
+    running -= 1;
+  });
+  expect(result.ok).toBe(true);
+  expect(done.sort()).toEqual([...names].sort());
+  expect(mostAtOnce).toBe(1);
+});
+
+it('a failing piece of work leaves the others done, and copy() rejects with it', async () => {
+  const done: string[] = [];
+  const failing = names[4] as string;
+  await expect(
+    copyAll('failing', async (relative) => {
+      await sleep(5);
+      if (relative === failing) throw new Error(`cannot install ${relative}`);
+      done.push(relative);
+    }),
+  ).rejects.toThrow(`cannot install ${failing}`);
+  expect(done.sort()).toEqual(names.filter((n) => n !== failing).sort());
+});
