@@ -145,17 +145,24 @@ it('prefetch fills the copy in bulk while readers hammer it: never a partial fil
   expect(progress.dataset('copy_files', key)).toBe(inCopy.length);
   expect(progress.dataset('copy_complete', key)).toBe(1);
 
-  // Everything prefetched is now read from the copy: the server reads nothing for it.
-  await until('the overlay to show the copy', async () => {
-    await sleep(1200);
-    return true;
-  });
-  const before = await serverReadBytes();
-  for (const name of files.filter((f) => f !== 'MANIFEST')) {
-    expect(await sha256(join(target, name))).toBe(digests[`hammer/${name}`]);
-  }
+  // Everything prefetched is then read from the copy: the server reads nothing for it. The overlay
+  // shows the copy's last files from the copies' next round (each second, after that round's
+  // promotions): a pass over the files may still meet a name the overlay had looked up below.
   // Its rchar also counts socket reads (a closing idle connection costs a byte): far below 24 MiB.
-  expect((await serverReadBytes()) - before).toBeLessThan(1024);
+  const passCost = await until(
+    'a pass over the prefetched files that costs the remote nothing',
+    async () => {
+      const before = await serverReadBytes();
+      for (const name of files.filter((f) => f !== 'MANIFEST')) {
+        expect(await sha256(join(target, name))).toBe(digests[`hammer/${name}`]);
+      }
+      const cost = (await serverReadBytes()) - before;
+      return cost < 1024 ? cost : undefined;
+    },
+    15_000,
+    500,
+  );
+  expect(passCost).toBeLessThan(1024);
   // Same size and time as the source, read-only like the dataset.
   const [bigInCopy, atSource] = await Promise.all([
     stat(join(target, 'big.bin')),
