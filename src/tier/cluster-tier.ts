@@ -170,10 +170,7 @@ export class ClusterTier {
 
   /** Uploads what is pending now and waits for it (a short-lived process's last step). */
   async drain(): Promise<void> {
-    clearTimeout(this.uploadTimer);
-    this.uploadTimer = undefined;
-    this.uploading = this.uploading.then(() => this.uploadPending());
-    await this.uploading;
+    await this.uploadNow();
   }
 
   async close(): Promise<void> {
@@ -221,11 +218,16 @@ export class ClusterTier {
 
   private scheduleUpload(delayMs: number): void {
     if (this.uploadTimer) return;
-    this.uploadTimer = setTimeout(() => {
-      this.uploadTimer = undefined;
-      this.uploading = this.uploading.then(() => this.uploadPending());
-    }, delayMs);
+    this.uploadTimer = setTimeout(() => void this.uploadNow(), delayMs);
     this.uploadTimer.unref();
+  }
+
+  /** Starts an upload round after the one running (instead of any scheduled one); its end. */
+  private uploadNow(): Promise<void> {
+    clearTimeout(this.uploadTimer);
+    this.uploadTimer = undefined;
+    this.uploading = this.uploading.then(() => this.uploadPending());
+    return this.uploading;
   }
 
   /** Uploads every dataset's pending files, one dataset at a time; failed ones wait for a retry. */
