@@ -8,7 +8,7 @@ const SUBCOMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<numb
   demo: async () => (await import('./demo/demo.js')).runDemo,
   ctl: async () => (await import('./ctl/ctl.js')).runCtl,
   launcher: async () => (await import('./supervisor/launcher-command.js')).runLauncherCommand,
-  prefetch: async () => (await import('./prefetch/cli.js')).runPrefetchCommand,
+  prefetch: async () => (await import('./ctl/prefetch-command.js')).runPrefetchCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

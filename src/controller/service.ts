@@ -18,7 +18,8 @@ import {
   requireId,
   unsupportedCapability,
 } from '../csi/validate.js';
-import { ParameterError, parseVolumeParameters, type VolumeParameters } from '../dataset/params.js';
+import { ParameterError } from '../dataset/parameter-error.js';
+import { parseVolumeParameters, type VolumeParameters } from '../dataset/params.js';
 import type { SourceDirectories } from './source-directories.js';
 import type { ProvisionedVolume, VolumeStore } from './store.js';
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import picomatch from 'picomatch';
 import type { RcloneTransfers, RemoteEntry, TransferSource } from '../engines/rclone-transfer.js';
 import { processStartTime } from '../kernel/proc.js';
-import { globBase } from '../prefetch/walk.js';
+import { globBase } from '../dataset/patterns.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import { BatchPipeline } from './batches.js';
 import { isSafeRelativePath, type LocalCopy } from './local-copy.js';

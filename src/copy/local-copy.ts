@@ -28,10 +28,10 @@ import { dirname, join } from 'node:path';
 import { isSameProcess } from '../kernel/proc.js';
 import type { ProcessRunner } from '../kernel/runner.js';
 import { setXattr } from '../kernel/xattr.js';
+import { copyRoot, ENGINE_SHARE } from '../supervisor/cache-volume.js';
+import { sameTime, sameTimeOrUnlisted } from '../dataset/fingerprint.js';
 import type { Ownership } from '../dataset/params.js';
 
-/** The copy, inside the cache file system: the overlay's upper lower layer. */
-export const copyRoot = (cacheDir: string): string => join(cacheDir, 'copy');
 /** Files being written or linked before their rename into the copy: never seen by readers. */
 const incomingRoot = (cacheDir: string): string => join(cacheDir, 'incoming');
 
@@ -39,11 +39,6 @@ const incomingRoot = (cacheDir: string): string => join(cacheDir, 'incoming');
 const FILE_MODE = 0o644;
 const DIR_MODE = 0o755;
 const MAX_NAME_BYTES = 255;
-/**
- * The share of a dataset's cache file system left to the engine for files it is fetching or holds
- * only partly (the engine's own cache limit); the local copy may fill the rest.
- */
-export const ENGINE_SHARE = 0.2;
 const MAX_PATH_BYTES = 4000;
 
 /**
@@ -202,7 +197,7 @@ export class LocalCopy {
       stats !== undefined &&
       stats.isFile() &&
       stats.size === remote.size &&
-      (Number.isNaN(remote.mtimeMs) || sameTime(stats.mtimeMs, remote.mtimeMs))
+      sameTimeOrUnlisted(stats.mtimeMs, remote.mtimeMs)
     );
   }
 
@@ -425,9 +420,6 @@ function discard(path: string): void {
     // nothing to remove
   }
 }
-
-/** File times within a millisecond are the same time (remotes differ in precision below that). */
-export const sameTime = (a: number, b: number): boolean => Math.abs(a - b) < 1;
 
 /**
  * Whether a file of the remote's size is the remote's file: the same time when the remote listed

@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { parseDuration, parseQuantity } from './quantity.js';
 import { formatSource, parseSource, SourceError, type Source } from './source.js';
+import { ParameterError } from './parameter-error.js';
+import { parsePrefetch, type PrefetchPattern } from './patterns.js';
 
 export const ENGINES = ['rclone', 's3fs'] as const;
 export type EngineName = (typeof ENGINES)[number];
@@ -49,12 +51,6 @@ export interface Ownership {
   dirMode?: number;
 }
 
-/** A prefetch pattern: files matching `glob` are read into the cache, or only listed and stat'ed. */
-export interface PrefetchPattern {
-  glob: string;
-  metadataOnly: boolean;
-}
-
 /** What a volume adds on top of its Dataset. */
 export interface VolumeParameters {
   dataset: DatasetSpec;
@@ -67,8 +63,6 @@ export interface VolumeParameters {
   /** How long the client and its cache outlive the dataset's last unstage on a node (0: not). */
   keepWarmMs: number;
 }
-
-export class ParameterError extends Error {}
 
 /** Keys an administrator may set on a StorageClass or a PV's volumeAttributes. */
 export const KNOWN_KEYS: ReadonlySet<string> = new Set([
@@ -179,34 +173,6 @@ function parseOwnership(params: Record<string, string>, engine: EngineName): Own
 }
 
 const MAX_KEEP_WARM_MS = 7 * 24 * 3600 * 1000;
-const MAX_PREFETCH_PATTERNS = 32;
-
-/**
- * Comma-separated globs relative to the dataset root (`train/**`, `*.parquet`); a pattern ending in
- * `/` warms only the metadata of that tree (listings and attributes, no file content).
- */
-export function parsePrefetch(value: string | undefined): PrefetchPattern[] {
-  if (value === undefined || value.trim() === '') return [];
-  const patterns = value
-    .split(',')
-    .map((p) => p.trim())
-    .filter((p) => p !== '');
-  if (patterns.length > MAX_PREFETCH_PATTERNS) {
-    throw new ParameterError(`parameter prefetch has more than ${MAX_PREFETCH_PATTERNS} patterns`);
-  }
-  return patterns.map((pattern) => {
-    if (/[\0\n\r]/.test(pattern)) {
-      throw new ParameterError('parameter prefetch contains control characters');
-    }
-    if (pattern.startsWith('/') || pattern.split('/').includes('..')) {
-      throw new ParameterError(
-        `parameter prefetch pattern "${pattern}" must be relative to the dataset and must not contain '..'`,
-      );
-    }
-    const metadataOnly = pattern.endsWith('/');
-    return { glob: metadataOnly ? `${pattern}**` : pattern, metadataOnly };
-  });
-}
 
 /** Generous for any real URL or path, small enough that nothing oversized reaches a command line. */
 const MAX_VALUE_BYTES = 4096;

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { DatasetStatus } from '../mount/manager.js';
+import type { DatasetStatus } from '../mount/dataset-status.js';
 import type { NodeCacheFigures } from '../mount/node-caches.js';
 import type { TierFigures } from '../tier/cluster-tier.js';
 

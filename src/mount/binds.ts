@@ -3,8 +3,9 @@ import { join, posix } from 'node:path';
 import { failedPrecondition, unavailable } from '../csi/errors.js';
 import type { Mounter } from '../kernel/mounter.js';
 import type { MountTable } from '../kernel/mountinfo.js';
-import { isDatasetCacheMount, type CacheClients } from '../supervisor/clients.js';
-import type { ClientRecord } from './journal.js';
+import { isDatasetCacheMount } from '../supervisor/client-layout.js';
+import type { ClientRecord } from '../supervisor/client-record.js';
+import type { CacheClients } from '../supervisor/clients.js';
 
 /** A health-loop answer this fresh stands in for a probe before a bind. */
 const RECENT_ANSWER_MS = 2_000;

@@ -1,43 +1,9 @@
+// The node's journal: datasets' clients, volumes with their staging and target paths, and kept caches, written atomically.
 import { join } from 'node:path';
-import type { CacheMedium, DatasetSpec, PrefetchPattern } from '../dataset/params.js';
-import type { ControlEndpoint } from '../engines/engine.js';
+import type { CacheMedium } from '../dataset/params.js';
+import type { PrefetchPattern } from '../dataset/patterns.js';
+import type { ClientRecord } from '../supervisor/client-record.js';
 import { readJson, writeJson } from '../state/json-file.js';
-
-/** How a client's dataset mount looks in mountinfo: binds from anything else are refused. */
-export interface MountIdentity {
-  fsType: string;
-  source: string;
-}
-
-/** A running (or last known) cache client of a Dataset. */
-export interface ClientRecord {
-  key: string;
-  spec: DatasetSpec;
-  pid: number;
-  /** With the PID, tells our client from a later process that reuses the PID. */
-  startTime: string;
-  /** The dataset mount that volumes bind from. */
-  mountPoint: string;
-  mountIdentity: MountIdentity;
-  /** The page-cache layer over the engine's own mount (at its mountPoint), when there is one. */
-  layer?: { pid: number; startTime: string; mountPoint: string };
-  /**
-   * The local-copy layer of a read-only dataset: the overlay at mountPoint has `root` (in the
-   * cache file system) over the page-cache layer mounted at `fuseMount`.
-   */
-  copy?: { root: string; fuseMount: string };
-  cacheDir: string;
-  runtimeDir: string;
-  startedAt: string;
-  /** The client's loopback control API, when its engine has one (journal is 0600). */
-  control?: ControlEndpoint;
-  /** Set while the client serves no volume but is kept warm (keepWarm): when it is stopped. */
-  warmUntil?: string;
-}
-
-/** Where the engine itself mounts (below the page-cache layer, if any): reads there fill only its cache. */
-export const engineMountOf = (client: ClientRecord): string =>
-  client.layer?.mountPoint ?? client.mountPoint;
 
 export interface VolumeRecord {
   volumeId: string;

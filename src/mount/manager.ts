@@ -5,50 +5,28 @@ import type { Logger } from 'pino';
 import { alreadyExists, failedPrecondition, notFound, unavailable } from '../csi/errors.js';
 import { KeyedMutex, type VolumeLocks } from '../csi/locks.js';
 import { datasetKey, type DatasetSpec, type VolumeParameters } from '../dataset/params.js';
-import type { CacheClients, ClientStats } from '../supervisor/clients.js';
+import type { ClientRecord } from '../supervisor/client-record.js';
+import type { CacheClients } from '../supervisor/clients.js';
 import { DatasetBinds } from './binds.js';
 import { reconcileNode } from './reconcile.js';
 import { DatasetSupervisor } from './supervision.js';
 import { VolumeHealthReporter, type VolumeHealth } from './volume-health.js';
-import { engineMountOf, type ClientRecord, type Journal, type VolumeRecord } from './journal.js';
+import type { Journal, VolumeRecord } from './journal.js';
 import type { Mounter } from '../kernel/mounter.js';
 import { pathComponentOf } from '../kernel/path-component.js';
 import type { FsUsage } from '../kernel/path-probe.js';
-import type { Prefetcher, PrefetchStatus, PrefetchTarget } from '../prefetch/prefetcher.js';
+import type { Prefetcher, PrefetchTarget } from '../prefetch/prefetcher.js';
 import type { LocalCopies } from '../copy/copies.js';
 import type { NodeCacheFigures, NodeCaches } from './node-caches.js';
-import { copyRoot, type CopyFigures } from '../copy/local-copy.js';
-import { datasetRemote } from '../engines/rclone-transfer.js';
-import type { ClusterTier, TierFigures } from '../tier/cluster-tier.js';
+import type { ClusterTier } from '../tier/cluster-tier.js';
+import { datasetStatuses, type DatasetStatus } from './dataset-status.js';
+import { fillTarget } from './fill-target.js';
 
 /** A health round this recent (they run every second by default) tells metrics a client's state. */
 const RECENT_STATE_MS = 3000;
 
 /** A point where tests can stop the process, as a crash would (see --fault-point). */
 export type FaultHook = (point: string) => void;
-
-export interface DatasetStatus {
-  key: string;
-  /** The client process: engine totals start again with a new one. */
-  pid: number;
-  engine: string;
-  medium: string;
-  quotaBytes: number;
-  up: boolean;
-  volumes: number;
-  /** Serving no volume, kept for keepWarm. */
-  warm: boolean;
-  /** Restarts of the client by this driver process. */
-  restarts: number;
-  stats: ClientStats;
-  prefetch?: PrefetchStatus;
-  /** The local copy of a read-only dataset, when it has one. */
-  copy?: CopyFigures;
-  /** Whether the remote answered the last check (undefined: not checked yet). */
-  remoteReachable?: boolean;
-  /** What the cluster tier did for the dataset, when it uses one. */
-  tier?: TierFigures & { reachable: boolean };
-}
 
 /**
  * Staging and publishing of volumes on one node: one cache client per Dataset, shared by all its
@@ -416,35 +394,13 @@ export class MountManager {
     return volume;
   }
 
-  /**
-   * Where the dataset's prefetch goes. A client with a copy layer gets its copy kept (promotion
-   * and visibility) from now on, whether or not anything is prefetched.
-   */
-  private async prefetchTarget(client: ClientRecord): Promise<PrefetchTarget> {
-    const target: PrefetchTarget = { key: client.key, engineMount: engineMountOf(client) };
-    if (client.copy && this.settings.copies) {
-      const tier = client.spec.clusterTier
-        ? this.settings.tier?.accessFor(client.key, client.spec, copyRoot(client.cacheDir))
-        : undefined;
-      const copy = await this.settings.copies.attach({
-        key: client.key,
-        spec: client.spec,
-        cacheDir: client.cacheDir,
-        overlay: client.mountPoint,
-        fuseMount: client.copy.fuseMount,
-        tier,
-      });
-      target.copy = {
-        copy,
-        source: datasetRemote(
-          client.spec,
-          await this.clients.credentials(client),
-          client.runtimeDir,
-        ),
-        tier,
-      };
-    }
-    return target;
+  /** Where the dataset's fills go (see fillTarget). */
+  private prefetchTarget(client: ClientRecord): Promise<PrefetchTarget> {
+    return fillTarget(client, {
+      copies: this.settings.copies,
+      tier: this.settings.tier,
+      credentials: (record) => this.clients.credentials(record),
+    });
   }
 
   private differsInCredentialsOnly(key: string, params: VolumeParameters): boolean {
@@ -454,34 +410,17 @@ export class MountManager {
   }
 
   /** Figures of every dataset client on the node, for metrics. */
-  async datasets(): Promise<DatasetStatus[]> {
-    return Promise.all(
-      this.journal.clients().map(async (client) => ({
-        key: client.key,
-        pid: client.pid,
-        engine: client.spec.engine,
-        medium: client.spec.cache.medium,
-        quotaBytes: client.spec.cache.quotaBytes,
-        up:
-          (this.supervisor.recentState(client.key, RECENT_STATE_MS) ??
-            (await this.clients.state(client))) === 'healthy',
-        volumes: this.journal.volumesOf(client.key).length,
-        warm: client.warmUntil !== undefined,
-        restarts: this.supervisor.restartsOf(client.key),
-        stats: await this.clients.stats(client),
-        prefetch: this.settings.prefetcher?.status(client.key),
-        copy: this.settings.copies?.get(client.key)?.current(),
-        ...(client.spec.clusterTier && this.settings.tier
-          ? {
-              tier: {
-                ...this.settings.tier.figuresOf(client.key),
-                reachable: this.settings.tier.problem() === undefined,
-              },
-            }
-          : {}),
-        remoteReachable: this.healthReporter.remoteReachable(client),
-      })),
-    );
+  datasets(): Promise<DatasetStatus[]> {
+    return datasetStatuses({
+      journal: this.journal,
+      clients: this.clients,
+      recentState: (key) => this.supervisor.recentState(key, RECENT_STATE_MS),
+      restartsOf: (key) => this.supervisor.restartsOf(key),
+      remoteReachable: (client) => this.healthReporter.remoteReachable(client),
+      prefetcher: this.settings.prefetcher,
+      copies: this.settings.copies,
+      tier: this.settings.tier,
+    });
   }
 
   private async ensureClient(

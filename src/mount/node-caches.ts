@@ -3,8 +3,8 @@ import { Mutex } from 'async-mutex';
 import type { Logger } from 'pino';
 import { resourceExhausted } from '../csi/errors.js';
 import type { CacheMedium, DatasetSpec } from '../dataset/params.js';
-import type { StoppedClient } from '../supervisor/clients.js';
-import type { ClientRecord, Journal, KeptCache } from './journal.js';
+import type { ClientRecord, StoppedClient } from '../supervisor/client-record.js';
+import type { Journal, KeptCache } from './journal.js';
 
 export interface CacheLimits {
   /** Sum of MEM cache quotas: running clients and kept tmpfs caches. */

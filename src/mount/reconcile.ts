@@ -1,12 +1,10 @@
 // After a driver start: the journal reconciled with the mount table and the running processes.
 import type { Logger } from 'pino';
 import type { Mounter } from '../kernel/mounter.js';
-import {
-  isDatasetCacheMount,
-  type CacheClients,
-  type StoppedClient,
-} from '../supervisor/clients.js';
-import type { ClientRecord, Journal } from './journal.js';
+import { isDatasetCacheMount } from '../supervisor/client-layout.js';
+import type { ClientRecord, StoppedClient } from '../supervisor/client-record.js';
+import type { CacheClients } from '../supervisor/clients.js';
+import type { Journal } from './journal.js';
 
 /**
  * After a driver start: adopt healthy clients, keep dead ones that still serve volumes (the

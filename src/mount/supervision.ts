@@ -3,9 +3,10 @@ import type { Logger } from 'pino';
 import type { KeyedMutex, VolumeLocks } from '../csi/locks.js';
 import type { Mounter } from '../kernel/mounter.js';
 import type { MountTable } from '../kernel/mountinfo.js';
-import type { CacheClients, ClientState } from '../supervisor/clients.js';
+import type { ClientRecord, ClientState } from '../supervisor/client-record.js';
+import type { CacheClients } from '../supervisor/clients.js';
 import type { DatasetBinds } from './binds.js';
-import type { ClientRecord, Journal, VolumeRecord } from './journal.js';
+import type { Journal, VolumeRecord } from './journal.js';
 
 interface RestartBackoff {
   failures: number;

@@ -3,9 +3,10 @@ import type { LocalCopies } from '../copy/copies.js';
 import { ENGINE_CACHE_LIMIT_FRACTION } from '../engines/engine.js';
 import type { Mounter } from '../kernel/mounter.js';
 import type { ClusterTier } from '../tier/cluster-tier.js';
-import type { CacheClients, ClientState, RemoteProblem } from '../supervisor/clients.js';
+import type { ClientRecord, ClientState, RemoteProblem } from '../supervisor/client-record.js';
+import type { CacheClients } from '../supervisor/clients.js';
 import type { DatasetBinds } from './binds.js';
-import type { ClientRecord, Journal, VolumeRecord } from './journal.js';
+import type { Journal, VolumeRecord } from './journal.js';
 
 export interface VolumeHealth {
   abnormal: boolean;

@@ -4,9 +4,9 @@ import type { ServiceImpl } from '../csi/handlers.js';
 import type { VolumeLocks } from '../csi/locks.js';
 import { isReaderOnly, requireCapability, requireId, requirePath } from '../csi/validate.js';
 import type { CredentialIdentity } from '../dataset/identity.js';
+import { ParameterError } from '../dataset/parameter-error.js';
 import {
   EPHEMERAL_CONTEXT_KEY,
-  ParameterError,
   POD_NAMESPACE_KEY,
   parseInlineVolumeParameters,
   parseVolumeParameters,

@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import type { Logger } from 'pino';
 import { fillCopy } from '../copy/fill.js';
 import type { LocalCopy } from '../copy/local-copy.js';
-import type { PrefetchPattern } from '../dataset/params.js';
+import type { PrefetchPattern } from '../dataset/patterns.js';
 import type { RcloneTransfers, TransferSource } from '../engines/rclone-transfer.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import type { PrefetchProgress } from './walk.js';

@@ -1,7 +1,7 @@
 import { open, opendir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import picomatch from 'picomatch';
-import type { PrefetchPattern } from '../dataset/params.js';
+import { globBase, type PrefetchPattern } from '../dataset/patterns.js';
 
 export interface PrefetchProgress {
   /** Files matched so far (the walk may still be finding more). */
@@ -40,12 +40,6 @@ class Pool {
     if (this.running === 0) return Promise.resolve();
     return new Promise((resolve) => this.settled.push(resolve));
   }
-}
-
-/** The directory a glob can only match below (its leading literal part). */
-export function globBase(glob: string): string {
-  const scanned = picomatch.scan(glob);
-  return scanned.isGlob ? scanned.base : glob.split('/').slice(0, -1).join('/');
 }
 
 /**

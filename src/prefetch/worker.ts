@@ -3,7 +3,7 @@
  * the driver. Usage: worker.js ROOT CONCURRENCY PATTERNS_JSON. Prints one JSON progress line per
  * half second and a last one with done=true.
  */
-import type { PrefetchPattern } from '../dataset/params.js';
+import type { PrefetchPattern } from '../dataset/patterns.js';
 import { prefetch } from './walk.js';
 
 const [root, concurrency, patterns] = process.argv.slice(2);

@@ -1,4 +1,5 @@
 import { chmod, rm, stat, statfs, truncate, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { failedPrecondition, resourceExhausted } from '../csi/errors.js';
 import type { CacheMedium, DatasetSpec } from '../dataset/params.js';
@@ -12,6 +13,18 @@ export const CACHE_TMPFS_PREFIX = 'dataset-cache-csi-cache:';
 export const cacheImage = (cacheDir: string): string => `${cacheDir}.img`;
 
 const IMAGE_FS_TYPE = 'ext4';
+
+/** The local copy, inside the cache file system: the overlay's upper lower layer. */
+export const copyRoot = (cacheDir: string): string => join(cacheDir, 'copy');
+
+/**
+ * The share of a dataset's cache file system left to the engine for files it is fetching or holds
+ * only partly (the engine's own cache limit); the local copy may fill the rest.
+ */
+export const ENGINE_SHARE = 0.2;
+
+/** The share of the cache file system the engine's own limit is taken from (a copy keeps the rest). */
+export const engineCacheShare = (withCopy: boolean): number => (withCopy ? ENGINE_SHARE : 1);
 
 export interface CacheVolume {
   /** Made empty now (nothing of an earlier client in it). */

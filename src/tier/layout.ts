@@ -7,7 +7,7 @@ import { setImmediate } from 'node:timers/promises';
 import pMap from 'p-map';
 import type { RcloneTransfers, RemoteEntry, TransferSource } from '../engines/rclone-transfer.js';
 import { below } from '../engines/rclone-transfer.js';
-import { sameTime } from '../copy/local-copy.js';
+import { sameTimeOrUnlisted } from '../dataset/fingerprint.js';
 import {
   extractMember,
   PACK_MEMBER_MAX,
@@ -174,8 +174,10 @@ export async function takeFromTier(
     for (const entry of small) {
       const held = contents.members.get(entry.relative) ?? [];
       const match =
-        held.find((h) => h.member.size === entry.size && sameTimeOrUnknown(h.member, entry)) ??
-        held.find((h) => h.member.size === entry.size);
+        held.find(
+          (h) =>
+            h.member.size === entry.size && sameTimeOrUnlisted(h.member.mtimeMs, entry.mtimeMs),
+        ) ?? held.find((h) => h.member.size === entry.size);
       if (!match) continue;
       const pack = wanted.get(match.pack) ?? { index: match.index, members: [] };
       pack.members.push([match.member, entry]);
@@ -264,6 +266,3 @@ async function packContents(
   }
   return { ok: result.ok, reason: result.reason, members };
 }
-
-const sameTimeOrUnknown = (member: PackMember, entry: RemoteEntry): boolean =>
-  Number.isNaN(entry.mtimeMs) || sameTime(member.mtimeMs, entry.mtimeMs);

@@ -8,9 +8,10 @@ import { join, posix } from 'node:path';
 import fc from 'fast-check';
 import picomatch from 'picomatch';
 import { completeDirectories, listingsFor } from '../../src/copy/fill.js';
-import { copyRoot, isSafeRelativePath, LocalCopy } from '../../src/copy/local-copy.js';
+import { isSafeRelativePath, LocalCopy } from '../../src/copy/local-copy.js';
+import { copyRoot } from '../../src/supervisor/cache-volume.js';
 import { fingerprintTime } from '../../src/engines/rclone-cache.js';
-import { globBase } from '../../src/prefetch/walk.js';
+import { globBase } from '../../src/dataset/patterns.js';
 
 describe('isSafeRelativePath', () => {
   it('refuses what could leave the copy or is not a plain name', () => {

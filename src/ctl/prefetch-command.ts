@@ -5,17 +5,19 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fillCopy } from '../copy/fill.js';
 import { LocalCopy } from '../copy/local-copy.js';
-import { parsePrefetch, ParameterError } from '../dataset/params.js';
+import { ParameterError } from '../dataset/parameter-error.js';
+import { parsePrefetch } from '../dataset/patterns.js';
 import { RcloneEngine } from '../engines/rclone.js';
 import { datasetRemote, RcloneTransfers } from '../engines/rclone-transfer.js';
 import { ExecaRunner } from '../kernel/runner.js';
 import { SystemMounter } from '../kernel/mounter.js';
-import { engineMountOf, Journal } from '../mount/journal.js';
+import { Journal } from '../mount/journal.js';
 import { createLogger } from '../log.js';
-import { clientCredentials } from '../supervisor/clients.js';
+import { clientCredentials } from '../supervisor/client-credentials.js';
+import { engineMountOf } from '../supervisor/client-record.js';
 import { ClusterTier } from '../tier/cluster-tier.js';
 import { readTierSettings, recordedTierConfig } from '../tier/settings.js';
-import { prefetch } from './walk.js';
+import { prefetch } from '../prefetch/walk.js';
 
 export const PREFETCH_USAGE = `usage: dataset-cache-csi prefetch --state-dir DIR --dataset KEY|VOLUME_ID [--concurrency N] [--refresh] PATTERN...
   Warms the files matching each PATTERN (globs relative to the dataset; "dir/" warms metadata only)
@@ -23,6 +25,28 @@ export const PREFETCH_USAGE = `usage: dataset-cache-csi prefetch --state-dir DIR
   cluster tier first when the dataset uses it), else through its running cache client. --refresh
   first drops copies that no longer match the remote (size, time or gone), so the files are copied
   again as they are now.`;
+
+/**
+ * The node's cluster tier as the driver recorded it (no keys: those are read from the files the
+ * record names), with the scratch directory its settings use; undefined when the driver has none.
+ * Files are read from it before the remote, and what came from the remote is uploaded before the
+ * command ends.
+ */
+async function recordedTier(
+  stateDir: string,
+  transfers: RcloneTransfers,
+): Promise<{ tier: ClusterTier; scratch: string } | undefined> {
+  const config = await recordedTierConfig(stateDir);
+  if (!config) return undefined;
+  const scratch = await mkdtemp(join(tmpdir(), 'dcsi-prefetch-'));
+  try {
+    const settings = await readTierSettings(config, scratch);
+    return { tier: new ClusterTier(settings, transfers, createLogger('warn')), scratch };
+  } catch (err) {
+    await rm(scratch, { recursive: true, force: true });
+    throw err;
+  }
+}
 
 /** The by-hand prefetch: finds the dataset's client in the node journal and warms it. */
 export async function runPrefetchCommand(argv: string[]): Promise<number> {
@@ -74,20 +98,10 @@ export async function runPrefetchCommand(argv: string[]): Promise<number> {
   const copy = new LocalCopy(client.cacheDir, runner, client.spec.ownership);
   await copy.count();
   const transfers = new RcloneTransfers(values.rclone);
-  // The node's cluster tier, as the driver recorded it, for a dataset that uses one: read before
-  // the remote, and what came from the remote uploaded before the command ends.
-  const tierConfig = client.spec.clusterTier
-    ? await recordedTierConfig(values['state-dir'])
+  const recorded = client.spec.clusterTier
+    ? await recordedTier(values['state-dir'], transfers)
     : undefined;
-  const scratch = tierConfig ? await mkdtemp(join(tmpdir(), 'dcsi-prefetch-')) : undefined;
-  const tier =
-    tierConfig && scratch
-      ? new ClusterTier(
-          await readTierSettings(tierConfig, scratch),
-          transfers,
-          createLogger('warn'),
-        )
-      : undefined;
+  const tier = recorded?.tier;
   let filled;
   try {
     filled = await fillCopy({
@@ -105,7 +119,7 @@ export async function runPrefetchCommand(argv: string[]): Promise<number> {
     await tier?.drain();
   } finally {
     await tier?.close();
-    if (scratch) await rm(scratch, { recursive: true, force: true });
+    if (recorded) await rm(recorded.scratch, { recursive: true, force: true });
   }
   // Files dropped from the copy fall through to the engine, which must not answer from listings
   // it cached before the change; the overlay forgets the names it looked up.
