@@ -68,14 +68,17 @@ const bytesWritten = async (pid: number): Promise<number> =>
  */
 export async function runClusterTier(options: ClusterOptions): Promise<ClusterResult> {
   const lan = await EmulatedLink.create({ ...LAN, name: 'c', subnet: 202 });
-  options.parent.defer(() => lan.close());
+  options.parent.defer(() => lan.close(), 'closing the in-cluster link');
   // The tier's objects in memory: a tier's own disks are not what this scenario measures, and this
   // machine's disk is slower than the link. Its kernel pages out file pages unused for a minute
   // (DAMON), and s3rver read node 1's 2 GiB object back from disk at 200-280 MB/s (7.3-10.3 s),
   // against 5.5 s from memory, so node 2's read was bound by the tier's disk, not the link.
   const store = `${options.parent.memCacheDir}-tier`;
   await mkdir(store, { recursive: true });
-  options.parent.defer(() => rm(store, { recursive: true, force: true }));
+  options.parent.defer(
+    () => rm(store, { recursive: true, force: true }),
+    'removing the tier store',
+  );
   const tierPort = await serveS3(lan, store, ['tier'], 9000);
   const keys = join(options.work, 'tier-keys');
   await mkdir(keys, { recursive: true, mode: 0o700 });
@@ -105,7 +108,7 @@ export async function runClusterTier(options: ClusterOptions): Promise<ClusterRe
   for (let n = 1; n <= options.nodes; n += 1) {
     const node = new Bench(join(options.work, `node${n}`), `node${n}`);
     await mkdir(node.work, { recursive: true });
-    options.parent.defer(() => node.cleanup());
+    options.parent.defer(() => node.cleanup(), `node ${n}'s cleanup`);
     await node.startDriver(tierFlags);
     /** The node's tier counters run on across its parts (one dataset). */
     let tierSoFar = 0;

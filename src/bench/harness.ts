@@ -15,6 +15,12 @@ const MAIN = join(ROOT, 'dist', 'main.js');
 const cap = { mount: {}, access_mode: { mode: 'MULTI_NODE_READER_ONLY' as const } };
 export const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 
+interface CleanupStep {
+  run: () => Promise<unknown>;
+  name: string;
+  timeoutMs: number;
+}
+
 export interface Remote {
   protocol: 'http' | 's3';
   parameters: Record<string, string>;
@@ -26,7 +32,7 @@ export interface Remote {
 
 /** A driver process of its own and the CSI calls a benchmark makes of it, with cleanup steps. */
 export class Bench {
-  private readonly cleanups: (() => Promise<unknown>)[] = [];
+  private readonly cleanups: CleanupStep[] = [];
   private driver?: ResultPromise;
   private client?: CsiClient;
   private metricsPort = 0;
@@ -47,25 +53,38 @@ export class Bench {
     return `/dev/shm/dcsi-bench-${process.pid}${node}`;
   }
 
-  defer(cleanup: () => Promise<unknown>): void {
-    this.cleanups.unshift(cleanup);
+  /**
+   * A step for cleanup(), named in its log lines. `timeoutMs` is how long it may run before the
+   * next steps go on without it: 20 s unless the step's work is known to be longer.
+   */
+  defer(run: () => Promise<unknown>, name = 'a cleanup step', timeoutMs = 20_000): void {
+    this.cleanups.unshift({ run, name, timeoutMs });
   }
 
-  /** Runs every step, newest first; a step that fails or hangs (20 s) does not stop the others. */
+  /**
+   * Runs every step, newest first; a step that fails or overruns its time does not stop the
+   * others. Steps that take long are logged by name, so a slow cleanup says what was slow.
+   */
   async cleanup(): Promise<void> {
     for (const step of this.cleanups.splice(0)) {
+      const started = Date.now();
       let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<void>((resolve) => {
-        timer = setTimeout(() => {
-          log('cleanup step timed out');
-          resolve();
-        }, 20_000);
+      const timeout = new Promise<'overran'>((resolve) => {
+        timer = setTimeout(() => resolve('overran'), step.timeoutMs);
       });
-      await Promise.race([
-        step().catch((err: unknown) => log(`cleanup step failed: ${String(err)}`)),
-        timeout,
-      ]);
+      const done = step
+        .run()
+        .catch((err: unknown) => log(`cleanup: ${step.name} failed: ${String(err)}`))
+        .then(() => 'done' as const);
+      const outcome = await Promise.race([done, timeout]);
       clearTimeout(timer);
+      const seconds = () => ((Date.now() - started) / 1000).toFixed(1);
+      if (outcome === 'overran') {
+        log(`cleanup: ${step.name} still running after ${seconds()} s; the next steps go on`);
+        void done.then(() => log(`cleanup: ${step.name} ended after ${seconds()} s`));
+      } else if (Date.now() - started > 2000) {
+        log(`cleanup: ${step.name} took ${seconds()} s`);
+      }
     }
   }
 
@@ -108,12 +127,15 @@ export class Bench {
     );
     const driver = this.driver;
     // Last (steps run newest first): the MEM cache directory, empty once its caches are unmounted.
-    this.defer(() => rmdir(this.memCacheDir).catch(() => undefined));
-    this.defer(() => this.killClients());
+    this.defer(
+      () => rmdir(this.memCacheDir).catch(() => undefined),
+      `removing ${this.nodeName}'s MEM cache directory`,
+    );
+    this.defer(() => this.killClients(), `stopping ${this.nodeName}'s cache clients`);
     this.defer(async () => {
       if (driver.pid !== undefined && driver.exitCode === null) process.kill(driver.pid, 'SIGKILL');
       await driver;
-    });
+    }, `stopping ${this.nodeName}'s driver`);
     this.client = new CsiClient(endpoint);
     for (let i = 0; i < 400; i += 1) {
       const ready = await this.csi.identity
@@ -299,7 +321,7 @@ export class Bench {
       await execa('umount', ['-l', path], { reject: false });
       await terminateChild(child);
     };
-    this.defer(close);
+    this.defer(close, `unmounting the uncached ${remote.protocol} mount`);
     return { path, close };
   }
 }

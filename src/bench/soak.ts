@@ -84,8 +84,11 @@ async function main(): Promise<number> {
   const stages = Number(values.stages);
   const work = await mkdtemp('/tmp/dcsi-soak-');
   const bench = new Bench(work);
-  bench.defer(() => rm(work, { recursive: true, force: true }));
-  bench.defer(() => rm(bench.memCacheDir, { recursive: true, force: true }));
+  bench.defer(() => rm(work, { recursive: true, force: true }), 'removing the work directory');
+  bench.defer(
+    () => rm(bench.memCacheDir, { recursive: true, force: true }),
+    'removing the MEM cache directory',
+  );
   try {
     const sources = await Promise.all(
       Array.from({ length: DATASETS }, async (_, d) => {

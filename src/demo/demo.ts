@@ -1,3 +1,4 @@
+// The quick-start demo (npm run demo): a WebDAV dataset read cold by pod 1, then warm by pod 2.
 import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -9,6 +10,8 @@ import { sha256File, timedRead, writeRandomFile } from './files.js';
 import { LoopbackServer } from './loopback-server.js';
 
 const MiB = 2 ** 20;
+/** Rounds of pod 2's warm read and the tmpfs read, in turns. */
+const TURNS = 5;
 
 /**
  * The quick-start demo: a dataset served over WebDAV on loopback, provisioned, staged and published
@@ -84,18 +87,28 @@ export async function runDemo(argv: string[]): Promise<number> {
 
     const [pod1, pod2] = targets.map((target) => join(target, 'train.bin')) as [string, string];
     const cold = await timedRead(pod1);
-    const warm = await timedRead(pod2);
-    // The physical limit on this machine: the same file read from tmpfs, warm.
+    // The physical limit on this machine: the same file on tmpfs. It is read in turns with pod 2's
+    // warm read, round after round, and each side's best is compared: on a busy machine a lone
+    // read moves by a third either way, and one tmpfs read made apart once put the warm read at
+    // 1.43x "the limit".
     const local = join(memCacheDir, 'baseline.bin');
     await copyFile(join(data, 'train.bin'), local);
-    const tmpfs = await timedRead(local);
+    const warmReads: number[] = [];
+    const tmpfsReads: number[] = [];
+    for (let round = 0; round < TURNS; round += 1) {
+      warmReads.push(await timedRead(pod2));
+      tmpfsReads.push(await timedRead(local));
+    }
     await rm(local);
+    const warm = Math.min(...warmReads);
+    const tmpfs = Math.min(...tmpfsReads);
     const mbps = (seconds: number): string => (size / 1e6 / seconds).toFixed(0);
     out(`demo: pod 1 read (cold, from the WebDAV server): ${mbps(cold)} MB/s`);
     out(
       `demo: pod 2 read (warm, from the node cache):    ${mbps(warm)} MB/s  (${(cold / warm).toFixed(1)}x pod 1, ${(tmpfs / warm).toFixed(2)}x tmpfs)`,
     );
     out(`demo: the same file read from tmpfs (the limit): ${mbps(tmpfs)} MB/s`);
+    out(`demo: (warm and tmpfs: the best of ${TURNS} reads each, taken in turns)`);
     const [expected, seen] = await Promise.all([
       sha256File(join(data, 'train.bin')),
       sha256File(pod2),
