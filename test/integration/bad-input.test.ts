@@ -4,11 +4,11 @@
  * driver still serves, and nothing is mounted or running.
  */
 import { mkdirSync, mkdtempSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { MountTable } from '../../src/kernel/mountinfo.js';
-import { cleanupUnder, recordedClients } from '../helpers/cleanup.js';
+import { recordedClients, unmountUnder } from '../helpers/cleanup.js';
 import { mountCapability, startTestDriver, type TestDriver } from '../helpers/driver.js';
 import { pidsWithArgs } from '../helpers/processes.js';
 
@@ -750,9 +750,10 @@ beforeAll(async () => {
   driver = await startTestDriver({ kubeletDir: kubelet });
 });
 
+// Cleans what beforeAll got to make; a failed start must not add an error that hides its own.
 afterAll(async () => {
-  await driver.dispose();
-  await cleanupUnder(root, driver.stateDir);
+  await driver?.dispose();
+  await unmountUnder(root);
   await rm(root, { recursive: true, force: true });
 });
 
@@ -773,6 +774,7 @@ it('leaves the driver serving and nothing mounted or running', async () => {
 });
 
 it('still accepts the same calls when they are well-formed', async () => {
+  await writeFile(join(source, 'good.txt'), 'well-formed\n');
   const volume = (
     await driver.client.controller.CreateVolume({
       name: 'good',
@@ -780,7 +782,11 @@ it('still accepts the same calls when they are well-formed', async () => {
       parameters: { source: `local://${source}` },
     })
   ).volume;
+  expect(volume?.volume_id).toMatch(/\S/);
   if (!volume) throw new Error('no volume');
+  expect(
+    (await driver.client.controller.ListVolumes({})).entries.map((e) => e.volume?.volume_id),
+  ).toEqual([volume.volume_id]);
   const staging = join(kubelet, 'plugins', 'staging', volume.volume_id);
   await driver.client.node.NodeStageVolume({
     volume_id: volume.volume_id,
@@ -788,9 +794,14 @@ it('still accepts the same calls when they are well-formed', async () => {
     volume_capability: ro,
     volume_context: volume.volume_context,
   });
+  // Staged: the dataset is mounted at the staging path and serves the source's file.
+  expect((await MountTable.read()).under(staging).length).toBeGreaterThan(0);
+  expect(await readFile(join(staging, 'good.txt'), 'utf8')).toBe('well-formed\n');
   await driver.client.node.NodeUnstageVolume({
     volume_id: volume.volume_id,
     staging_target_path: staging,
   });
+  expect((await MountTable.read()).under(staging)).toEqual([]);
   await driver.client.controller.DeleteVolume({ volume_id: volume.volume_id });
+  expect((await driver.client.controller.ListVolumes({})).entries).toEqual([]);
 });

@@ -2,7 +2,7 @@
  * The cache quota is a hard promise on every medium (MEM: a tmpfs of the quota; SSD/HDD: a loop-
  * mounted image of the quota), and MEM caches never promise more memory than the node allows.
  */
-import { mkdir, readdir, stat } from 'node:fs/promises';
+import { mkdir, readdir, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { execa } from 'execa';
@@ -27,7 +27,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await driver.dispose();
+  await driver?.dispose();
 });
 
 async function stage(name: string, parameters: Record<string, string>) {
@@ -82,6 +82,16 @@ it.each([
       }
       const mount = (await MountTable.read()).at(cacheDir);
       expect(mount).toMatchObject({ fsType, source: expect.stringMatching(device) });
+      // The filesystem under the cache is the quota's size: that, not the engine, bounds it.
+      const fs = await statfs(cacheDir);
+      const size = fs.blocks * fs.bsize;
+      if (medium === 'MEM') {
+        expect(size).toBe(quota);
+      } else {
+        // ext4 keeps its journal and inode tables out of the size it reports.
+        expect(size).toBeLessThanOrEqual(quota);
+        expect(size).toBeGreaterThan(quota * 0.8);
+      }
       if (medium !== 'MEM') {
         // The image's blocks are reserved up front: the disk never gives the cache more than this.
         const image = await stat(cacheImage(cacheDir));

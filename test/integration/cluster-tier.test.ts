@@ -5,12 +5,13 @@
  * never served; with the tier down the remote serves and the volume condition says why; only
  * administrators' StorageClasses can use a tier; its keys never reach a log.
  */
-import { mkdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
 import { S3Server } from '../../src/demo/s3-server.js';
+import { MountTable } from '../../src/kernel/mountinfo.js';
 import { processIo } from '../../src/kernel/proc.js';
 import { parseConfig, type Config } from '../../src/config.js';
 import { startDriver } from '../../src/driver.js';
@@ -21,6 +22,7 @@ import {
   startTestDriver,
   type TestDriver,
 } from '../helpers/driver.js';
+import { recordedClients, recordedProcesses } from '../helpers/cleanup.js';
 import { treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
 import { Kubelet } from '../helpers/kubelet.js';
 import { Scrape } from '../helpers/metrics.js';
@@ -403,11 +405,84 @@ it('a tier whose Secret lacks its keys stops the driver at start, naming them', 
   );
 });
 
-it("the tier's keys reach no log", async () => {
+/**
+ * Every regular file under `dir`, with its mode; mounts are not entered (a client's FUSE mount is
+ * the dataset, not a file the driver wrote).
+ */
+async function filesUnder(
+  dir: string,
+  mounts: ReadonlySet<string>,
+): Promise<{ path: string; mode: number }[]> {
+  const found: { path: string; mode: number }[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (mounts.has(path)) continue;
+    if (entry.isDirectory()) found.push(...(await filesUnder(path, mounts)));
+    else if (entry.isFile()) found.push({ path, mode: (await lstat(path)).mode & 0o7777 });
+  }
+  return found;
+}
+
+/** A file of /proc/PID, or undefined for a process that ended meanwhile. */
+async function procFile(pid: number | string, name: string): Promise<string | undefined> {
+  try {
+    return (await readFile(`/proc/${pid}/${name}`)).toString('latin1');
+  } catch (err) {
+    if (['ENOENT', 'ESRCH'].includes((err as NodeJS.ErrnoException).code ?? '')) return undefined;
+    throw err;
+  }
+}
+
+it("the tier's keys reach no log, no command line, no client's environment, and no file of the driver's but owner-only ones", async () => {
+  const keys = Object.values(TIER_KEYS);
+  const holding = (text: string) => keys.filter((k) => text.includes(k));
+  const mounts = new Set((await MountTable.read()).entries.map((m) => m.mountPoint));
+  const processes = await Promise.all(
+    (await readdir('/proc'))
+      .filter((name) => /^\d+$/.test(name))
+      .map(async (pid) => ({
+        pid: Number(pid),
+        cmdline: (await procFile(pid, 'cmdline'))?.replaceAll('\0', ' '),
+      })),
+  );
+  // Any process on the machine: the driver's, its clients', its rclone transfers'.
+  expect(processes.filter((p) => holding(p.cmdline ?? '').length > 0)).toEqual([]);
   for (const node of [a, b]) {
     const log = await node.driver.log();
     expect(log).toContain('uploaded to the cluster tier');
-    expect(log).not.toContain(TIER_KEYS.secretAccessKey);
-    expect(log).not.toContain(TIER_KEYS.accessKeyId);
+    expect(holding(log)).toEqual([]);
+    // The clients serve the remote, never the tier: its keys are not in their environment.
+    const clients = await recordedProcesses(node.driver.stateDir);
+    expect(clients.length).toBeGreaterThan(0);
+    for (const client of clients) {
+      expect(processes.map((p) => p.pid)).toContain(client.pid);
+      const environ = await procFile(client.pid, 'environ');
+      expect([client.pid, environ === undefined ? [] : holding(environ)]).toEqual([client.pid, []]);
+    }
+    // Every file the driver and its clients wrote: state, runtime (the clients' logs), caches.
+    const files = (
+      await Promise.all(
+        [node.driver.stateDir, node.driver.config.runtimeDir, node.driver.memCacheDir].map((dir) =>
+          filesUnder(dir, mounts),
+        ),
+      )
+    ).flat();
+    // The scan reached every client's log.
+    for (const { key } of await recordedClients(node.driver.stateDir)) {
+      expect(files.map((f) => f.path)).toContain(
+        join(node.driver.config.runtimeDir, key, 'client.log'),
+      );
+    }
+    const secretFiles = [];
+    for (const file of files) {
+      const found = holding(await readFile(file.path, 'latin1'));
+      if (found.length > 0) secretFiles.push({ ...file, found });
+    }
+    // A file that holds a key is no log, and only its owner can read it.
+    expect(
+      secretFiles
+        .filter((f) => f.path.endsWith('.log') || (f.mode & 0o077) !== 0)
+        .map((f) => ({ ...f, mode: f.mode.toString(8) })),
+    ).toEqual([]);
   }
 });

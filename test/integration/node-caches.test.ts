@@ -35,6 +35,18 @@ beforeAll(async () => {
   kubelet = new Kubelet(driver.work, () => driver.client, rw);
 });
 
+/** WebDAV servers a test started: stopped after it even when it failed half-way. */
+const servers: LoopbackServer[] = [];
+async function serveWebdav(root: string, port?: number): Promise<LoopbackServer> {
+  const server = await LoopbackServer.start(root, 'webdav', [], port);
+  servers.push(server);
+  return server;
+}
+
+afterEach(async () => {
+  for (const server of servers.splice(0)) await server.stop();
+});
+
 afterAll(async () => {
   await driver?.dispose();
 });
@@ -79,7 +91,7 @@ it('keeps caches within the disk budget, evicts the oldest, never one with unsen
   // still in the cache, which is kept with its pending writes.
   const davRoot = join(driver.work, 'dav');
   await mkdir(davRoot);
-  let dav = await LoopbackServer.start(davRoot, 'webdav');
+  let dav = await serveWebdav(davRoot);
   const port = dav.port;
   const pending = await createVolume(
     driver.client,
@@ -130,7 +142,7 @@ it('keeps caches within the disk budget, evicts the oldest, never one with unsen
   expect(Object.keys(await kept()).sort()).toEqual([b, c, p].sort());
 
   // P's server is back: staging P again takes its kept cache over and the write reaches it.
-  dav = await LoopbackServer.start(davRoot, 'webdav', [], port);
+  dav = await serveWebdav(davRoot, port);
   try {
     await kubelet.run(pending, ['writer-again']);
     expect(
@@ -162,7 +174,7 @@ it('a MEM cache holding unsent writes stays mounted past any retention until the
   expect(driver.config.cacheRetentionMs).toBe(0);
   const davRoot = join(driver.work, 'dav-mem');
   await mkdir(davRoot);
-  let dav = await LoopbackServer.start(davRoot, 'webdav');
+  let dav = await serveWebdav(davRoot);
   const port = dav.port;
   const vol = await createVolume(
     driver.client,
@@ -177,15 +189,23 @@ it('a MEM cache holding unsent writes stays mounted past any retention until the
   const [key] = Object.keys(await kept());
   const cacheDir = (await kept())[key as string]?.cacheDir as string;
   expect((await MountTable.read()).at(cacheDir)?.fsType).toBe('tmpfs');
-  // Several sweeps later it is still there, counted as kept with pending writes.
-  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  // A sweep that ran since: it removed a cache kept warm after this one (retention 0), and left
+  // this one, counted as kept with pending writes.
+  const retained = async () =>
+    (await metric('dataset_cache_node_evictions_total{reason="retention"}')) ?? 0;
+  const evictedBefore = await retained();
+  const witness = await useOnce('sweep-witness');
+  await until('a sweep to remove the cache kept warm after it', async () =>
+    (await retained()) > evictedBefore && (await kept())[witness] === undefined ? true : undefined,
+  );
+  expect(await retained()).toBe(evictedBefore + 1);
   expect(Object.keys(await kept())).toEqual([key]);
   expect(await metric('dataset_cache_node_kept_caches{medium="mem",pending_writes="true"}')).toBe(
     1,
   );
   expect(await metric('dataset_cache_node_used_bytes{medium="mem"}')).toBe(32 * MiB);
 
-  dav = await LoopbackServer.start(davRoot, 'webdav', [], port);
+  dav = await serveWebdav(davRoot, port);
   try {
     await kubelet.run(vol, ['mem-writer-again']);
     expect(

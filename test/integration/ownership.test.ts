@@ -64,9 +64,9 @@ it('a non-root pod writes a writable dataset only when the dataset is given its 
     },
     rw,
   );
-  await kubelet.run(plain, ['plain-pod']);
-  await kubelet.run(owned, ['owned-pod']);
   try {
+    await kubelet.run(plain, ['plain-pod']);
+    await kubelet.run(owned, ['owned-pod']);
     // Without an owner: readable, but root's files refuse a non-root writer.
     const plainTarget = kubelet.target('plain-pod');
     expect((await as(TRAINER, `cat ${plainTarget}/dir/labels.csv`)).stdout).toBe('id,label');
@@ -121,9 +121,9 @@ it('s3fs: the owner and directory mode apply to files and directories alike', as
       },
       rw,
     );
-    await kubelet.stage(vol, s3.secrets());
-    await kubelet.publish(vol.volume_id, 's3fs-pod');
     try {
+      await kubelet.stage(vol, s3.secrets());
+      await kubelet.publish(vol.volume_id, 's3fs-pod');
       const target = kubelet.target('s3fs-pod');
       const dir = await stat(join(target, 'dir'));
       expect([dir.uid, dir.gid, dir.mode & 0o777]).toEqual([TRAINER, TRAINER, 0o775]);
@@ -142,20 +142,22 @@ it('a read-only dataset with a local copy shows the same owner and modes from ei
   const server = await LoopbackServer.start(data, 'http');
   const ro = mountCapability('MULTI_NODE_READER_ONLY');
   const roKubelet = new Kubelet(driver.work, () => driver.client, ro);
-  const vol = await createVolume(
-    driver.client,
-    'private-copy',
-    {
-      source: `http://127.0.0.1:${server.port}/`,
-      gid: String(TRAINER),
-      fileMode: '0640',
-      dirMode: '0750',
-      prefetch: '**',
-    },
-    ro,
-  );
-  await roKubelet.run(vol, ['copy-pod'], true);
+  let volumeId: string | undefined;
   try {
+    const vol = await createVolume(
+      driver.client,
+      'private-copy',
+      {
+        source: `http://127.0.0.1:${server.port}/`,
+        gid: String(TRAINER),
+        fileMode: '0640',
+        dirMode: '0750',
+        prefetch: '**',
+      },
+      ro,
+    );
+    volumeId = vol.volume_id;
+    await roKubelet.run(vol, ['copy-pod'], true);
     const [client] = await recordedClients(driver.stateDir);
     if (!client) throw new Error('no client');
     const copied = join(client.cacheDir, 'copy', 'dir', 'labels.csv');
@@ -174,7 +176,7 @@ it('a read-only dataset with a local copy shows the same owner and modes from ei
     expect(stranger.exitCode).not.toBe(0);
     expect(stranger.stderr).toMatch(/Permission denied/);
   } finally {
-    await roKubelet.stop(vol.volume_id, ['copy-pod']);
+    if (volumeId) await roKubelet.stop(volumeId, ['copy-pod']);
     await server.stop();
   }
 });

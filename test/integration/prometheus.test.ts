@@ -35,6 +35,8 @@ let data: string;
 let server: LoopbackServer;
 let prometheus: TestPrometheus;
 let metricsPort: number;
+/** The names of the alerts the chart ships. */
+let shippedAlerts: string[];
 /** The dataset read through the FUSE path (no local copy), with a small MEM cache. */
 let fuse: { volumeId: string; key: string };
 /** The dataset with a local copy filled by prefetch. */
@@ -71,6 +73,24 @@ async function stageAndPublish(name: string, parameters: Record<string, string>,
   return { volumeId: volume.volume_id, key: added.key };
 }
 
+interface AlertRule {
+  name: string;
+  health: string;
+  lastError?: string;
+  lastEvaluation: string;
+}
+
+/** The alerting rules Prometheus loaded, with when it last evaluated each. */
+async function alertRules(): Promise<AlertRule[]> {
+  const response = await fetch(`http://127.0.0.1:${prometheus.port}/api/v1/rules?type=alert`);
+  const answer = (await response.json()) as {
+    status: string;
+    data: { groups: { rules: AlertRule[] }[] };
+  };
+  if (answer.status !== 'success') throw new Error(`Prometheus rules: ${answer.status}`);
+  return answer.data.groups.flatMap((group) => group.rules);
+}
+
 beforeAll(async () => {
   metricsPort = await freePort();
   driver = await startTestDriver({ metricsAddress: `127.0.0.1:${metricsPort}` });
@@ -82,15 +102,14 @@ beforeAll(async () => {
   }
   await writeTree(join(data, 'small'), 4, 25);
   server = await LoopbackServer.start(data, 'http');
+  const alertsYaml = await readFile(join(CHART_DIR, 'files', 'alerts.yaml'), 'utf8');
+  shippedAlerts = [...alertsYaml.matchAll(/^\s*- alert: (\w+)$/gm)].map((m) => m[1] as string);
   prometheus = await TestPrometheus.start({
     job: 'dataset-cache-csi',
     targets: [`127.0.0.1:${metricsPort}`],
     // What the README's relabelling (and the chart's PodMonitor) adds: the node's name.
     labels: { node: 'test-node' },
-    rules: rulesOnFastClock(
-      await readFile(join(CHART_DIR, 'files', 'alerts.yaml'), 'utf8'),
-      FASTER,
-    ),
+    rules: rulesOnFastClock(alertsYaml, FASTER),
   });
   const url = `http://127.0.0.1:${server.port}`;
   fuse = await stageAndPublish(
@@ -126,8 +145,21 @@ it('a healthy node fires nothing, and every query of the dashboard returns serie
   await until('Prometheus to hold both datasets', async () =>
     (await prometheus.query('dataset_cache_client_up == 1')).length === 2 ? true : undefined,
   );
-  // Long enough for any rule's `for` below 10 minutes (10 s here) to have passed.
-  await sleep(12_000);
+  // Every rule evaluated 10 minutes of the rules' clock (10 s here) after the node was whole: a
+  // rule true since then is pending by now, and firing if its `for` is at most 10 minutes.
+  const evaluatedAfter = Date.now() + (10 * 60_000) / FASTER;
+  const rules = await until(
+    'Prometheus to evaluate every rule 10 minutes (of the rules) after set-up',
+    async () => {
+      const all = await alertRules();
+      return all.every((r) => Date.parse(r.lastEvaluation) >= evaluatedAfter) ? all : undefined;
+    },
+    60_000,
+    250,
+  );
+  // Every shipped rule loaded and evaluated without error: a rule that fails never fires.
+  expect(rules.map((r) => r.name).sort()).toEqual(shippedAlerts.sort());
+  expect(rules.filter((r) => r.health !== 'ok')).toEqual([]);
   expect(await prometheus.alerts()).toEqual([]);
 
   const dashboard = JSON.parse(

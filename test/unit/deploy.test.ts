@@ -88,6 +88,12 @@ const hostPathOf = (o: K8sObject, c: Container, mountPath: string): string | und
   return podSpec(o).volumes.find((v) => v.name === mount?.name)?.hostPath?.path;
 };
 
+/** A value both sides of a comparison depend on: missing on both sides must not compare equal. */
+const defined = <T>(value: T | undefined, what: string): T => {
+  if (value === undefined) throw new Error(`${what} is not set`);
+  return value;
+};
+
 beforeAll(async () => {
   manifests = await loadDir(MANIFEST_DIR);
   examples = await loadDir(join(ROOT, 'deploy', 'examples'));
@@ -128,7 +134,7 @@ it('names, sockets and paths agree across the objects', () => {
   const driver = container(node, 'driver');
   const registrar = container(node, 'node-driver-registrar');
   const liveness = container(node, 'liveness-probe');
-  const kubeletDir = flag(driver, 'kubelet-dir') as string;
+  const kubeletDir = defined(flag(driver, 'kubelet-dir'), "the driver's --kubelet-dir");
 
   // The socket kubelet is told about is the one the driver listens on.
   expect(flag(driver, 'driver-name')).toBe(driverName);
@@ -149,7 +155,7 @@ it('names, sockets and paths agree across the objects', () => {
   // Mounts made in one container reach kubelet and the other container.
   const propagation = (o: K8sObject, c: Container, path: string) =>
     c.volumeMounts?.find((m) => m.mountPath === path)?.mountPropagation;
-  const stateDir = flag(driver, 'state-dir') as string;
+  const stateDir = defined(flag(driver, 'state-dir'), "the driver's --state-dir");
   expect(propagation(node, driver, kubeletDir)).toBe('Bidirectional');
   expect(propagation(node, driver, stateDir)).toBe('Bidirectional');
   expect(propagation(launcher, container(launcher, 'launcher'), stateDir)).toBe('Bidirectional');
@@ -157,14 +163,17 @@ it('names, sockets and paths agree across the objects', () => {
   expect(flag(driver, 'mem-cache-dir')?.startsWith(`${stateDir}/`)).toBe(true);
 
   // The launcher's socket is where the driver looks for it, on a directory both share.
-  const runtimeDir = flag(driver, 'runtime-dir') as string;
+  const runtimeDir = defined(flag(driver, 'runtime-dir'), "the driver's --runtime-dir");
   const launcherArgs = container(launcher, 'launcher').args ?? [];
   expect(launcherArgs[0]).toBe('launcher');
-  expect(flag(container(launcher, 'launcher'), 'socket')).toBe(flag(driver, 'launcher-socket'));
-  expect(flag(driver, 'launcher-socket')).toBe(`${runtimeDir}/launcher.sock`);
-  expect(hostPathOf(launcher, container(launcher, 'launcher'), runtimeDir)).toBe(
+  const socket = defined(flag(driver, 'launcher-socket'), "the driver's --launcher-socket");
+  expect(socket).toBe(`${runtimeDir}/launcher.sock`);
+  expect(flag(container(launcher, 'launcher'), 'socket')).toBe(socket);
+  const runtimeHostPath = defined(
     hostPathOf(node, driver, runtimeDir),
+    "the host path of the driver's runtime dir",
   );
+  expect(hostPathOf(launcher, container(launcher, 'launcher'), runtimeDir)).toBe(runtimeHostPath);
   expect(podSpec(node).hostPID).toBe(true);
   expect(podSpec(launcher).hostPID).toBe(true);
   expect((launcher.spec as { updateStrategy: { type: string } }).updateStrategy.type).toBe(
@@ -172,10 +181,16 @@ it('names, sockets and paths agree across the objects', () => {
   );
 
   // The liveness sidecar serves the port the driver's probe asks.
-  const healthz = driver.ports?.find((p) => p.name === driver.livenessProbe?.httpGet.port);
-  expect(flag(liveness, 'http-endpoint')).toBe(`:${healthz?.containerPort}`);
-  const metrics = driver.ports?.find((p) => p.name === 'metrics');
-  expect(flag(driver, 'metrics-address')).toBe(`:${metrics?.containerPort}`);
+  const healthz = defined(
+    driver.ports?.find((p) => p.name === driver.livenessProbe?.httpGet.port),
+    "the port of the driver's liveness probe",
+  );
+  expect(flag(liveness, 'http-endpoint')).toBe(`:${healthz.containerPort}`);
+  const metrics = defined(
+    driver.ports?.find((p) => p.name === 'metrics'),
+    "the driver's metrics port",
+  );
+  expect(flag(driver, 'metrics-address')).toBe(`:${metrics.containerPort}`);
 });
 
 it('the driver accepts every flag the manifests give it', () => {
@@ -319,7 +334,11 @@ it('the Dockerfile passes dockerfilelint and installs what the driver needs at r
   const text = await readFile(dockerfile, 'utf8');
   const stages = text.split('\n').filter((l) => l.startsWith('FROM '));
   expect(stages).toHaveLength(2);
-  for (const stage of stages) expect(stage).toMatch(/^FROM node:\d+\.\d+\.\d+-bookworm-slim/);
+  // Both stages on one base, pinned by default to an exact node release (a local build may name
+  // a stand-in through the build arguments).
+  for (const stage of stages) expect(stage).toMatch(/^FROM \$\{BASE_IMAGE\}:\$\{BASE_TAG\}( |$)/);
+  expect(text).toMatch(/^ARG BASE_IMAGE=node$/m);
+  expect(text).toMatch(/^ARG BASE_TAG=\d+\.\d+\.\d+-bookworm-slim$/m);
   for (const tool of ['rclone', 's3fs', 'fuse3', 'bindfs', 'util-linux', 'e2fsprogs']) {
     expect(text).toMatch(new RegExp(`apt-get install[^\\n]*\\b${tool}\\b`));
   }

@@ -1,4 +1,6 @@
-import { datasetKey, parseVolumeParameters, ParameterError } from '../../src/dataset/params.js';
+// Volume parameters, sources, dataset keys and quantities: what a StorageClass may say and what it means.
+import { datasetKey, KNOWN_KEYS, parseVolumeParameters } from '../../src/dataset/params.js';
+import { ParameterError } from '../../src/dataset/parameter-error.js';
 import { parseDuration, parseQuantity } from '../../src/dataset/quantity.js';
 import { formatSource, parseSource } from '../../src/dataset/source.js';
 
@@ -55,7 +57,7 @@ describe('parseVolumeParameters', () => {
   });
 
   it('reads every supported key', () => {
-    const params = parseVolumeParameters({
+    const given: Record<string, string> = {
       source: 'sftp://h/data',
       engine: 'rclone',
       cacheMedium: 'SSD',
@@ -68,14 +70,25 @@ describe('parseVolumeParameters', () => {
       subPath: 'team-a/./set/',
       prefetch: 'train/**/*.jpg, meta/ ,*.parquet',
       keepWarm: '1h30m',
-      'csi.storage.k8s.io/pvc/name': 'claim',
-    });
+      localCopy: 'true',
+      clusterTier: 'true',
+      uid: '1000',
+      gid: '2000',
+      fileMode: '0640',
+      dirMode: '750',
+    };
+    // Every key the parser knows is given here: a key added to the schema fails this test until
+    // it is read (and asserted) below.
+    expect(Object.keys(given).sort()).toEqual([...KNOWN_KEYS].sort());
+    const params = parseVolumeParameters({ ...given, 'csi.storage.k8s.io/pvc/name': 'claim' });
     expect(params.prefetch).toEqual([
       { glob: 'train/**/*.jpg', metadataOnly: false },
       { glob: 'meta/**', metadataOnly: true },
       { glob: '*.parquet', metadataOnly: false },
     ]);
     expect(params.keepWarmMs).toBe(90 * 60_000);
+    expect(params.dataset.source).toMatchObject({ kind: 'sftp', authority: 'h', path: '/data' });
+    expect(params.dataset.engine).toBe('rclone');
     expect(params.dataset.cache).toEqual({
       medium: 'SSD',
       path: '/var/cache/dcsi',
@@ -83,8 +96,30 @@ describe('parseVolumeParameters', () => {
     });
     expect(params.dataset.bandwidthLimit).toBe(100e6);
     expect(params.dataset.readOnly).toBe(true);
+    expect(params.dataset.localCopy).toBe(true);
+    expect(params.dataset.clusterTier).toBe(true);
+    expect(params.dataset.ownership).toEqual({
+      uid: 1000,
+      gid: 2000,
+      fileMode: 0o640,
+      dirMode: 0o750,
+    });
     expect(params.subPath).toBe('team-a/set');
     expect(params.layout).toBe('subdir');
+    expect(params.onDelete).toBe('delete');
+  });
+
+  it('reads localCopy and clusterTier as given, not only as defaulted', () => {
+    // localCopy defaults to true for read-only rclone datasets: "false" must turn it off.
+    const off = parseVolumeParameters({ source: 'http://h/x', localCopy: 'false' });
+    expect(off.dataset.localCopy).toBe(false);
+    expect(off.dataset.clusterTier).toBeUndefined();
+    const on = parseVolumeParameters({ source: 'http://h/x' });
+    expect(on.dataset.localCopy).toBe(true);
+    expect(on.dataset.clusterTier).toBeUndefined();
+    expect(
+      parseVolumeParameters({ source: 'http://h/x', clusterTier: 'false' }).dataset.clusterTier,
+    ).toBeUndefined();
   });
 
   it('makes HTTP sources read-only', () => {
