@@ -8,7 +8,7 @@ import { VolumeStore } from './controller/store.js';
 import { loadCsiPackage } from './csi/proto.js';
 import { VolumeLocks } from './csi/locks.js';
 import { CsiServer, type CsiServices } from './csi/server.js';
-import { EngineRegistry } from './engines/engine.js';
+import { EngineRegistry, type RemoteProbe } from './engines/engine.js';
 import { RcloneEngine } from './engines/rclone.js';
 import { S3fsEngine } from './engines/s3fs.js';
 import { createIdentityService } from './identity/service.js';
@@ -24,7 +24,7 @@ import { startMetricsServer, type MetricsServer } from './metrics/server.js';
 import { createNodeService } from './node/service.js';
 import { Prefetcher } from './prefetch/prefetcher.js';
 import { LocalCopies } from './copy/copies.js';
-import { RcloneTransfers } from './engines/rclone-transfer.js';
+import { datasetRemote, RcloneTransfers } from './engines/rclone-transfer.js';
 import { ClusterTier } from './tier/cluster-tier.js';
 import { readTierSettings, recordTierConfig } from './tier/settings.js';
 import { CacheClients } from './supervisor/clients.js';
@@ -100,11 +100,10 @@ export async function startDriver(
     closeMounter = () => (mounter as Partial<SyscallMounter>).close?.();
     const locks = new VolumeLocks();
     const transfers = new RcloneTransfers(config.rcloneBinary);
+    const probe: RemoteProbe = async (client) =>
+      transfers.probe(datasetRemote(client.spec, await client.credentials(), client.runtimeDir));
     const clients = new CacheClients(
-      new EngineRegistry([
-        new RcloneEngine(config.rcloneBinary),
-        new S3fsEngine((source) => transfers.probe(source)),
-      ]),
+      new EngineRegistry([new RcloneEngine(config.rcloneBinary, probe), new S3fsEngine(probe)]),
       runner,
       mounter,
       {

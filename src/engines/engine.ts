@@ -57,6 +57,12 @@ export interface RemoteCheckTarget {
   runtimeDir: string;
 }
 
+/**
+ * One cheap request to a client's remote with its credentials, from a process of its own: for
+ * engines with no API to ask the remote through, and for a client whose own request hangs.
+ */
+export type RemoteProbe = (client: RemoteCheckTarget) => Promise<void>;
+
 /** A cache-client plug-in. */
 export interface Engine {
   readonly name: EngineName;
@@ -66,6 +72,11 @@ export interface Engine {
   readonly hasControl: boolean;
   /** Whether the client keeps file pages across opens itself (then no page-cache layer is stacked). */
   readonly keepsPageCache: boolean;
+  /**
+   * Whether files already in the engine's cache still open while the remote is away (rclone's VFS
+   * cache serves them; s3fs asks the remote at every open and fails it).
+   */
+  readonly opensCachedFilesOffline: boolean;
   plan(
     spec: DatasetSpec,
     paths: ClientPaths,

@@ -1,8 +1,10 @@
+// The rclone engine: a cache client per dataset as `rclone mount` with its VFS cache, its remote defined in the environment, checked and asked over its control API.
 import { join } from 'node:path';
 import type { DatasetSpec } from '../dataset/params.js';
 import type { Source } from '../dataset/source.js';
 import {
   baseEnvironment,
+  ControlUnreachableError,
   ENGINE_CACHE_LIMIT_FRACTION,
   type ClientPaths,
   type ControlEndpoint,
@@ -10,9 +12,15 @@ import {
   type EngineStats,
   type LaunchPlan,
   type RemoteCheckTarget,
+  type RemoteProbe,
 } from './engine.js';
 import { rcCall, type CoreStats, type VfsStats } from './rclone-rc.js';
 import { rcloneObscure } from './rclone-obscure.js';
+
+/** How long the client may take to answer a call that stays local to it. */
+const CLIENT_ANSWER_MS = 2_000;
+/** How long one request to the remote may take before the remote counts as not answering. */
+const REMOTE_ANSWER_MS = 5_000;
 
 /** The remote is defined through RCLONE_CONFIG_SRC_* variables: no URL or credential in argv. */
 export const REMOTE = 'SRC';
@@ -83,8 +91,13 @@ export class RcloneEngine implements Engine {
   readonly fsType = 'fuse.rclone';
   readonly hasControl = true;
   readonly keepsPageCache = false;
+  readonly opensCachedFilesOffline = true;
 
-  constructor(private readonly binary = 'rclone') {}
+  constructor(
+    private readonly binary = 'rclone',
+    /** Asks the remote directly when the client's own request hangs, for the remote's answer. */
+    private readonly probe?: RemoteProbe,
+  ) {}
 
   plan(
     spec: DatasetSpec,
@@ -176,18 +189,39 @@ export class RcloneEngine implements Engine {
     };
   }
 
-  async checkRemote({ control, spec }: RemoteCheckTarget): Promise<void> {
+  async checkRemote(client: RemoteCheckTarget): Promise<void> {
+    const { control, spec } = client;
     if (!control) throw new Error('the client has no control API to ask');
+    // The client first, with a call that never reaches the remote: only a client that does not
+    // answer this is silent. A remote that does not answer must not be blamed on the client.
+    await rcCall(control, 'rc/noop', {}, CLIENT_ANSWER_MS);
     // One HEAD-like request on the client's own remote (defined in its environment): a name that
     // does not exist answers "not found", which proves the remote reachable and the credentials
-    // good. A stat of the root would list it, which is costly for big flat buckets.
+    // good. A stat of the root would list it, which is costly for big flat buckets. One low-level
+    // try: rclone would otherwise retry a refused connection with back-off for minutes.
     const { path } = remoteConfig(spec.source, {});
-    await rcCall(
-      control,
-      'operations/stat',
-      { fs: `${REMOTE}:${path}`, remote: '.dataset-cache-csi-probe', opt: { filesOnly: true } },
-      5_000,
-    );
+    try {
+      await rcCall(
+        control,
+        'operations/stat',
+        {
+          fs: `${REMOTE}:${path}`,
+          remote: '.dataset-cache-csi-probe',
+          opt: { filesOnly: true },
+          _config: { LowLevelRetries: 1 },
+        },
+        REMOTE_ANSWER_MS,
+      );
+    } catch (err) {
+      if (!(err instanceof ControlUnreachableError)) throw err;
+      // The client keeps retrying a remote that refuses it (back-off of its own, whatever the
+      // call asks): a request from a process of its own gets the remote's answer.
+      await this.probe?.(client);
+      throw new Error(
+        `the client answers, but its request to the remote got no answer in ${REMOTE_ANSWER_MS} ms`,
+        { cause: err },
+      );
+    }
   }
 
   async pendingWrites(control: ControlEndpoint): Promise<number> {

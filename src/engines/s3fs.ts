@@ -1,3 +1,4 @@
+// The s3fs engine: S3 only, its own page cache kept across opens, credentials in a 0600 passwd file.
 import { join } from 'node:path';
 import { invalidArgument } from '../csi/errors.js';
 import type { DatasetSpec } from '../dataset/params.js';
@@ -8,11 +9,8 @@ import {
   type Engine,
   type LaunchPlan,
   type RemoteCheckTarget,
+  type RemoteProbe,
 } from './engine.js';
-import { datasetRemote, type TransferSource } from './rclone-transfer.js';
-
-/** One cheap request to a remote with given credentials (s3fs has no API to ask it through). */
-export type RemoteProbe = (source: TransferSource) => Promise<void>;
 
 /** A value that goes into s3fs's comma-separated -o list must not be able to add options. */
 function optionValue(name: string, value: string): string {
@@ -33,14 +31,17 @@ export class S3fsEngine implements Engine {
   readonly fsType = 'fuse.s3fs';
   readonly hasControl = false;
   readonly keepsPageCache = true;
+  // Measured: with the S3 server stopped, an open of a cached file failed with EIO after 80 s.
+  readonly opensCachedFilesOffline = false;
 
   constructor(
     private readonly probe: RemoteProbe,
     private readonly binary = 's3fs',
   ) {}
 
-  async checkRemote(client: RemoteCheckTarget): Promise<void> {
-    await this.probe(datasetRemote(client.spec, await client.credentials(), client.runtimeDir));
+  /** s3fs has no API to ask the remote through: a probe of its own asks it. */
+  checkRemote(client: RemoteCheckTarget): Promise<void> {
+    return this.probe(client);
   }
 
   plan(

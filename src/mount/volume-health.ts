@@ -67,9 +67,12 @@ export class VolumeHealthReporter {
       };
     }
     if (remote) {
+      const cached = this.clients.engineOf(client.spec).opensCachedFilesOffline
+        ? 'files already cached are still served'
+        : `engine ${client.spec.engine} cannot open files until it is back, cached or not`;
       return {
         abnormal: true,
-        message: `remote of dataset ${dataset} is unreachable (${remote.reason}); files already cached are still served`,
+        message: `remote of dataset ${dataset} is unreachable (${remote.reason}); ${cached}`,
       };
     }
     const copy = this.copyProblem(client);

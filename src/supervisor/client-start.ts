@@ -3,13 +3,15 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { failedPrecondition, unavailable } from '../csi/errors.js';
+import { CsiError, failedPrecondition, unavailable } from '../csi/errors.js';
 import type { DatasetSpec } from '../dataset/params.js';
 import {
   baseEnvironment,
+  ControlUnreachableError,
   type ControlEndpoint,
   type Engine,
   type LaunchPlan,
+  type RemoteCheckTarget,
 } from '../engines/engine.js';
 import type { Mounter } from '../kernel/mounter.js';
 import type { PathProbe } from '../kernel/path-probe.js';
@@ -69,6 +71,29 @@ async function newControlEndpoint(engine: Engine): Promise<ControlEndpoint | und
   };
 }
 
+const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
+/**
+ * A start that failed before the remote was checked, with the remote's own answer to one request
+ * added: a client may exit or fail its first listing before its log says why (s3fs writes it out
+ * only at exit), while the answer names the cause (refused credentials, a refused connection).
+ */
+async function withRemoteAnswer(
+  err: unknown,
+  engine: Engine,
+  target: RemoteCheckTarget,
+): Promise<unknown> {
+  if (!(err instanceof CsiError) || !engine.checkRemote) return err;
+  try {
+    await engine.checkRemote(target);
+    return err;
+  } catch (answer) {
+    // A client without a live control API tells nothing about the remote.
+    if (answer instanceof ControlUnreachableError) return err;
+    return new CsiError(err.code, `${err.message}; the remote answers: ${messageOf(answer)}`);
+  }
+}
+
 async function startOnce(
   parts: StackParts,
   key: string,
@@ -118,48 +143,51 @@ async function startOnce(
   for (const file of plan.files) await writeFile(file.path, file.content, { mode: 0o600 });
   await keepClientCredentials(paths.runtimeDir, secrets);
 
+  const remote: RemoteCheckTarget = {
+    spec,
+    ...(control ? { control } : {}),
+    credentials: () => Promise.resolve(secrets),
+    runtimeDir: paths.runtimeDir,
+  };
   const deadline = Date.now() + parts.readyTimeoutMs;
   const spawned: Spawned[] = [];
   let identity: MountIdentity = { fsType: engine.fsType, source: deviceName(key) };
   let overlaid = false;
   try {
-    spawned.push(
-      await processes.spawnUntilMounted(
-        key,
-        plan,
-        paths.logFile,
-        paths.runtimeDir,
-        engineMount,
-        identity,
-        deadline,
-      ),
-    );
-    // A mount comes up even when the remote is unreachable; one listing of the root tells.
-    const listing = await parts.runner.run(
-      'find',
-      [engineMount, '-mindepth', '1', '-maxdepth', '1', '-print', '-quit'],
-      Math.max(1000, deadline - Date.now()),
-    );
-    if (listing.exitCode !== 0) {
-      const why = listing.exitCode === -1 ? 'no answer in time' : listing.stderr.trim();
-      throw unavailable(
-        `cache client for dataset ${key} mounted but cannot list the remote (${why}): ${await logTail(paths.logFile)}`,
+    try {
+      spawned.push(
+        await processes.spawnUntilMounted(
+          key,
+          plan,
+          paths.logFile,
+          paths.runtimeDir,
+          engineMount,
+          identity,
+          deadline,
+        ),
       );
+      // A mount comes up even when the remote is unreachable; one listing of the root tells.
+      const listing = await parts.runner.run(
+        'find',
+        [engineMount, '-mindepth', '1', '-maxdepth', '1', '-print', '-quit'],
+        Math.max(1000, deadline - Date.now()),
+      );
+      if (listing.exitCode !== 0) {
+        const why = listing.exitCode === -1 ? 'no answer in time' : listing.stderr.trim();
+        throw unavailable(
+          `cache client for dataset ${key} mounted but cannot list the remote (${why}): ${await logTail(paths.logFile)}`,
+        );
+      }
+    } catch (err) {
+      throw await withRemoteAnswer(err, engine, remote);
     }
     // A listing may be answered before the engine asked the remote (s3fs checks credentials on
     // its first request and exits when they are refused): the engine's own check settles it.
-    await engine
-      .checkRemote?.({
-        spec,
-        ...(control ? { control } : {}),
-        credentials: () => Promise.resolve(secrets),
-        runtimeDir: paths.runtimeDir,
-      })
-      .catch((err: unknown) => {
-        throw unavailable(
-          `cache client for dataset ${key} mounted but its remote refused a request (${err instanceof Error ? err.message : String(err)})`,
-        );
-      });
+    await engine.checkRemote?.(remote).catch((err: unknown) => {
+      throw unavailable(
+        `cache client for dataset ${key} mounted but its remote refused a request (${messageOf(err)})`,
+      );
+    });
     if (layered) {
       identity = { fsType: LAYER_FS_TYPE, source: engineMount };
       const layer: LaunchPlan = {
