@@ -1,7 +1,9 @@
 #!/usr/bin/env node
+// The dataset-cache-csi command: the CSI driver itself, or one of its subcommands (demo, ctl, launcher, prefetch).
 import { ConfigError, parseConfig, USAGE } from './config.js';
 import { startDriver } from './driver.js';
 import { createLogger } from './log.js';
+import { packageVersion } from './version.js';
 
 /** Commands besides the driver itself, loaded only when asked for. */
 const SUBCOMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<number>>> = {
@@ -14,6 +16,10 @@ const SUBCOMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<numb
 async function main(argv: string[]): Promise<number> {
   const subcommand = SUBCOMMANDS[argv[0] ?? ''];
   if (subcommand) return (await subcommand())(argv.slice(1));
+  if (argv.includes('--version')) {
+    process.stdout.write(`dataset-cache-csi ${packageVersion()}\n`);
+    return 0;
+  }
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(`${USAGE}\n`);
     return 0;
