@@ -16,3 +16,25 @@ export async function until<T>(
     await sleep(intervalMs);
   }
 }
+
+/**
+ * Polls `probe` until `holds` accepts its value; fails after `ms` naming `what` and the last value
+ * seen, so that a timeout says how far from the condition the system stayed.
+ */
+export async function untilHolds<T>(
+  what: string,
+  probe: () => Promise<T>,
+  holds: (value: T) => boolean,
+  ms = 60_000,
+  intervalMs = 100,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (holds(value)) return value;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}; last seen: ${JSON.stringify(value)}`);
+    }
+    await sleep(intervalMs);
+  }
+}

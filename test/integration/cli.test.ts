@@ -1,6 +1,6 @@
 /** The installed command: flags, socket handling and graceful shutdown of the real process. */
 import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
@@ -17,6 +17,35 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
+/** Leaves a socket file as a predecessor killed with SIGKILL does: nobody listens, nobody removed it. */
+async function leaveStaleSocket(path: string): Promise<void> {
+  const predecessor = execa(
+    'node',
+    [
+      '-e',
+      `require('node:net').createServer().listen(process.argv[1], () => console.log('up'))`,
+      path,
+    ],
+    { reject: false },
+  );
+  await new Promise<void>((resolve, reject) => {
+    predecessor.stdout?.once('data', () => resolve());
+    void predecessor.then((result) => reject(new Error(`exited: ${String(result.stderr)}`)));
+  });
+  predecessor.kill('SIGKILL');
+  await predecessor;
+}
+
+const connect = (path: string) =>
+  new Promise<void>((resolve, reject) => {
+    const socket = createConnection(path);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve();
+    });
+    socket.once('error', reject);
+  });
+
 async function waitForProbe(client: CsiClient): Promise<boolean> {
   for (let i = 0; i < 100; i += 1) {
     try {
@@ -30,13 +59,10 @@ async function waitForProbe(client: CsiClient): Promise<boolean> {
 
 it('replaces a stale socket, serves, and shuts down on SIGTERM removing its socket', async () => {
   const socket = join(work, 'csi.sock');
-  // A socket file left by a killed predecessor.
-  await new Promise<void>((resolve) => {
-    const stale = createServer().listen(socket, () => {
-      stale.close();
-      resolve();
-    });
-  });
+  // A socket file left by a killed predecessor: still there, and nothing answers on it.
+  await leaveStaleSocket(socket);
+  expect((await lstat(socket)).isSocket()).toBe(true);
+  await expect(connect(socket)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
   await writeFile(join(work, 'marker'), '');
   const child = execa(
     'node',

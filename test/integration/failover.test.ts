@@ -18,6 +18,7 @@ import { mountCapability, startTestDriver } from '../helpers/driver.js';
 import { sha256File, writeRandomFile, writeTree } from '../helpers/files.js';
 import { pidsWithArgs } from '../helpers/processes.js';
 import { streamWithRetry } from '../helpers/reader.js';
+import { until } from '../helpers/wait.js';
 
 const cap = mountCapability('MULTI_NODE_MULTI_WRITER');
 const MiB = 1 << 20;
@@ -63,8 +64,9 @@ const report = (line: string) => process.stdout.write(`failover: ${line}\n`);
 
 it('replaces a kill -9ed client and repairs every bind within 5 s while a reader streams', async () => {
   const driver = await startTestDriver();
-  const remote = await slowServer(driver.work, 96, '32M');
+  let remote: Awaited<ReturnType<typeof slowServer>> | undefined;
   try {
+    remote = await slowServer(driver.work, 96, '32M');
     const kubelet = new Kubelet(driver.work, () => driver.client);
     const { staging, target } = paths(driver.work);
     const volume = await createVolume(driver.client, 'failover', { source: remote.server.url() });
@@ -81,7 +83,12 @@ it('replaces a kill -9ed client and repairs every bind within 5 s while a reader
       },
     });
     // The other pod's target serves data again: time from the kill to a successful read.
-    while (killedAt === 0) await sleep(5);
+    await until(
+      'the reader to pass 16 MiB (and the kill)',
+      async () => (killedAt !== 0 ? true : undefined),
+      30_000,
+      5,
+    );
     let servedAgainMs = -1;
     const probe = Buffer.alloc(64 * 1024);
     while (Date.now() - killedAt < 10_000) {
@@ -126,16 +133,16 @@ it('replaces a kill -9ed client and repairs every bind within 5 s while a reader
     expect(await recordedClients(driver.stateDir)).toEqual([]);
   } finally {
     await driver.dispose();
-    await remote.server.stop();
+    await remote?.server.stop();
   }
 });
 
 it('reports a hung client as abnormal, then kills and replaces it', async () => {
   const driver = await startTestDriver();
   const source = join(driver.work, 'source');
-  await mkdir(source);
-  await writeTree(source, 2, 5);
   try {
+    await mkdir(source);
+    await writeTree(source, 2, 5);
     const kubelet = new Kubelet(driver.work, () => driver.client);
     const { target } = paths(driver.work);
     const volume = await createVolume(driver.client, 'hung', { source: `local://${source}` });
@@ -185,8 +192,9 @@ it('reports a hung client as abnormal, then kills and replaces it', async () => 
 
 it('keeps a reader going through a kill -9 of the driver; the new driver adopts the client', async () => {
   const driver = await DriverProcess.create();
-  const remote = await slowServer(driver.work, 64, '12M');
+  let remote: Awaited<ReturnType<typeof slowServer>> | undefined;
   try {
+    remote = await slowServer(driver.work, 64, '12M');
     await driver.start();
     const kubelet = new Kubelet(driver.work, () => driver.client);
     const { staging, target } = paths(driver.work);
@@ -195,6 +203,8 @@ it('keeps a reader going through a kill -9 of the driver; the new driver adopts 
     });
     await kubelet.run(volume, ['reader'], true);
     const [client] = await recordedClients(driver.stateDir);
+    // Recorded before the crash: the adoption below compares the recorded client with it.
+    if (!client) throw new Error('no client recorded');
     let crashed: Promise<void> | undefined;
     let latest = 0;
     let atKill = 0;
@@ -218,7 +228,7 @@ it('keeps a reader going through a kill -9 of the driver; the new driver adopts 
     expect(atRestart).toBeLessThan(result.bytes);
     const [adopted] = await recordedClients(driver.stateDir);
     report(
-      `driver kill -9 during a read: reader errors ${result.errors.length}, client pid ${client?.pid} adopted as ${adopted?.pid}`,
+      `driver kill -9 during a read: reader errors ${result.errors.length}, client pid ${client.pid} adopted as ${adopted?.pid}`,
     );
     expect(result.errors).toEqual([]);
     expect(result.sha256).toBe(remote.digest);
@@ -237,10 +247,10 @@ it('keeps a reader going through a kill -9 of the driver; the new driver adopts 
     ).toEqual({});
     expect((await MountTable.read()).under(driver.work)).toEqual([]);
     expect(await recordedClients(driver.stateDir)).toEqual([]);
-    expect(await isSameProcess(client?.pid ?? -1, client?.startTime ?? '')).toBe(false);
+    expect(await isSameProcess(client.pid, client.startTime)).toBe(false);
   } finally {
     await driver.dispose();
-    await remote.server.stop();
+    await remote?.server.stop();
   }
 });
 
@@ -257,9 +267,9 @@ describe('a driver killed at each step, then retried by kubelet', () => {
   it.each(points)('%s', async (point) => {
     const driver = await DriverProcess.create();
     const source = join(driver.work, 'source');
-    await mkdir(source);
-    await writeTree(source, 1, 3);
     try {
+      await mkdir(source);
+      await writeTree(source, 1, 3);
       await driver.start(point);
       const { staging, target } = paths(driver.work);
       const volume = await createVolume(driver.client, `fault-${point}`, {

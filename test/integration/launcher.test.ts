@@ -6,10 +6,11 @@
 import { mkdtemp, readFile, rm, stat, writeFile, chmod, mkdir } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { sleep } from '../../src/kernel/proc.js';
+import { processStartTime } from '../../src/kernel/proc.js';
 import { createLogger } from '../../src/log.js';
 import { LauncherRunner, startLauncher, type Launcher } from '../../src/supervisor/launcher.js';
 import { pathExists } from '../helpers/files.js';
+import { until } from '../helpers/wait.js';
 
 let work: string;
 let launcher: Launcher;
@@ -65,8 +66,21 @@ it('still reports the exit of a child that ended before anyone asked', async () 
     options: options(),
   });
   expect(spawned.status).toBe(200);
-  await sleep(1000); // rclone version is long gone
-  expect(await ask('GET', `/wait?pid=${String(spawned.body.pid)}`)).toEqual({
+  const pid = Number(spawned.body.pid);
+  // Nobody asks yet: the child ends, and the launcher sees its exit (and logs it) on its own.
+  await until(
+    'the launcher to see the child exit',
+    async () =>
+      (await readFile(logFile, 'utf8'))
+        .split('\n')
+        .filter((line) => line.includes('launched process exited'))
+        .some((line) => (JSON.parse(line) as { pid?: number }).pid === pid)
+        ? true
+        : undefined,
+    10_000,
+  );
+  expect(await processStartTime(pid)).toBeUndefined();
+  expect(await ask('GET', `/wait?pid=${pid}`)).toEqual({
     status: 200,
     body: { exitCode: 0 },
   });

@@ -52,18 +52,20 @@ async function startLauncher(
 /** Stage and publish, stream the file, replace the driver's "pod" mid-read; returns what the reader saw. */
 async function replacePodDuringRead(withLauncher: boolean) {
   const driver = await DriverProcess.create();
-  const data = join(driver.work, 'remote');
-  await mkdir(data);
-  await writeRandomFile(join(data, 'big.bin'), 48 * MiB);
-  const digest = await sha256File(join(data, 'big.bin'));
-  const server = await LoopbackServer.start(data, 'webdav', ['--bwlimit', '8M']);
-  const launcherCgroup = await ContainerCgroup.create('launcher');
-  const cgroups = [
-    await ContainerCgroup.create('driver'),
-    await ContainerCgroup.create('driver-new'),
-  ];
+  // Set up inside the cleanup scope: what a failed step had created is removed all the same.
+  let server: LoopbackServer | undefined;
+  let launcherCgroup: ContainerCgroup | undefined;
+  const cgroups: ContainerCgroup[] = [];
   let launcher: ResultPromise | undefined;
   try {
+    const data = join(driver.work, 'remote');
+    await mkdir(data);
+    await writeRandomFile(join(data, 'big.bin'), 48 * MiB);
+    const digest = await sha256File(join(data, 'big.bin'));
+    server = await LoopbackServer.start(data, 'webdav', ['--bwlimit', '8M']);
+    launcherCgroup = await ContainerCgroup.create('launcher');
+    cgroups.push(await ContainerCgroup.create('driver'));
+    cgroups.push(await ContainerCgroup.create('driver-new'));
     if (withLauncher) {
       const socket = join(driver.work, 'run', 'launcher.sock');
       ({ child: launcher } = await startLauncher(socket, launcherCgroup));
@@ -120,8 +122,8 @@ async function replacePodDuringRead(withLauncher: boolean) {
     for (const cgroup of cgroups) await cgroup.remove();
     launcher?.kill('SIGTERM');
     await launcher;
-    await launcherCgroup.remove();
-    await server.stop();
+    await launcherCgroup?.remove();
+    await server?.stop();
   }
 }
 
@@ -129,6 +131,8 @@ it('without the launcher, clients die with the driver container (and are restart
   const seen = await replacePodDuringRead(false);
   expect(seen.clientSurvived).toBe(false);
   expect(seen.errors.length).toBeGreaterThan(0);
+  // A new client was recorded (not none), and it is another process.
+  expect(seen.adoptedPid).toEqual(expect.any(Number));
   expect(seen.adoptedPid).not.toBe(seen.pid);
 });
 
