@@ -1,3 +1,4 @@
+// The driver's configuration: its flags, their defaults and usage text, and the checks that turn them into a Config.
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { totalmem } from 'node:os';
@@ -134,9 +135,9 @@ export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock 
   --cluster-tier-transfers N  files moved to or from the tier at once (default ${DEFAULTS.clusterTierTransfers})
   --cluster-tier-upload-limit RATE  bytes/s uploads to the tier may take (default: unlimited)
   --launcher-socket PATH start cache clients through this launcher (they then survive the
-                         driver's container; see "Upgrades" in the README)
+                         driver's container; see "Upgrades" in docs/operations.md)
   --log-level LEVEL      trace | debug | info | warn | error (default ${DEFAULTS.logLevel})
-  dataset-cache-csi demo  runs the local demo (see README)
+  dataset-cache-csi demo  runs the local demo (see docs/parameters.md)
   dataset-cache-csi prefetch --state-dir DIR --dataset KEY PATTERN...  warms a dataset's cache by hand
   dataset-cache-csi launcher --socket PATH   runs the client launcher
   dataset-cache-csi ctl COMMAND ...           CSI calls by hand (ctl --help)`;

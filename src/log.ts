@@ -1,3 +1,4 @@
+// The driver's logger: structured JSON on stderr, with secrets redacted.
 import { pino, type Logger } from 'pino';
 
 /**

@@ -1,3 +1,4 @@
+// The driver's version, as package.json gives it.
 import { readFileSync } from 'node:fs';
 
 /** package.json sits one level above both src/ and dist/. */

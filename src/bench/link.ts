@@ -1,3 +1,4 @@
+// The benchmarks' emulated WAN/NAS link: a network namespace shaped to a rate, with a delaying proxy before each server in it.
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { execa, type ResultPromise } from 'execa';

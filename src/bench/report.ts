@@ -1,3 +1,4 @@
+// The benchmarks' report: a run's results as a console table and an SVG chart.
 /**
  * The results of one benchmark run, and how they are shown: a console table and an SVG chart.
  * Run on a results file (node dist/bench/report.js bench/results/X.json ...) it prints the table

@@ -1,3 +1,4 @@
+// The benchmarks' workloads: small-file trees, epochs of shuffled reads from a fixed seed, and the figures taken (first byte, CPU, memory).
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

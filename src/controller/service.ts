@@ -1,3 +1,4 @@
+// The CSI Controller service: dataset volumes created and deleted (idempotent across crashes), their capabilities checked and listed.
 import { createHash } from 'node:crypto';
 import type { ControllerHandlers } from '../csi/generated/csi/v1/Controller.js';
 import type { Volume } from '../csi/generated/csi/v1/Volume.js';

@@ -1,3 +1,4 @@
+// A volume's own directory on its dataset's source (layout: subdir), made and removed with rclone.
 import { posix } from 'node:path';
 import { unavailable } from '../csi/errors.js';
 import type { Source } from '../dataset/source.js';

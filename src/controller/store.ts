@@ -1,3 +1,4 @@
+// The controller's durable state: every provisioned volume, written atomically before a call is acknowledged.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Mutex } from 'async-mutex';

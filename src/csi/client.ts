@@ -1,3 +1,4 @@
+// A promise-based CSI client on a unix socket, as kubelet and the sidecars call the driver: for the ctl command, the demo and the tests.
 import * as grpc from '@grpc/grpc-js';
 import type { ControllerClient } from './generated/csi/v1/Controller.js';
 import type { IdentityClient } from './generated/csi/v1/Identity.js';

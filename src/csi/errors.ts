@@ -1,3 +1,4 @@
+// Errors meant for the CSI caller, one per gRPC status, and the one place other failures become INTERNAL.
 import * as grpc from '@grpc/grpc-js';
 
 /** An error meant for the CSI caller: its code and message are sent as they are. */

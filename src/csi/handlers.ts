@@ -1,3 +1,4 @@
+// The CSI services as typed async functions, adapted to grpc-js: one log line per call, failures mapped to statuses, each call observed for metrics.
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';

@@ -1,3 +1,4 @@
+// Per-volume try-locks: a conflicting CSI call gets ABORTED; stage and unstage own the whole volume, publish and unpublish one target of it.
 import { Mutex } from 'async-mutex';
 import { aborted } from './errors.js';
 

@@ -1,3 +1,4 @@
+// csi.proto loaded: the gRPC package the server and client use, and the fields it marks as secret.
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';

@@ -1,3 +1,4 @@
+// The gRPC server on the CSI unix socket: its path checked, a stale socket replaced, the services registered, calls cut off at close let finish.
 import { lstat, mkdir, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';

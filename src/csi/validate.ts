@@ -1,3 +1,4 @@
+// Checks of CSI request fields that every service shares: ids, absolute paths and volume capabilities.
 import { posix } from 'node:path';
 import type { VolumeCapability__Output } from './generated/csi/v1/VolumeCapability.js';
 import { invalidArgument } from './errors.js';

@@ -1,3 +1,4 @@
+// `dataset-cache-csi ctl`: CSI calls by hand to a driver socket, like csc, with JSON output.
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';

@@ -1,3 +1,4 @@
+// Kubernetes-style sizes ("15Gi") and durations ("1h30m") as parameters and flags give them, in bytes and milliseconds.
 const BINARY: Record<string, number> = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40 };
 const DECIMAL: Record<string, number> = { '': 1, k: 1e3, M: 1e6, G: 1e9, T: 1e12 };
 

@@ -1,3 +1,4 @@
+// Dataset sources: s3://, sftp://, webdav(s)://, http(s):// and local:// locations parsed into a normalized form and written back.
 import { posix } from 'node:path';
 
 export type SourceKind = 's3' | 'sftp' | 'webdav' | 'http' | 'local';

@@ -1,3 +1,4 @@
+// Test files for the demo and the benchmarks: random contents, timed whole-file reads and SHA-256 checksums.
 import { createHash, randomFillSync } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';

@@ -1,3 +1,4 @@
+// `rclone serve` of a local directory on loopback (WebDAV, HTTP or SFTP): the remote of the demo, the tests and the benchmarks.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';

@@ -1,3 +1,4 @@
+// The cache-client engine plug-in: what an engine launches for a dataset, what it can report and check, and the registry of a node's engines.
 import type { DatasetSpec, EngineName } from '../dataset/params.js';
 
 /** Where a cache client lives on the node. */

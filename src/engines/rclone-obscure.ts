@@ -1,3 +1,4 @@
+// rclone's "obscure" encoding of passwords for its config and environment: it hides them, it does not encrypt them.
 import { createCipheriv, randomBytes } from 'node:crypto';
 
 /**

@@ -1,3 +1,4 @@
+// The CSI Identity service: the plugin's name and version, whether it offers a controller, and whether it is ready yet.
 import type { IdentityHandlers } from '../csi/generated/csi/v1/Identity.js';
 import type { ServiceImpl } from '../csi/handlers.js';
 

@@ -1,3 +1,4 @@
+// The mount table as /proc/self/mountinfo gives it: its entries parsed, and looked up by mount point.
 import { readFile } from 'node:fs/promises';
 
 export interface MountEntry {

@@ -1,3 +1,4 @@
+// Looks at paths on FUSE mounts (their kind, their file system's usage) from a child process with a deadline, so a hung mount never blocks the driver.
 import type { ProcessRunner } from './runner.js';
 
 export interface FsUsage {

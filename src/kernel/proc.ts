@@ -1,3 +1,4 @@
+// Processes through /proc: a PID's start time (its identity against PID reuse) and I/O counters, and ending a child by its PID.
 import { readFile } from 'node:fs/promises';
 
 /**

@@ -1,3 +1,4 @@
+// Running programs: short commands with a deadline and a minimal environment, and cache clients detached so they outlive the driver.
 import { closeSync, openSync } from 'node:fs';
 import { execa } from 'execa';
 

@@ -1,3 +1,4 @@
+// State documents as JSON: read with a fallback for a missing file, written atomically and 0600.
 import { readFile } from 'node:fs/promises';
 import writeFileAtomic from 'write-file-atomic';
 

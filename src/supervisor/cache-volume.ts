@@ -1,3 +1,4 @@
+// Each dataset's cache file system, exactly its quota: a tmpfs for MEM, a loop-mounted ext4 image with its blocks reserved for SSD/HDD; kept or discarded when its client stops.
 import { chmod, rm, stat, statfs, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';

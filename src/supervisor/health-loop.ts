@@ -1,3 +1,4 @@
+// The health loop: the supervision round, run every interval and at once when a client exits, never two at a time.
 import type { Logger } from 'pino';
 
 /**

@@ -1,3 +1,4 @@
+// `dataset-cache-csi launcher`: runs the client launcher on its socket until SIGTERM; the clients it started keep running.
 import { parseArgs } from 'node:util';
 import { createLogger } from '../log.js';
 import { DEFAULT_LAUNCHABLE, startLauncher } from './launcher.js';

@@ -1,3 +1,4 @@
+// The client launcher: a small process in a container of its own that starts cache clients for the driver over a root-only unix socket, so they outlive the driver's pod.
 import { chmod, mkdir } from 'node:fs/promises';
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import { dirname } from 'node:path';

@@ -1,3 +1,4 @@
+// Free TCP ports on loopback: for clients' control APIs and the servers of the demo, tests and benchmarks.
 import { createServer } from 'node:net';
 
 /** A free TCP port on loopback (the kernel picks it; callers retry if it is taken meanwhile). */

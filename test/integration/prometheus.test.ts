@@ -107,7 +107,7 @@ beforeAll(async () => {
   prometheus = await TestPrometheus.start({
     job: 'dataset-cache-csi',
     targets: [`127.0.0.1:${metricsPort}`],
-    // What the README's relabelling (and the chart's PodMonitor) adds: the node's name.
+    // What docs/operations.md's relabelling (and the chart's PodMonitor) adds: the node's name.
     labels: { node: 'test-node' },
     rules: rulesOnFastClock(alertsYaml, FASTER),
   });

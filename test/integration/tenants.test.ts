@@ -67,8 +67,9 @@ for (const engine of ['rclone', 's3fs']) {
       );
       expect(await recordedClients(driver.stateDir)).toHaveLength(1);
 
-      // Keys the server refuses (s3rver checks key ids; it does not verify V4 signatures): the
-      // stage fails with the server's refusal, no client is left, nothing of A's is reachable.
+      // Keys the server refuses (an unknown key id; the front before s3rver also verifies V4
+      // signatures): the stage fails with the server's refusal, no client is left, nothing of
+      // A's is reachable.
       const intruder = await make('intruder');
       const refused = await kubelet
         .stage(intruder, secretsOf({ accessKeyId: 'INTRUDER', secretAccessKey: 'guessed' }))
