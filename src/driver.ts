@@ -1,3 +1,4 @@
+// The driver process: the Identity, Controller and Node services wired for the configured mode, the node's state loaded, CSI (and metrics) served until it is closed.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -22,6 +23,7 @@ import { SyscallMounter } from './kernel/syscall-mounter.js';
 import { DriverMetrics } from './metrics/metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics/server.js';
 import { createNodeService } from './node/service.js';
+import { InlineVolumes } from './mount/inline-volumes.js';
 import { Prefetcher } from './prefetch/prefetcher.js';
 import { LocalCopies } from './copy/copies.js';
 import { datasetRemote, RcloneTransfers } from './engines/rclone-transfer.js';
@@ -137,7 +139,6 @@ export async function startDriver(
           (medium, cacheDir) => clients.discardCache(medium, cacheDir),
           log,
         ),
-        ephemeralDir: join(config.stateDir, 'ephemeral'),
         prefetcher,
         copies,
         ...(tier ? { tier } : {}),
@@ -149,6 +150,7 @@ export async function startDriver(
     services.node = createNodeService({
       nodeId: config.nodeId,
       manager,
+      inline: new InlineVolumes(nodeManager, join(config.stateDir, 'ephemeral'), log),
       locks,
       kubeletDir: config.kubeletDir,
       ephemeralCacheQuotaLimitBytes: config.ephemeralCacheQuotaLimitBytes,

@@ -9,6 +9,7 @@ import type { ProcessRunner } from '../kernel/runner.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import { LocalCopy } from './local-copy.js';
 import { promoteComplete } from './promote.js';
+import { DEFAULT_SWEEP_RULE, SweepDetector, type Sweep, type SweepRule } from './sweeps.js';
 
 /** Files from this size on have their page-cache-layer pages dropped once promoted. */
 const DROP_PAGES_MIN_BYTES = 1 << 20;
@@ -24,12 +25,15 @@ export interface CopyHost {
   fuseMount: string;
   /** The cluster tier the dataset shares what it fetched through, when it uses one. */
   tier?: TierAccess | undefined;
+  /** Told when pods sweep a directory on demand (see SweepDetector): a fill is worth it. */
+  onSweep?: ((sweep: Sweep) => void) | undefined;
 }
 
 interface Attached {
   host: CopyHost;
   copy: LocalCopy;
   index: RcloneCacheIndex;
+  sweeps: SweepDetector;
   /** Files entered the copy since the overlay last dropped its cached names. */
   changed: boolean;
 }
@@ -49,6 +53,7 @@ export class LocalCopies {
     private readonly runner: ProcessRunner,
     private readonly log: Logger,
     private readonly intervalMs = 1000,
+    private readonly sweepRule: SweepRule = DEFAULT_SWEEP_RULE,
   ) {}
 
   /** Starts keeping a dataset's copy (idempotent: a restarted client keeps its copy object). */
@@ -64,6 +69,7 @@ export class LocalCopies {
       host,
       copy,
       index: new RcloneCacheIndex(host.cacheDir, host.spec),
+      sweeps: new SweepDetector(this.sweepRule),
       changed: false,
     };
     copy.onChanged = () => {
@@ -73,6 +79,11 @@ export class LocalCopies {
     const { files, bytes } = copy.current();
     this.log.info({ dataset: host.key, files, bytes }, 'local copy attached');
     return copy;
+  }
+
+  /** Whether pods opened the file through the dataset's engine (see RcloneCacheIndex.hasItem). */
+  openedOnDemand(key: string, relative: string): boolean {
+    return this.attached.get(key)?.index.hasItem(relative) ?? false;
   }
 
   get(key: string): LocalCopy | undefined {
@@ -110,6 +121,9 @@ export class LocalCopies {
           });
         }
         if (promoted.length > 0) {
+          for (const sweep of entry.sweeps.observe(promoted.map((file) => file.relative))) {
+            entry.host.onSweep?.(sweep);
+          }
           // Fetched from the remote on demand: other nodes find them in the tier.
           entry.host.tier?.offer(promoted);
           // Read through FUSE, these files also sit in the page-cache layer's pages: a second copy

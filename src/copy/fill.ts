@@ -14,6 +14,10 @@ export interface FillProgress {
   matched: number;
   /** Matched files the copy holds (copied now or already current). */
   files: number;
+  /** Of those, files the copy held already (current, or promoted from a read while the fill ran). */
+  alreadyHeld: number;
+  /** Matched files left to the engine: pods were reading them (see FillOptions.skip). */
+  readOnDemand: number;
   /** Bytes copied by this fill (from the remote or the cluster tier). */
   bytes: number;
   /** Of those, files and bytes taken from the cluster tier. */
@@ -36,6 +40,11 @@ export interface FillProgress {
 
 export interface FillOptions {
   copy: LocalCopy;
+  /**
+   * Files to leave out: pods are reading them through the engine, which fetches them anyway and
+   * whose promotion brings them into the copy (a sweep fill must not fetch them a second time).
+   */
+  skip?: ((relative: string) => boolean) | undefined;
   transfers: RcloneTransfers;
   source: TransferSource;
   /** The cluster tier, asked before the remote for what the copy lacks. */
@@ -144,6 +153,8 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   const progress: FillProgress = {
     matched: 0,
     files: 0,
+    alreadyHeld: 0,
+    readOnDemand: 0,
     bytes: 0,
     tierFiles: 0,
     tierBytes: 0,
@@ -196,7 +207,10 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
         progress.matched += 1;
         if (copy.holds(entry.relative, entry)) {
           progress.files += 1;
+          progress.alreadyHeld += 1;
           held.add(entry.relative);
+        } else if (options.skip?.(entry.relative)) {
+          progress.readOnDemand += 1;
         } else if (entry.size > room) {
           progress.noRoom += 1;
           copy.countNoRoom();
@@ -231,6 +245,19 @@ async function fetchAdmitted(
   held: Set<string>,
 ): Promise<void> {
   if (options.signal?.aborted) return;
+  // Pods reading on demand while the fill ran may have had files promoted since the listing: a
+  // second download of those would cost the remote a second copy.
+  for (const [relative, entry] of admitted) {
+    if (options.copy.holds(relative, entry)) {
+      admitted.delete(relative);
+      held.add(relative);
+      progress.files += 1;
+      progress.alreadyHeld += 1;
+    } else if (options.skip?.(relative)) {
+      admitted.delete(relative);
+      progress.readOnDemand += 1;
+    }
+  }
   if (options.tier) await fromTier(options, options.tier, admitted, progress, held);
   if (admitted.size === 0 || options.tierOnly) return;
   const fetched = await transfer(options, admitted, progress, held);

@@ -78,6 +78,8 @@ export interface CopyFigures {
   refusedForRoom: number;
   /** Names from the remote that cannot be local paths (skipped, never written). */
   unsafeNames: number;
+  /** Files pods read whole on demand through the cache client, then linked into the copy. */
+  promoted: number;
 }
 
 const OPAQUE = 'trusted.overlay.opaque';
@@ -95,7 +97,13 @@ export type InstallRefusal = 'present' | 'unsafe-name' | 'no-room' | 'not-as-exp
 export class LocalCopy {
   readonly root: string;
   private readonly incoming: string;
-  private readonly figures: CopyFigures = { files: 0, bytes: 0, refusedForRoom: 0, unsafeNames: 0 };
+  private readonly figures: CopyFigures = {
+    files: 0,
+    bytes: 0,
+    refusedForRoom: 0,
+    unsafeNames: 0,
+    promoted: 0,
+  };
   /** Directories of the copy known to exist (it never removes one while this object lives). */
   private readonly directories = new Set<string>();
   /** Files the engine holds that were refused for room once (counted once each). */
@@ -277,6 +285,7 @@ export class LocalCopy {
         return 'not-as-expected';
       }
       this.place(linked, relative, remote, ours);
+      this.figures.promoted += 1;
       return undefined;
     } catch (err) {
       await unlink(linked).catch(() => undefined);

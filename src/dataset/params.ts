@@ -1,3 +1,4 @@
+// Dataset and volume parameters: StorageClass, PV and inline-volume keys parsed into a dataset spec, and the dataset key that decides sharing.
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { parseDuration, parseQuantity } from './quantity.js';
@@ -60,6 +61,11 @@ export interface VolumeParameters {
   subPath: string;
   /** Warmed into the cache after staging, once per dataset on a node. */
   prefetch: PrefetchPattern[];
+  /**
+   * Whether pods sweeping a directory on demand get it filled in bulk into the local copy (only
+   * without a prefetch list: a list says exactly what to warm).
+   */
+  autoPrefetch: boolean;
   /** How long the client and its cache outlive the dataset's last unstage on a node (0: not). */
   keepWarmMs: number;
 }
@@ -75,6 +81,7 @@ export const KNOWN_KEYS: ReadonlySet<string> = new Set([
   'onDelete',
   'readOnly',
   'prefetch',
+  'autoPrefetch',
   'bandwidthLimit',
   'keepWarm',
   'subPath',
@@ -269,6 +276,8 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
   }
   return {
     prefetch: parsePrefetch(params.prefetch),
+    autoPrefetch:
+      params.autoPrefetch === undefined || parseBool('autoPrefetch', params.autoPrefetch),
     keepWarmMs,
     dataset,
     layout: oneOf('layout', params.layout, ['shared', 'subdir'] as const, 'shared'),
@@ -286,6 +295,7 @@ const INLINE_KEYS = new Set([
   'subPath',
   'cacheQuota',
   'prefetch',
+  'autoPrefetch',
   'bandwidthLimit',
   // The driver cannot see the pod's securityContext (kubelet passes its name, namespace, uid and
   // service account); these only change how the pod's own client shows its files.

@@ -1,4 +1,5 @@
 // Reads rclone's VFS cache from outside: which cached files are complete, for promotion into the local copy.
+import { lstatSync } from 'node:fs';
 import { lstat, opendir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DatasetSpec } from '../dataset/params.js';
@@ -85,6 +86,17 @@ export class RcloneCacheIndex {
       data: join(this.cacheDir, 'vfs', this.remoteName, this.remotePath),
       meta: join(this.cacheDir, 'vfsMeta', this.remoteName, this.remotePath),
     };
+  }
+
+  /**
+   * Whether rclone has an item for the file (whole, partial or being fetched): a pod opened it
+   * through the mount. Synchronous, one lstat: a fill asks it of every file it is about to fetch.
+   * Before the first scan found the cache's root, nothing is known and the answer is no.
+   */
+  hasItem(relative: string): boolean {
+    if (this.remoteName === undefined) return false;
+    const meta = join(this.cacheDir, 'vfsMeta', this.remoteName, this.remotePath, relative);
+    return lstatSync(meta, { throwIfNoEntry: false }) !== undefined;
   }
 
   /** Files complete since the last scan that `take` did not take before. */

@@ -1,6 +1,8 @@
+// The driver's Prometheus metrics: RPCs, each dataset's client, cache, prefetch, sweeps, local copy and tier, and the node's cache budgets.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { DatasetStatus } from '../mount/dataset-status.js';
 import type { NodeCacheFigures } from '../mount/node-caches.js';
+import type { PrefetchStatus } from '../prefetch/prefetcher.js';
 import type { TierFigures } from '../tier/cluster-tier.js';
 
 /** Where dataset figures come from at scrape time (the node's mount manager). */
@@ -126,12 +128,16 @@ export class DriverMetrics {
           prefetchMatched.set(labels, d.prefetch.matched);
           prefetchRunning.set(labels, d.prefetch.running);
           prefetchDone.set(labels, d.prefetch.completed);
+          for (const [field, metric] of sweepCounters) {
+            metric.inc(labels, sweepTotals.get(field)!.add(d.key, 0, d.prefetch.sweeps[field]));
+          }
         }
         if (d.copy) {
           copyFiles.set(labels, d.copy.files);
           copyBytes.set(labels, d.copy.bytes);
           unsafeNames.inc(labels, unsafeTotals.add(d.key, 0, d.copy.unsafeNames));
           noRoom.inc(labels, noRoomTotals.add(d.key, 0, d.copy.refusedForRoom));
+          promoted.inc(labels, promotedTotals.add(d.key, 0, d.copy.promoted));
           if (d.prefetch) {
             const { running, completed, noRoom: left, errors } = d.prefetch;
             copyComplete.set(
@@ -213,6 +219,23 @@ export class DriverMetrics {
       'copy_no_room_total',
       'Files the local copy left out because cacheQuota had no room for them',
     );
+    const promoted = counter(
+      'copy_promoted_files_total',
+      'Files pods read whole on demand through the cache client (then linked into the local copy)',
+    );
+    const sweepCounters: [keyof PrefetchStatus['sweeps'], Counter<'dataset'>][] = [
+      [
+        'seen',
+        counter(
+          'sweeps_total',
+          'Directories seen swept on demand (many distinct files read whole)',
+        ),
+      ],
+      ['filled', counter('sweep_fills_total', 'Fills started for swept directories')],
+      ['files', counter('sweep_fill_files_total', 'Files sweep fills put into the local copy')],
+      ['bytes', counter('sweep_fill_bytes_total', 'Bytes sweep fills put into the local copy')],
+    ];
+    const sweepTotals = new Map(sweepCounters.map(([field]) => [field, new Totals()]));
     const tierUp = gauge(
       'tier_up',
       '1 when the cluster tier answered its last use (datasets with clusterTier only)',
@@ -259,6 +282,7 @@ export class DriverMetrics {
     const prefetchErrorTotals = new Totals();
     const unsafeTotals = new Totals();
     const noRoomTotals = new Totals();
+    const promotedTotals = new Totals();
     const perDataset = [
       up,
       remoteUp,

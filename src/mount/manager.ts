@@ -1,6 +1,5 @@
 // The node's volume lifecycle: one cache client per dataset, staged, published, supervised and reconciled.
 import { mkdir, rmdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { alreadyExists, failedPrecondition, notFound, unavailable } from '../csi/errors.js';
 import { KeyedMutex, type VolumeLocks } from '../csi/locks.js';
@@ -13,7 +12,6 @@ import { DatasetSupervisor } from './supervision.js';
 import { VolumeHealthReporter, type VolumeHealth } from './volume-health.js';
 import type { Journal, VolumeRecord } from './journal.js';
 import type { Mounter } from '../kernel/mounter.js';
-import { pathComponentOf } from '../kernel/path-component.js';
 import type { FsUsage } from '../kernel/path-probe.js';
 import type { Prefetcher, PrefetchTarget } from '../prefetch/prefetcher.js';
 import type { LocalCopies } from '../copy/copies.js';
@@ -49,8 +47,6 @@ export class MountManager {
     private readonly settings: {
       /** The node's MEM and disk cache budgets and its kept caches. */
       caches: NodeCaches;
-      /** Where inline volumes are staged (the driver's own, not kubelet's). */
-      ephemeralDir: string;
       prefetcher?: Prefetcher;
       copies?: LocalCopies;
       /** The cluster tier, for datasets whose StorageClass asks for it. */
@@ -97,7 +93,9 @@ export class MountManager {
     for (const client of this.journal.clients()) {
       const target = await this.prefetchTarget(client);
       for (const volume of this.journal.volumesOf(client.key)) {
-        this.settings.prefetcher?.request(target, volume.prefetch ?? []);
+        this.settings.prefetcher?.request(target, volume.prefetch ?? [], {
+          autoPrefetch: volume.autoPrefetch !== false,
+        });
       }
     }
   }
@@ -172,6 +170,7 @@ export class MountManager {
           ...(params.keepWarmMs > 0 ? { keepWarmMs: params.keepWarmMs } : {}),
           ...(ephemeral ? { ephemeral } : {}),
           ...(params.prefetch.length > 0 ? { prefetch: params.prefetch } : {}),
+          ...(params.autoPrefetch ? {} : { autoPrefetch: false as const }),
         });
         await this.journal.save();
       } catch (err) {
@@ -190,7 +189,7 @@ export class MountManager {
       if (client !== before && target.copy && target.copy.copy.current().files > 0) {
         this.settings.prefetcher?.refresh(target);
       }
-      this.settings.prefetcher?.request(target, params.prefetch);
+      this.settings.prefetcher?.request(target, params.prefetch, params);
     });
   }
 
@@ -201,11 +200,7 @@ export class MountManager {
       await this.binds.detachLeftover(stagingPath);
       return;
     }
-    if (volume.stagingPath !== stagingPath) {
-      throw failedPrecondition(
-        `volume ${volumeId} is staged at ${volume.stagingPath}, not at ${stagingPath}`,
-      );
-    }
+    requireStagedAt(volume, stagingPath);
     const table = await this.mounter.table();
     const published = Object.keys(volume.targets).filter((target) => table.at(target));
     if (published.length > 0) {
@@ -249,11 +244,7 @@ export class MountManager {
         `volume ${volumeId} is not staged on this node; call NodeStageVolume first`,
       );
     }
-    if (volume.stagingPath !== stagingPath) {
-      throw failedPrecondition(
-        `volume ${volumeId} is staged at ${volume.stagingPath}, not at ${stagingPath}`,
-      );
-    }
+    requireStagedAt(volume, stagingPath);
     const effectiveReadOnly = readOnly || volume.readOnly;
     const client = this.journal.client(volume.datasetKey);
     if (!client) throw unavailable(`cache client of dataset ${volume.datasetKey} is not running`);
@@ -329,54 +320,9 @@ export class MountManager {
     });
   }
 
-  /**
-   * An inline volume: kubelet only publishes it, so the driver stages it itself (at a path of its
-   * own) and publishes from there. A failed publish leaves nothing staged.
-   */
-  async publishEphemeral(
-    volumeId: string,
-    params: VolumeParameters,
-    targetPath: string,
-    readOnly: boolean,
-    secrets: Record<string, string>,
-  ): Promise<void> {
-    const existing = this.journal.volume(volumeId);
-    if (existing && !existing.ephemeral) {
-      throw alreadyExists(`volume ${volumeId} is staged as a persistent volume on this node`);
-    }
-    // The id is the caller's: encoded, it cannot leave the directory. A volume staged by an
-    // earlier version keeps the path it was staged at.
-    const stagingPath =
-      existing?.stagingPath ?? join(this.settings.ephemeralDir, pathComponentOf(volumeId));
-    await this.stage(volumeId, params, stagingPath, secrets, true);
-    try {
-      await this.publish(volumeId, stagingPath, targetPath, readOnly);
-    } catch (err) {
-      const volume = this.journal.volume(volumeId);
-      if (volume && Object.keys(volume.targets).length === 0) {
-        await this.unstage(volumeId, stagingPath).catch((cleanup: unknown) =>
-          this.log.error(
-            { volumeId, err: String(cleanup) },
-            'could not unstage a failed inline volume',
-          ),
-        );
-      }
-      throw err;
-    }
-  }
-
-  isEphemeral(volumeId: string): boolean {
-    return this.journal.volume(volumeId)?.ephemeral === true;
-  }
-
-  /** Unpublishes an inline volume and, with its last target gone, unstages it. */
-  async unpublishEphemeral(volumeId: string, targetPath: string): Promise<void> {
-    await this.unpublish(volumeId, targetPath);
-    const volume = this.journal.volume(volumeId);
-    if (volume?.ephemeral && Object.keys(volume.targets).length === 0) {
-      await this.unstage(volumeId, volume.stagingPath);
-      await rmdir(volume.stagingPath).catch(() => undefined);
-    }
+  /** The volume's record on this node, if it is staged or published here. */
+  volume(volumeId: string): VolumeRecord | undefined {
+    return this.journal.volume(volumeId);
   }
 
   /** Bytes and inodes of a volume's file system, or undefined when it does not answer in time. */
@@ -398,6 +344,7 @@ export class MountManager {
   private prefetchTarget(client: ClientRecord): Promise<PrefetchTarget> {
     return fillTarget(client, {
       copies: this.settings.copies,
+      prefetcher: this.settings.prefetcher,
       tier: this.settings.tier,
       credentials: (record) => this.clients.credentials(record),
     });
@@ -493,5 +440,14 @@ export class MountManager {
 
   private event(message: string, started: number, fields: Record<string, unknown>): void {
     this.log.info({ ...fields, durationMs: Date.now() - started }, message);
+  }
+}
+
+/** FAILED_PRECONDITION unless the volume is staged at this path. */
+function requireStagedAt(volume: VolumeRecord, stagingPath: string): void {
+  if (volume.stagingPath !== stagingPath) {
+    throw failedPrecondition(
+      `volume ${volume.volumeId} is staged at ${volume.stagingPath}, not at ${stagingPath}`,
+    );
   }
 }

@@ -1,3 +1,4 @@
+// The CSI Node service: each call's ids, paths and parameters checked, then volumes staged, published and reported through the mount manager under per-volume locks.
 import type { NodeHandlers } from '../csi/generated/csi/v1/Node.js';
 import { invalidArgument, unimplemented } from '../csi/errors.js';
 import type { ServiceImpl } from '../csi/handlers.js';
@@ -12,12 +13,14 @@ import {
   parseVolumeParameters,
   type VolumeParameters,
 } from '../dataset/params.js';
+import type { InlineVolumes } from '../mount/inline-volumes.js';
 import type { MountManager } from '../mount/manager.js';
 import type { FsUsage } from '../kernel/path-probe.js';
 
 export interface NodeServiceOptions {
   nodeId: string;
   manager: MountManager;
+  inline: InlineVolumes;
   locks: VolumeLocks;
   /** When set, staging and target paths must lie below it. */
   kubeletDir?: string;
@@ -41,7 +44,7 @@ function parameters(parse: () => VolumeParameters): VolumeParameters {
 const inodesKnown = (fs: FsUsage): boolean => !(fs.totalInodes === 1e9 && fs.freeInodes === 0);
 
 export function createNodeService(options: NodeServiceOptions): ServiceImpl<NodeHandlers> {
-  const { manager, nodeId, locks, kubeletDir } = options;
+  const { manager, inline, nodeId, locks, kubeletDir } = options;
   /** A pod spec must not get the driver to mount over arbitrary host paths. */
   const nodePath = (value: string, field: string): string => {
     const path = requirePath(value, field);
@@ -85,7 +88,7 @@ export function createNodeService(options: NodeServiceOptions): ServiceImpl<Node
           req.secrets,
         );
         await locks.runExclusive(volumeId, () =>
-          manager.publishEphemeral(volumeId, params, targetPath, readOnly, req.secrets),
+          inline.publish(volumeId, params, targetPath, readOnly, req.secrets),
         );
         return {};
       }
@@ -99,8 +102,8 @@ export function createNodeService(options: NodeServiceOptions): ServiceImpl<Node
     async NodeUnpublishVolume(req) {
       const volumeId = requireId(req.volume_id, 'volume_id');
       const targetPath = nodePath(req.target_path, 'target_path');
-      if (manager.isEphemeral(volumeId)) {
-        await locks.runExclusive(volumeId, () => manager.unpublishEphemeral(volumeId, targetPath));
+      if (inline.isInline(volumeId)) {
+        await locks.runExclusive(volumeId, () => inline.unpublish(volumeId, targetPath));
       } else {
         await locks.runForTarget(volumeId, targetPath, () =>
           manager.unpublish(volumeId, targetPath),

@@ -2,9 +2,11 @@
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { Semaphore } from 'async-mutex';
 import type { Logger } from 'pino';
 import { fillCopy } from '../copy/fill.js';
 import type { LocalCopy } from '../copy/local-copy.js';
+import type { Sweep } from '../copy/sweeps.js';
 import type { PrefetchPattern } from '../dataset/patterns.js';
 import type { RcloneTransfers, TransferSource } from '../engines/rclone-transfer.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
@@ -24,6 +26,8 @@ export interface PrefetchStatus {
   running: number;
   /** Prefetch jobs of the dataset that finished. */
   completed: number;
+  /** Fills started because pods swept a directory on demand (included in the figures above). */
+  sweeps: { seen: number; filled: number; files: number; bytes: number };
 }
 
 /**
@@ -33,12 +37,19 @@ export interface PrefetchStatus {
 export interface PrefetchTarget {
   key: string;
   engineMount: string;
-  copy?: { copy: LocalCopy; source: TransferSource; tier?: TierAccess | undefined };
+  copy?: {
+    copy: LocalCopy;
+    source: TransferSource;
+    tier?: TierAccess | undefined;
+    /** Whether pods opened the file on demand (the engine fetches it: a sweep fill leaves it). */
+    openedOnDemand?: (relative: string) => boolean;
+  };
 }
 
 interface Job {
   progress: PrefetchProgress & {
     noRoom?: number;
+    alreadyHeld?: number;
     stale?: number;
     tierFiles?: number;
     tierBytes?: number;
@@ -57,6 +68,9 @@ const REFRESH = 'refresh';
 const EVERYTHING: PrefetchPattern = { glob: '**', metadataOnly: false };
 const TIER_ONLY = 'tier-only:';
 
+/** Sweep fills are keyed by the directory they fill. */
+const SWEEP = 'sweep:';
+
 const signatureOf = (patterns: PrefetchPattern[]): string =>
   JSON.stringify(patterns.map((p) => `${p.metadataOnly ? 'meta:' : ''}${p.glob}`).sort());
 
@@ -70,6 +84,14 @@ export class Prefetcher {
   private readonly datasets = new Map<string, Map<string, Job>>();
   /** Per dataset, the running check of its copy against the remote. */
   private readonly checks = new Map<string, Promise<void>>();
+  /** Datasets whose volumes keep exactly their prefetch list, or turned sweeps off. */
+  private readonly noSweeps = new Set<string>();
+  private readonly sweepsSeen = new Map<string, number>();
+  /**
+   * The node's transfer budget: one fill moves files at a time (each with `concurrency`
+   * transfers), whatever asked for it, so sweeps never crowd out a prefetch nor each other.
+   */
+  private readonly budget = new Semaphore(1);
 
   constructor(
     private readonly log: Logger,
@@ -83,7 +105,13 @@ export class Prefetcher {
    * the tier holds of it (reads on demand cannot ask the tier: rclone reads only the remote), so
    * what other nodes fetched is local before pods ask; patterns say exactly what to warm instead.
    */
-  request(target: PrefetchTarget, patterns: PrefetchPattern[]): void {
+  request(
+    target: PrefetchTarget,
+    patterns: PrefetchPattern[],
+    { autoPrefetch = true }: { autoPrefetch?: boolean } = {},
+  ): void {
+    // A prefetch list says exactly what to warm: no fill of the volume's dataset by sweeps.
+    if (patterns.length > 0 || !autoPrefetch) this.noSweeps.add(target.key);
     const tierOnly = patterns.length === 0 && target.copy?.tier !== undefined;
     if (patterns.length === 0 && !tierOnly) return;
     const wanted = tierOnly ? [EVERYTHING] : patterns;
@@ -141,6 +169,50 @@ export class Prefetcher {
   }
 
   /**
+   * Pods are sweeping a directory on demand: it is filled in bulk into the copy (tier first, then
+   * the remote), as a prefetch of `directory/**` would, while they go on reading; what the fill
+   * installs before they reach it is served by the kernel.
+   */
+  sweep(target: PrefetchTarget, sweep: Sweep): void {
+    if (!target.copy || this.noSweeps.has(target.key)) return;
+    this.sweepsSeen.set(target.key, (this.sweepsSeen.get(target.key) ?? 0) + 1);
+    const glob = sweep.directory === '' ? '**' : `${sweep.directory}/**`;
+    const jobs = this.datasets.get(target.key) ?? new Map<string, Job>();
+    this.datasets.set(target.key, jobs);
+    const signature = `${SWEEP}${glob}`;
+    if (jobs.has(signature)) return;
+    const started = Date.now();
+    const job = this.copyJob(target, [{ glob, metadataOnly: false }], target.copy, {
+      skip: target.copy.openedOnDemand,
+    });
+    job.onEnd = () => {
+      const { files, bytes, noRoom, errors, done } = job.progress;
+      this.log.info(
+        {
+          dataset: target.key,
+          directory: sweep.directory,
+          files,
+          bytes,
+          noRoom,
+          errors,
+          done,
+          durationMs: Date.now() - started,
+        },
+        'sweep fill ended',
+      );
+    };
+    jobs.set(signature, job);
+    this.log.info(
+      {
+        dataset: target.key,
+        directory: sweep.directory,
+        evidence: `${sweep.files} files from ${sweep.branches} branches read whole on demand within ${sweep.windowMs / 1000}s`,
+      },
+      'sweep seen: filling the directory into the local copy',
+    );
+  }
+
+  /**
    * Checks the dataset's copy against the remote once: copies whose size or time changed, or
    * whose file is gone, are dropped (and served through the engine, or copied again by prefetch).
    */
@@ -163,7 +235,11 @@ export class Prefetcher {
     target: PrefetchTarget,
     globs: PrefetchPattern[],
     { copy, source, tier }: NonNullable<PrefetchTarget['copy']>,
-    { refresh = false, tierOnly = false }: { refresh?: boolean; tierOnly?: boolean },
+    {
+      refresh = false,
+      tierOnly = false,
+      skip,
+    }: { refresh?: boolean; tierOnly?: boolean; skip?: (relative: string) => boolean } = {},
   ): Job {
     const abort = new AbortController();
     const job: Job = {
@@ -177,20 +253,23 @@ export class Prefetcher {
       ? Promise.resolve()
       : (this.checks.get(target.key) ?? Promise.resolve());
     const run = checked.then(() =>
-      fillCopy({
-        copy,
-        transfers: this.transfers,
-        source,
-        tier,
-        globs: globs.map((p) => p.glob),
-        concurrency: this.concurrency,
-        refresh,
-        tierOnly,
-        signal: abort.signal,
-        onProgress: (progress) => {
-          job.progress = progress;
-        },
-      }),
+      this.budget.runExclusive(() =>
+        fillCopy({
+          copy,
+          transfers: this.transfers,
+          source,
+          tier,
+          globs: globs.map((p) => p.glob),
+          concurrency: this.concurrency,
+          refresh,
+          tierOnly,
+          skip,
+          signal: abort.signal,
+          onProgress: (progress) => {
+            job.progress = progress;
+          },
+        }),
+      ),
     );
     void run
       .catch((err: unknown) => {
@@ -252,16 +331,12 @@ export class Prefetcher {
 
   status(key: string): PrefetchStatus | undefined {
     const jobs = this.datasets.get(key);
-    if (!jobs || [...jobs.keys()].every((signature) => signature === REFRESH)) return undefined;
-    const status: PrefetchStatus = {
-      matched: 0,
-      files: 0,
-      bytes: 0,
-      errors: 0,
-      noRoom: 0,
-      running: 0,
-      completed: 0,
-    };
+    if (!jobs || [...jobs.keys()].every((signature) => signature === REFRESH)) {
+      return this.sweepsSeen.has(key)
+        ? { ...EMPTY_STATUS, sweeps: this.sweepFigures(key) }
+        : undefined;
+    }
+    const status: PrefetchStatus = { ...EMPTY_STATUS, sweeps: this.sweepFigures(key) };
     for (const [signature, job] of jobs) {
       if (signature === REFRESH) continue; // a check of the copy, not a prefetch
       status.matched += job.progress.matched;
@@ -275,17 +350,42 @@ export class Prefetcher {
     return status;
   }
 
+  /** What sweeps of the dataset did: seen, filled, and what their fills installed. */
+  private sweepFigures(key: string): PrefetchStatus['sweeps'] {
+    const figures = { seen: this.sweepsSeen.get(key) ?? 0, filled: 0, files: 0, bytes: 0 };
+    for (const [signature, job] of this.datasets.get(key) ?? []) {
+      if (!signature.startsWith(SWEEP)) continue;
+      figures.filled += 1;
+      figures.files += job.progress.files - (job.progress.alreadyHeld ?? 0);
+      figures.bytes += job.progress.bytes;
+    }
+    return figures;
+  }
+
   /** The dataset's client is gone: stop its jobs; a later stage prefetches again. */
   forget(key: string): void {
     for (const job of this.datasets.get(key)?.values() ?? []) job.stop();
     this.datasets.delete(key);
     this.checks.delete(key);
+    this.noSweeps.delete(key);
+    this.sweepsSeen.delete(key);
   }
 
   close(): void {
     for (const key of [...this.datasets.keys()]) this.forget(key);
   }
 }
+
+const EMPTY_STATUS: PrefetchStatus = {
+  matched: 0,
+  files: 0,
+  bytes: 0,
+  errors: 0,
+  noRoom: 0,
+  running: 0,
+  completed: 0,
+  sweeps: { seen: 0, filled: 0, files: 0, bytes: 0 },
+};
 
 /** One job made of parts (copy and metadata walk): its progress is their sum. */
 function combine(parts: Job[], onEnd: () => void): Job {
