@@ -241,17 +241,26 @@ export class Bench {
   }
 
   /** Waits until a dataset's metric reaches a value; seconds it took. */
+  /**
+   * Seconds until the dataset's metric reaches `bound` (at least, or at most; a metric the driver
+   * does not export counts as 0 for "at most": no prefetch status means nothing running).
+   */
   async waitForMetric(
     name: string,
     volumeId: string,
-    atLeast: number,
+    bound: number,
     timeoutMs = 900_000,
+    direction: 'at least' | 'at most' = 'at least',
   ): Promise<number> {
     const started = Date.now();
-    while ((await this.metric(name, volumeId)) < atLeast) {
+    const reached = (value: number): boolean =>
+      direction === 'at least' ? value >= bound : (Number.isNaN(value) ? 0 : value) <= bound;
+    while (!reached(await this.metric(name, volumeId))) {
       if (Date.now() - started > timeoutMs) {
         const value = await this.metric(name, volumeId);
-        throw new Error(`${name} reached ${value}, not ${atLeast}, in ${timeoutMs / 1000} s`);
+        throw new Error(
+          `${name} reached ${value}, not ${direction} ${bound}, in ${timeoutMs / 1000} s`,
+        );
       }
       // A scrape costs the driver engine calls for every dataset: polled every 50 ms, it took a
       // quarter of the small-file prefetch's speed. A quarter second errs at most that long.

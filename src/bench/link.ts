@@ -1,4 +1,5 @@
 // The benchmarks' emulated WAN/NAS link: a network namespace shaped to a rate, with a delaying proxy before each server in it.
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
@@ -33,14 +34,21 @@ export class EmulatedLink {
   private constructor(
     readonly netns: string,
     readonly options: LinkOptions,
+    /** The host's end of the veth pair: what it receives is everything the remotes sent. */
+    readonly hostDevice: string,
   ) {
     this.nsAddress = `10.${options.subnet ?? 201}.0.2`;
   }
 
+  /** Bytes that crossed the link from the remotes to the host (frames, headers included). */
+  async receivedBytes(): Promise<number> {
+    return Number(await readFile(`/sys/class/net/${this.hostDevice}/statistics/rx_bytes`, 'utf8'));
+  }
+
   static async create(options: LinkOptions): Promise<EmulatedLink> {
     const name = options.name ?? '';
-    const link = new EmulatedLink(`dcsi-bench-${process.pid}${name}`, options);
     const host = `dcb${process.pid % 100000}${name}h`;
+    const link = new EmulatedLink(`dcsi-bench-${process.pid}${name}`, options, host);
     const peer = `dcb${process.pid % 100000}${name}n`;
     const ip = (...args: string[]) => execa('ip', args);
     const inNs = (...args: string[]) => execa('ip', ['netns', 'exec', link.netns, ...args]);

@@ -22,6 +22,7 @@ import {
   cpuSeconds,
   firstByteMs,
   percentile,
+  randomReads,
   readEpoch,
   rssMiB,
   writeSmallFiles,
@@ -310,8 +311,15 @@ async function main(): Promise<number> {
           async () => bigBytes / 1e6 / (await timedRead(join(tmpfs, 'big.bin'))),
         );
       const copyWarm = await bigBeside(copyPod2);
-      log(`${remote.protocol}: copy path: small files without prefetch (epoch 2 from promotions)`);
+      log(
+        `${remote.protocol}: copy path: small files without prefetch (a sweep fill in epoch 1, epoch 2 from the copy)`,
+      );
+      const linkBefore = await link.receivedBytes();
       const copyEpochs = [await readEpoch(join(copyPod1, 'small'), small.paths, 1)];
+      // What epoch 1 cost the remote: its reads on demand and the sweep fill they started.
+      await bench.waitForMetric('prefetch_running', onDemand, 0, 300_000, 'at most');
+      const epoch1RemoteBytes = (await link.receivedBytes()) - linkBefore;
+      const sweepFills = await bench.metric('sweep_fills_total', onDemand);
       await bench
         .waitForMetric('copy_files', onDemand, 1 + small.paths.length, 300_000)
         .catch((err: unknown) => log(`small files not all promoted: ${String(err)}`));
@@ -355,6 +363,23 @@ async function main(): Promise<number> {
       await bench.unpublish(bigVolume, 'bigpod');
       await bench.unstage(bigVolume);
 
+      // Random reads into part of the big file never make a sweep: each dataset read once by
+      // default and once with sweeps off (a fresh client and cache each), in the same run.
+      log(
+        `${remote.protocol}: copy path: random reads into part of the big file, sweeps on and off`,
+      );
+      const random = async (extra: Record<string, string>, pod: string) => {
+        const volume = await bench.stage(remote, { cacheQuota: onDemandQuota, ...extra });
+        const root = await bench.publish(volume, pod);
+        const mbps = await randomReads(join(root, 'big.bin'), bigBytes, 7);
+        const sweeps = await bench.metric('sweeps_total', volume);
+        await bench.unpublish(volume, pod);
+        await bench.unstage(volume);
+        return { mbps, sweeps: Number.isNaN(sweeps) ? 0 : sweeps };
+      };
+      const randomDefault = await random({}, 'random1');
+      const randomNoSweeps = await random({ autoPrefetch: 'false' }, 'random2');
+
       // What rclone copy alone does with the same files on the same link (no driver, no copy
       // layer): the ceiling this machine's servers and link leave to any bulk fill.
       log(`${remote.protocol}: rclone copy of the small files alone (the tool's ceiling here)`);
@@ -382,8 +407,9 @@ async function main(): Promise<number> {
         ],
         { env: remote.rcloneEnv, extendEnv: false },
       );
-      const rcloneCopyMBps =
-        small.bytes / 1e6 / (Number(process.hrtime.bigint() - ceilingStarted) / 1e9);
+      const ceilingSeconds = Number(process.hrtime.bigint() - ceilingStarted) / 1e9;
+      const rcloneCopyMBps = small.bytes / 1e6 / ceilingSeconds;
+      const rcloneCopyFilesPerSec = small.paths.length / ceilingSeconds;
       const ceilingFiles = (await readdir(ceilingDir, { recursive: true, withFileTypes: true }))
         .length;
       await rm(ceilingDir, { recursive: true, force: true });
@@ -416,6 +442,13 @@ async function main(): Promise<number> {
           smallPrefetchSeconds: copyPrefetchSeconds,
           smallPrefetchMBps: copyPrefetchMBps,
           rcloneCopyMBps,
+          epoch1RemoteBytes,
+          epoch1SweepFills: sweepFills,
+          randomReads: {
+            mbps: randomDefault.mbps,
+            sweeps: randomDefault.sweeps,
+            withoutSweepsMBps: randomNoSweeps.mbps,
+          },
           nodeMemoryPerCachedByte: copyMemoryPerByte,
           besideTmpfs: {
             bigPromotedMBps: copyWarm.tmpfs,
@@ -438,6 +471,9 @@ async function main(): Promise<number> {
           smallFilesEpoch2ToTmpfs: (laterEpochs.samples[0] ?? NaN) / (laterEpochs.tmpfs[0] ?? NaN),
           prefetchToLink: copyPrefetchMBps / linkMBps,
           prefetchToRcloneCopy: copyPrefetchMBps / rcloneCopyMBps,
+          smallFilesEpoch1ToRcloneCopy: (copyEpochs[0] ?? NaN) / rcloneCopyFilesPerSec,
+          epoch1RemoteBytesPerDatasetByte: epoch1RemoteBytes / small.bytes,
+          randomReadsWithSweepsOverWithout: randomDefault.mbps / randomNoSweeps.mbps,
           bigPrefetchToLink: bigPrefetchMBps / linkMBps,
           nodeMemoryPerCachedByte: copyMemoryPerByte,
         },
@@ -510,7 +546,7 @@ async function main(): Promise<number> {
     const leftovers = (await bench.clientPids()).length;
 
     const worst = (key: keyof BenchResult['protocols'][number]['ratios']) =>
-      perProtocol.length === 0 ? NaN : Math.min(...perProtocol.map((p) => p.ratios[key]));
+      perProtocol.length === 0 ? NaN : Math.min(...perProtocol.map((p) => p.ratios[key] ?? NaN));
     const headline = {
       warmToTmpfs: worst('warmToTmpfs'),
       coldToLink: worst('coldToLink'),
@@ -520,6 +556,11 @@ async function main(): Promise<number> {
       smallFilesWarmToTmpfs: worst('smallFilesWarmToTmpfs'),
       prefetchToLink: worst('prefetchToLink'),
       prefetchToRcloneCopy: worst('prefetchToRcloneCopy'),
+      smallFilesEpoch1ToRcloneCopy: worst('smallFilesEpoch1ToRcloneCopy'),
+      epoch1RemoteBytesPerDatasetByte:
+        perProtocol.length === 0
+          ? NaN
+          : Math.max(...perProtocol.map((p) => p.ratios.epoch1RemoteBytesPerDatasetByte ?? NaN)),
       smallFilesEpoch2ToTmpfs: worst('smallFilesEpoch2ToTmpfs'),
       bigPrefetchToLink: worst('bigPrefetchToLink'),
       nodeMemoryPerCachedByte:

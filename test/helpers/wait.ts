@@ -8,13 +8,7 @@ export async function until<T>(
   ms = 60_000,
   intervalMs = 100,
 ): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(intervalMs);
-  }
+  return (await untilHolds(what, probe, (value) => value !== undefined, ms, intervalMs)) as T;
 }
 
 /**
