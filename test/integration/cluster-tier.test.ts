@@ -311,6 +311,10 @@ it('the prefetch by hand uses the tier too: what it fetched is uploaded before i
   // A prefetch pattern at stage says what to warm, and nothing else is taken from the tier: a
   // metadata-only one leaves B's copy to the command.
   const onB = await staged(b, 'byhand-b', 'byhand', { prefetch: 'd0/' });
+  // B's own warm-up of the metadata ends first: the window below measures the command alone.
+  await until("B's metadata prefetch to end", async () =>
+    ((await scrape(b)).dataset('prefetch_completed', onB.key) ?? 0) >= 1 ? true : undefined,
+  );
   const remoteBefore = await remoteSentBytes();
   const byB = await prefetchByHand(b, onB.volumeId);
   const remoteCost = (await remoteSentBytes()) - remoteBefore;
