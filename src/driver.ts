@@ -35,6 +35,9 @@ import { LauncherRunner } from './supervisor/launcher.js';
 import { ExecaRunner, type ProcessRunner } from './kernel/runner.js';
 import { packageVersion } from './version.js';
 
+/** A direct request to a remote, beside or instead of the client's: answered in this or unreachable. */
+const PROBE_TIMEOUT_MS = 5_000;
+
 export interface Driver {
   /** Port of the metrics server, when --metrics-address is set. */
   metricsPort?: number;
@@ -103,7 +106,10 @@ export async function startDriver(
     const locks = new VolumeLocks();
     const transfers = new RcloneTransfers(config.rcloneBinary);
     const probe: RemoteProbe = async (client) =>
-      transfers.probe(datasetRemote(client.spec, await client.credentials(), client.runtimeDir));
+      transfers.probe(
+        datasetRemote(client.spec, await client.credentials(), client.runtimeDir),
+        PROBE_TIMEOUT_MS,
+      );
     const clients = new CacheClients(
       new EngineRegistry([new RcloneEngine(config.rcloneBinary, probe), new S3fsEngine(probe)]),
       runner,

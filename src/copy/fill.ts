@@ -45,6 +45,11 @@ export interface FillOptions {
    * whose promotion brings them into the copy (a sweep fill must not fetch them a second time).
    */
   skip?: ((relative: string) => boolean) | undefined;
+  /**
+   * Runs each batch's transfer within the node's transfer budget (listings run outside it, so a
+   * fill whose remote is slow to list holds up no other fill).
+   */
+  transferBudget?: ((work: () => Promise<void>) => Promise<void>) | undefined;
   transfers: RcloneTransfers;
   source: TransferSource;
   /** The cluster tier, asked before the remote for what the copy lacks. */
@@ -187,8 +192,12 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   const batches = new BatchPipeline<RemoteEntry>(
     options.tier ? Number.POSITIVE_INFINITY : FIRST_BATCH,
     async (batch) => {
-      transferStarted ??= Date.now();
-      await fetchAdmitted(options, new Map(batch.map((e) => [e.relative, e])), progress, held);
+      const fetch = () =>
+        fetchAdmitted(options, new Map(batch.map((e) => [e.relative, e])), progress, held);
+      await (options.transferBudget ?? ((work) => work()))(() => {
+        transferStarted ??= Date.now();
+        return fetch();
+      });
     },
   );
   try {

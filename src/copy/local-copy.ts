@@ -360,7 +360,7 @@ export class LocalCopy {
   private place(from: string, relative: string, remote: RemoteFile, stats: Stats): void {
     this.own(from, 'file', stats);
     // Without a listed time, the one rclone set from the download stands.
-    if (!Number.isNaN(remote.mtimeMs) && !sameTime(stats.mtimeMs, remote.mtimeMs)) {
+    if (!sameTimeOrUnlisted(stats.mtimeMs, remote.mtimeMs)) {
       utimesSync(from, remote.mtimeMs / 1000, remote.mtimeMs / 1000);
     }
     const target = join(this.root, relative);

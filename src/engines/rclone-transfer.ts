@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import type { DatasetSpec } from '../dataset/params.js';
 import type { Source } from '../dataset/source.js';
 import { baseEnvironment } from './engine.js';
-import { REMOTE, remoteConfig } from './rclone.js';
+import { PROBE_NAME, REMOTE, remoteConfig } from './rclone.js';
 
 export interface RemoteEntry {
   /** Path relative to the dataset root, as the remote names it. */
@@ -413,8 +413,5 @@ const LISTED_HTTP = ['--no-traverse', '--http-no-head'];
 
 /** What rclone logs for a file it copied whole ("Copied (new)", "Multi-thread Copied (new)"…). */
 const COPIED = /^(Multi-thread )?Copied\b/;
-
-/** A name no dataset holds: listing it costs one request and transfers nothing. */
-const PROBE_NAME = '.dataset-cache-csi-probe';
 
 const lastLine = (text: string): string => text.trim().split('\n').slice(-1)[0] ?? '';

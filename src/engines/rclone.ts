@@ -17,6 +17,9 @@ import {
 import { rcCall, type CoreStats, type VfsStats } from './rclone-rc.js';
 import { rcloneObscure } from './rclone-obscure.js';
 
+/** A name no dataset holds: asking the remote for it proves the remote answers, at one request. */
+export const PROBE_NAME = '.dataset-cache-csi-probe';
+
 /** How long the client may take to answer a call that stays local to it. */
 const CLIENT_ANSWER_MS = 2_000;
 /** How long one request to the remote may take before the remote counts as not answering. */
@@ -206,7 +209,7 @@ export class RcloneEngine implements Engine {
         'operations/stat',
         {
           fs: `${REMOTE}:${path}`,
-          remote: '.dataset-cache-csi-probe',
+          remote: PROBE_NAME,
           opt: { filesOnly: true },
           _config: { LowLevelRetries: 1 },
         },
@@ -218,7 +221,7 @@ export class RcloneEngine implements Engine {
       // call asks): a request from a process of its own gets the remote's answer.
       await this.probe?.(client);
       throw new Error(
-        `the client answers, but its request to the remote got no answer in ${REMOTE_ANSWER_MS} ms`,
+        `the client answers, but its request to the remote got no answer in ${REMOTE_ANSWER_MS} ms${this.probe ? ' (a request from the node itself was answered: the client may be stuck on its connection)' : ''}`,
         { cause: err },
       );
     }

@@ -50,6 +50,7 @@ interface Job {
   progress: PrefetchProgress & {
     noRoom?: number;
     alreadyHeld?: number;
+    readOnDemand?: number;
     stale?: number;
     tierFiles?: number;
     tierBytes?: number;
@@ -88,7 +89,7 @@ export class Prefetcher {
   private readonly noSweeps = new Set<string>();
   private readonly sweepsSeen = new Map<string, number>();
   /**
-   * The node's transfer budget: one fill moves files at a time (each with `concurrency`
+   * The node's transfer budget: one fill's batch moves files at a time (with `concurrency`
    * transfers), whatever asked for it, so sweeps never crowd out a prefetch nor each other.
    */
   private readonly budget = new Semaphore(1);
@@ -121,7 +122,9 @@ export class Prefetcher {
     if (tierOnly) {
       // A dataset some volume prefetches is warmed by its patterns only. A finished warm-up runs
       // again at the next stage: other nodes may have shared more since (nodes started together).
-      const prefetched = [...jobs.keys()].some((k) => k !== REFRESH && k !== signature);
+      const prefetched = [...jobs.keys()].some(
+        (k) => k !== REFRESH && k !== signature && !k.startsWith(SWEEP),
+      );
       if (prefetched || jobs.get(signature)?.running) return;
     } else if (jobs.has(signature)) return;
     const content = wanted.filter((p) => !p.metadataOnly);
@@ -186,7 +189,7 @@ export class Prefetcher {
       skip: target.copy.openedOnDemand,
     });
     job.onEnd = () => {
-      const { files, bytes, noRoom, errors, done } = job.progress;
+      const { files, bytes, noRoom, errors, done, readOnDemand } = job.progress;
       this.log.info(
         {
           dataset: target.key,
@@ -194,6 +197,7 @@ export class Prefetcher {
           files,
           bytes,
           noRoom,
+          readOnDemand,
           errors,
           done,
           durationMs: Date.now() - started,
@@ -253,23 +257,23 @@ export class Prefetcher {
       ? Promise.resolve()
       : (this.checks.get(target.key) ?? Promise.resolve());
     const run = checked.then(() =>
-      this.budget.runExclusive(() =>
-        fillCopy({
-          copy,
-          transfers: this.transfers,
-          source,
-          tier,
-          globs: globs.map((p) => p.glob),
-          concurrency: this.concurrency,
-          refresh,
-          tierOnly,
-          skip,
-          signal: abort.signal,
-          onProgress: (progress) => {
-            job.progress = progress;
-          },
-        }),
-      ),
+      fillCopy({
+        copy,
+        transfers: this.transfers,
+        source,
+        tier,
+        globs: globs.map((p) => p.glob),
+        concurrency: this.concurrency,
+        refresh,
+        tierOnly,
+        skip,
+        // A check of the copy only lists: it never waits for other fills' transfers.
+        transferBudget: refresh ? undefined : (work) => this.budget.runExclusive(work),
+        signal: abort.signal,
+        onProgress: (progress) => {
+          job.progress = progress;
+        },
+      }),
     );
     void run
       .catch((err: unknown) => {

@@ -130,7 +130,7 @@ const conditionOf = async (volume: Staged) =>
     })
   ).volume_condition;
 
-it('every kind of remote: named unreachable within 30 s, remote_up 0, the alert fires, the client is neither blamed nor restarted, cached files are served', async () => {
+it('every kind of remote: named unreachable within 30 s, remote_up 0, the alert fires, the client is neither blamed nor restarted, rclone serves cached files', async () => {
   for (const remote of await remotes()) {
     const name = remote.kind.replace(/\W+/g, '-');
     const before = new Set((await recordedClients(driver.stateDir)).map((c) => c.key));
