@@ -48,11 +48,13 @@ export interface BenchResult {
       smallPrefetchMBps: number;
       /** `rclone copy` alone of the same small files over the same link: the tool's ceiling. */
       rcloneCopyMBps: number;
-      /** Bytes that crossed the link in epoch 1 without prefetch (reads and the sweep fill). */
+      /** Epoch 1 without prefetch on a fresh client with sweep fills asked for (files/s). */
+      epoch1WithSweeps?: number;
+      /** Bytes that crossed the link in that epoch (reads on demand and the sweep fill). */
       epoch1RemoteBytes?: number;
       /** Fills the driver started from sweeps it saw in epoch 1. */
       epoch1SweepFills?: number;
-      /** Random 64 KiB reads into the big file's first half: sweeps on (default) and off. */
+      /** Random 64 KiB reads into the big file's first half: sweeps asked for, and not. */
       randomReads?: { mbps: number; sweeps: number; withoutSweepsMBps: number };
       nodeMemoryPerCachedByte: number;
       /** The tmpfs reads each warm figure was measured beside (in turn, same order). */
@@ -76,8 +78,10 @@ export interface BenchResult {
       prefetchToLink: number;
       /** The fill's small-file prefetch against rclone copy alone (what the driver adds). */
       prefetchToRcloneCopy: number;
-      /** Epoch 1 without prefetch (files/s) against rclone copy alone of the same files. */
+      /** Epoch 1 without prefetch, sweep fills asked for (files/s), over rclone copy alone. */
       smallFilesEpoch1ToRcloneCopy?: number;
+      /** The same with the default (no sweep fills): reads on demand and promotion only. */
+      smallFilesEpoch1DefaultToRcloneCopy?: number;
       /** What epoch 1 without prefetch cost the link, per byte of the files read. */
       epoch1RemoteBytesPerDatasetByte?: number;
       /** Random reads into part of a big file, sweeps on over off (no fill may start: ~1). */

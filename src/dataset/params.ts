@@ -63,7 +63,8 @@ export interface VolumeParameters {
   prefetch: PrefetchPattern[];
   /**
    * Whether pods sweeping a directory on demand get it filled in bulk into the local copy (only
-   * without a prefetch list: a list says exactly what to warm).
+   * without a prefetch list: a list says exactly what to warm). Off unless asked for: measured,
+   * the fill still races the readers it should serve (see docs/operations.md, Sweeps).
    */
   autoPrefetch: boolean;
   /** How long the client and its cache outlive the dataset's last unstage on a node (0: not). */
@@ -276,8 +277,7 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
   }
   return {
     prefetch: parsePrefetch(params.prefetch),
-    autoPrefetch:
-      params.autoPrefetch === undefined || parseBool('autoPrefetch', params.autoPrefetch),
+    autoPrefetch: parseBool('autoPrefetch', params.autoPrefetch),
     keepWarmMs,
     dataset,
     layout: oneOf('layout', params.layout, ['shared', 'subdir'] as const, 'shared'),

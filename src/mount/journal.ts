@@ -18,8 +18,8 @@ export interface VolumeRecord {
   ephemeral?: boolean;
   /** The volume's prefetch patterns: a restarted driver resumes them. */
   prefetch?: PrefetchPattern[];
-  /** Set when the volume turned sweep fills off (autoPrefetch: "false"). */
-  autoPrefetch?: false;
+  /** Set when the volume asked for sweep fills (autoPrefetch: "true"). */
+  autoPrefetch?: true;
 }
 
 /** A dataset's cache that outlived its client on this node (warm for the next one). */

@@ -94,7 +94,7 @@ export class MountManager {
       const target = await this.prefetchTarget(client);
       for (const volume of this.journal.volumesOf(client.key)) {
         this.settings.prefetcher?.request(target, volume.prefetch ?? [], {
-          autoPrefetch: volume.autoPrefetch !== false,
+          autoPrefetch: volume.autoPrefetch === true,
         });
       }
     }
@@ -170,7 +170,7 @@ export class MountManager {
           ...(params.keepWarmMs > 0 ? { keepWarmMs: params.keepWarmMs } : {}),
           ...(ephemeral ? { ephemeral } : {}),
           ...(params.prefetch.length > 0 ? { prefetch: params.prefetch } : {}),
-          ...(params.autoPrefetch ? {} : { autoPrefetch: false as const }),
+          ...(params.autoPrefetch ? { autoPrefetch: true as const } : {}),
         });
         await this.journal.save();
       } catch (err) {

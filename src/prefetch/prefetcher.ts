@@ -109,9 +109,10 @@ export class Prefetcher {
   request(
     target: PrefetchTarget,
     patterns: PrefetchPattern[],
-    { autoPrefetch = true }: { autoPrefetch?: boolean } = {},
+    { autoPrefetch = false }: { autoPrefetch?: boolean } = {},
   ): void {
-    // A prefetch list says exactly what to warm: no fill of the volume's dataset by sweeps.
+    // Sweep fills only where every volume of the dataset asked for them, and none has a prefetch
+    // list (a list says exactly what to warm).
     if (patterns.length > 0 || !autoPrefetch) this.noSweeps.add(target.key);
     const tierOnly = patterns.length === 0 && target.copy?.tier !== undefined;
     if (patterns.length === 0 && !tierOnly) return;

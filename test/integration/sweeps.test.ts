@@ -3,7 +3,8 @@
  * shuffled order without any prefetch get it filled in bulk into the local copy while they read
  * (the server sends each file about once, every read is the source's bytes); random reads into a
  * big file and a listing of everything start no fill; a copy out of room stops the fill and says
- * so; `autoPrefetch: "false"` and a `prefetch` list each keep reads on demand as they were.
+ * so. Sweep fills are asked for with `autoPrefetch: "true"`; without it, or with a `prefetch`
+ * list, reads on demand stay as they were.
  */
 import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, readFile } from 'node:fs/promises';
@@ -99,7 +100,11 @@ const sentByServer = async (): Promise<number> =>
   (await processIo(server!.pid as number))?.writtenBytes ?? NaN;
 
 /** A read-only volume of one tree, published to one pod; its dataset key. */
-async function podOn(tree: string, parameters: Record<string, string> = {}, port = server!.port) {
+async function podOn(
+  tree: string,
+  parameters: Record<string, string> = { autoPrefetch: 'true' },
+  port = server!.port,
+) {
   const before = new Set((await recordedClients(driver.stateDir)).map((c) => c.key));
   const volume = await createVolume(
     driver.client,
@@ -147,7 +152,7 @@ async function readEpoch(tree: string, root: string, readers = 4): Promise<void>
 
 it('a shuffled read of a tree without prefetch starts a fill; the server sends each file about once; the whole tree ends in the copy', async () => {
   const sentBefore = await sentByServer();
-  const { key, cacheDir, root } = await podOn('swept', {}, delayed!.port);
+  const { key, cacheDir, root } = await podOn('swept', { autoPrefetch: 'true' }, delayed!.port);
   await readEpoch('swept', root, 2);
   const metrics = await until('the sweep fill to finish', async () => {
     const now = await scrape();
@@ -227,7 +232,7 @@ it('random reads into part of a big file and a listing of everything start no fi
 
 it('a copy out of room stops the fill and says so; every read stays correct', async () => {
   // Room for the copy of about a third of the tree (the engine keeps a fifth of the quota).
-  const { key, root } = await podOn('full', { cacheQuota: '8Mi' });
+  const { key, root } = await podOn('full', { cacheQuota: '8Mi', autoPrefetch: 'true' });
   expect(await sourceBytes('full')).toBe(10 * MiB);
   await readEpoch('full', root);
   const figures = async () => {
@@ -261,9 +266,9 @@ it('a copy out of room stops the fill and says so; every read stays correct', as
   await readEpoch('full', root);
 }, 180_000);
 
-it('autoPrefetch "false" and a prefetch list each keep reads on demand as they were', async () => {
-  const off = await podOn('off', { autoPrefetch: 'false' });
-  const listed = await podOn('listed', { prefetch: 'd0/**' });
+it('without autoPrefetch "true" (the default), or with a prefetch list, reads on demand stay as they were', async () => {
+  const off = await podOn('off', {});
+  const listed = await podOn('listed', { prefetch: 'd0/**', autoPrefetch: 'true' });
   await until('the listed prefetch to finish', async () =>
     ((await scrape()).dataset('prefetch_completed', listed.key) ?? 0) >= 1 ? true : undefined,
   );
