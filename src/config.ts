@@ -39,6 +39,16 @@ export const ClusterTierSchema = z.object({
     .int()
     .positive('cluster-tier-upload-limit must be a rate in bytes/s such as 100M')
     .optional(),
+  /**
+   * How often a node filling a dataset with others says so in the tier; a member silent for twice
+   * this long, or a share that made no progress for as long, is taken over by the others.
+   */
+  memberRefreshMs: z
+    .number()
+    .int()
+    .min(200, 'cluster-tier-member-refresh must be a duration such as 5s (200ms at least)')
+    .max(600_000, 'cluster-tier-member-refresh must be 10m at most')
+    .optional(),
 });
 
 export const ConfigSchema = z.object({
@@ -102,6 +112,7 @@ export const DEFAULTS = {
   prefetchConcurrency: 16,
   ephemeralCacheQuotaLimit: '2Gi',
   clusterTierTransfers: 8,
+  clusterTierMemberRefresh: '5s',
   diskCacheLimit: '100Gi',
   cacheRetention: '168h',
   flushTimeout: '2m',
@@ -134,6 +145,9 @@ export const USAGE = `usage: dataset-cache-csi --endpoint unix:///path/csi.sock 
   --cluster-tier-credentials DIR  directory with files accessKeyId and secretAccessKey (a Secret)
   --cluster-tier-transfers N  files moved to or from the tier at once (default ${DEFAULTS.clusterTierTransfers})
   --cluster-tier-upload-limit RATE  bytes/s uploads to the tier may take (default: unlimited)
+  --cluster-tier-member-refresh DURATION  how often a node filling a dataset together with
+                         others says so in the tier; a silent or stalled member's share is taken
+                         over after twice this (default ${DEFAULTS.clusterTierMemberRefresh})
   --launcher-socket PATH start cache clients through this launcher (they then survive the
                          driver's container; see "Upgrades" in docs/operations.md)
   --log-level LEVEL      trace | debug | info | warn | error (default ${DEFAULTS.logLevel})
@@ -178,6 +192,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         'cluster-tier-credentials': { type: 'string' },
         'cluster-tier-transfers': { type: 'string' },
         'cluster-tier-upload-limit': { type: 'string' },
+        'cluster-tier-member-refresh': { type: 'string' },
       },
     }));
   } catch (err) {
@@ -234,6 +249,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
               str('cluster-tier-upload-limit') === undefined
                 ? undefined
                 : (parseQuantity(str('cluster-tier-upload-limit') as string) ?? -1),
+            memberRefreshMs:
+              parseDuration(
+                str('cluster-tier-member-refresh') ?? DEFAULTS.clusterTierMemberRefresh,
+              ) ?? -1,
           },
     faultPoint: env.DATASET_CACHE_CSI_FAULT_POINT || undefined,
   });

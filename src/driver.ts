@@ -75,7 +75,7 @@ export async function startDriver(
   // Read before anything starts: a tier without its keys stops the driver here, naming them.
   const tierSettings =
     withNode && config.clusterTier
-      ? await readTierSettings(config.clusterTier, config.runtimeDir)
+      ? await readTierSettings(config.clusterTier, config.runtimeDir, config.nodeId)
       : undefined;
   if (withNode) await recordTierConfig(config.stateDir, config.clusterTier);
   let ready = false;

@@ -1,12 +1,13 @@
 // Prefetch into the local copy: list the remote, pick what the globs match, take what the cluster tier holds, copy the rest in bulk, install each file whole.
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import picomatch from 'picomatch';
 import type { RcloneTransfers, RemoteEntry, TransferSource } from '../engines/rclone-transfer.js';
-import { processStartTime } from '../kernel/proc.js';
 import { globBase } from '../dataset/patterns.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
+import type { Room } from '../tier/layout.js';
 import { BatchPipeline } from './batches.js';
+import { canBeTold, fromRemote, fromTier } from './fetch.js';
+import { fetchTogether } from './together.js';
 import { isSafeRelativePath, type LocalCopy } from './local-copy.js';
 
 export interface FillProgress {
@@ -185,7 +186,10 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   /** A limited listing may overlap a whole-tree one below it: each file is taken once. */
   const seen = new Set<string>();
   const held = new Set<string>();
-  let room = await copy.room();
+  /** Files the copy held already, as listed: offered to the tier again where it lacks them. */
+  const heldBefore: RemoteEntry[] = [];
+  // A fill from the tier alone takes room only for what the tier holds (see takeFromTier).
+  const room: Room = { left: await copy.room() };
   let transferStarted: number | undefined;
   // Without a tier, files go to the remote's transfer while the listing goes on. With one, the
   // whole listing first: the tier's packs are taken once each, for every file they hold.
@@ -193,7 +197,7 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
     options.tier ? Number.POSITIVE_INFINITY : FIRST_BATCH,
     async (batch) => {
       const fetch = () =>
-        fetchAdmitted(options, new Map(batch.map((e) => [e.relative, e])), progress, held);
+        fetchAdmitted(options, new Map(batch.map((e) => [e.relative, e])), progress, held, room);
       await (options.transferBudget ?? ((work) => work()))(() => {
         transferStarted ??= Date.now();
         return fetch();
@@ -218,13 +222,16 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
           progress.files += 1;
           progress.alreadyHeld += 1;
           held.add(entry.relative);
+          heldBefore.push(entry);
         } else if (options.skip?.(entry.relative)) {
           progress.readOnDemand += 1;
-        } else if (entry.size > room) {
+        } else if (options.tierOnly) {
+          batches.add(entry);
+        } else if (entry.size > room.left) {
           progress.noRoom += 1;
           copy.countNoRoom();
         } else {
-          room -= entry.size;
+          room.left -= entry.size;
           batches.add(entry);
         }
       });
@@ -238,6 +245,7 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   progress.transferSeconds =
     transferStarted === undefined ? 0 : (Date.now() - transferStarted) / 1000;
   progress.completeDirectories = await copy.markComplete(completeDirectories(bases, listed, held));
+  if (options.tier) await offerAgain(options, options.tier, heldBefore);
   progress.done = true;
   report();
   return progress;
@@ -252,6 +260,7 @@ async function fetchAdmitted(
   admitted: Map<string, RemoteEntry>,
   progress: FillProgress,
   held: Set<string>,
+  room: Room,
 ): Promise<void> {
   if (options.signal?.aborted) return;
   // Pods reading on demand while the fill ran may have had files promoted since the listing: a
@@ -267,135 +276,44 @@ async function fetchAdmitted(
       progress.readOnDemand += 1;
     }
   }
-  if (options.tier) await fromTier(options, options.tier, admitted, progress, held);
+  const { tier } = options;
+  if (tier?.together && !options.tierOnly) {
+    await fetchTogether(options, tier, admitted, progress, held, scopeOf(options.globs));
+    return;
+  }
+  if (tier)
+    await fromTier(options, tier, admitted, progress, held, options.tierOnly ? room : undefined);
   if (admitted.size === 0 || options.tierOnly) return;
-  const fetched = await transfer(options, admitted, progress, held);
-  // Whatever rclone did not report copied is not in the copy; the engine still serves it.
-  progress.errors += admitted.size;
-  if (!fetched.ok && admitted.size === 0 && progress.errors === 0) progress.errors += 1;
-  options.tier?.offer(fetched.installed.filter(canBeTold));
+  await fromRemote(options, admitted, progress, held);
 }
 
 /**
- * A tier object stands for a remote file only when its time or MD5 can be compared with the
- * remote's: other files are neither taken from the tier nor uploaded to it.
+ * Offers the tier what the copy held before this fill and the tier lacks: what a node fetched but
+ * had not uploaded when its driver stopped (uploads wait in memory) reaches the tier at the next
+ * fill (a restarted driver resumes every volume's fill). A tier that fails here costs nothing.
  */
-const canBeTold = (entry: RemoteEntry): boolean =>
-  !Number.isNaN(entry.mtimeMs) || entry.md5 !== undefined;
-
-/**
- * Takes from the cluster tier what it holds of the admitted files, each checked against the
- * remote's listing before it is installed; the rest stays admitted, for the remote. A tier file
- * that is not the remote's is no error of the fill: the remote has it.
- */
-async function fromTier(
+async function offerAgain(
   options: FillOptions,
   tier: TierAccess,
-  admitted: Map<string, RemoteEntry>,
-  progress: FillProgress,
-  held: Set<string>,
+  held: RemoteEntry[],
 ): Promise<void> {
-  if (!(await tier.check())) return;
-  const eligible = [...admitted.values()].filter(canBeTold);
-  if (eligible.length === 0) return;
-  const { copy } = options;
-  const taken = { files: 0, bytes: 0 };
-  const workspace = await copy.workspace();
+  const tellable = held.filter(canBeTold);
+  if (tellable.length === 0 || options.signal?.aborted || !(await tier.check())) return;
+  const scratch = await options.copy.workspace();
   try {
-    const result = await tier.take(
-      eligible,
-      workspace,
-      async (written, entry) => {
-        const refused = await copy
-          .installWritten(written, entry.relative, entry, true)
-          .catch(() => 'not-as-expected' as const);
-        if (refused !== undefined) return false;
-        admitted.delete(entry.relative);
-        held.add(entry.relative);
-        taken.files += 1;
-        taken.bytes += entry.size;
-        progress.files += 1;
-        progress.bytes += entry.size;
-        if (taken.files % 64 === 0) options.onProgress?.({ ...progress });
-        return true;
-      },
-      {
-        transfers: options.concurrency,
-        signal: options.signal,
-        onStarted: (pid) => recordOwner(copy, workspace, pid),
-      },
-    );
-    tier.rejected(result.rejected);
-    if (!result.ok && !options.signal?.aborted) tier.failed(result.reason);
+    const lacking = await tier.lacking(tellable, scratch).catch(() => []);
+    tier.offer(lacking.filter((e) => options.copy.holds(e.relative, e)));
   } finally {
-    await copy.releaseWorkspace(workspace);
-  }
-  progress.tierFiles += taken.files;
-  progress.tierBytes += taken.bytes;
-  tier.read(taken.files, taken.bytes);
-}
-
-/** Names the process writing into a workspace, so a restarted driver can end it by PID. */
-async function recordOwner(copy: LocalCopy, workspace: string, pid: number): Promise<void> {
-  const startTime = await processStartTime(pid);
-  if (startTime !== undefined) await copy.recordOwner(workspace, { pid, startTime });
-}
-
-/**
- * Copies the admitted files from the remote into a private workspace and installs each one as
- * soon as rclone reports it whole. What rclone reports copied leaves `admitted`, installed or
- * (counted as an error) not.
- */
-async function transfer(
-  options: FillOptions,
-  admitted: Map<string, RemoteEntry>,
-  progress: FillProgress,
-  held: Set<string>,
-): Promise<{ ok: boolean; reason: string; installed: RemoteEntry[] }> {
-  const { copy, transfers } = options;
-  const report = () => options.onProgress?.({ ...progress });
-  const workspace = await copy.workspace();
-  const installed: RemoteEntry[] = [];
-  try {
-    const list = join(workspace, 'files');
-    await writeFile(list, [...admitted.keys()].map((name) => `${name}\n`).join(''), {
-      mode: 0o600,
-    });
-    const destination = join(workspace, 'data');
-    const result = await transfers.copy(
-      options.source,
-      { localDir: destination },
-      { listFile: list },
-      {
-        transfers: options.concurrency,
-        signal: options.signal,
-        // Each file's size (and time, where listed) is checked against the listing at install.
-        listed: true,
-        onStarted: (pid) => recordOwner(copy, workspace, pid),
-        onCopied: async (relative) => {
-          const entry = admitted.get(relative);
-          if (!entry) return;
-          admitted.delete(relative);
-          const refused = await copy
-            .installWritten(join(destination, relative), relative, entry)
-            .catch(() => 'not-as-expected' as const);
-          if (refused === undefined) {
-            held.add(relative);
-            installed.push(entry);
-            progress.files += 1;
-            progress.bytes += entry.size;
-          } else {
-            progress.errors += 1;
-          }
-          if (installed.length % 64 === 0) report();
-        },
-      },
-    );
-    return { ...result, installed };
-  } finally {
-    await copy.releaseWorkspace(workspace);
+    await options.copy.releaseWorkspace(scratch);
   }
 }
+
+/** Which fills share their work: those of the same patterns (in any order). */
+const scopeOf = (globs: string[]): string =>
+  createHash('sha256')
+    .update(JSON.stringify([...new Set(globs)].sort()))
+    .digest('hex')
+    .slice(0, 16);
 
 /** Removes copies the remote no longer has as they are (changed size or time, or gone). */
 async function dropStale(

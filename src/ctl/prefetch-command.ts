@@ -1,6 +1,6 @@
 // `dataset-cache-csi prefetch`: warms a dataset on this node by hand, into its local copy or through its engine's mount.
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fillCopy } from '../copy/fill.js';
@@ -40,7 +40,12 @@ async function recordedTier(
   if (!config) return undefined;
   const scratch = await mkdtemp(join(tmpdir(), 'dcsi-prefetch-'));
   try {
-    const settings = await readTierSettings(config, scratch);
+    // A member of its own: the node's driver may be filling the same dataset meanwhile.
+    const settings = await readTierSettings(
+      config,
+      scratch,
+      `${hostname()}/prefetch-${process.pid}`,
+    );
     return { tier: new ClusterTier(settings, transfers, createLogger('warn')), scratch };
   } catch (err) {
     await rm(scratch, { recursive: true, force: true });

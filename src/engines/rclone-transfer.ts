@@ -43,6 +43,13 @@ export const datasetRemote = (
   bandwidthLimit: spec.bandwidthLimit,
 });
 
+/** An object of a store as listed: its name below the listed folder, size and the store's time. */
+export interface StoreObject {
+  name: string;
+  size: number;
+  storedAtMs: number;
+}
+
 /** Where a copy goes or comes from: a remote, or a directory on this node. */
 export type TransferEnd = TransferSource | { localDir: string };
 
@@ -176,6 +183,57 @@ export class RcloneTransfers {
     // A directory that does not exist lists nothing: the patterns simply match no file.
     if (result.exitCode !== 0 && !/directory not found/i.test(String(result.stderr))) {
       throw new Error(`listing the remote failed: ${lastLine(String(result.stderr))}`);
+    }
+  }
+
+  /**
+   * The objects directly below `target` with their sizes and the times the store gave them when
+   * written (its own clock, not the writer's: `--use-server-modtime`, no request per object).
+   */
+  async listObjects(target: TransferSource, signal?: AbortSignal): Promise<StoreObject[]> {
+    const { fs, env } = this.remote(target);
+    const result = await execa(
+      this.binary,
+      [
+        'lsjson',
+        '--files-only',
+        '--no-mimetype',
+        '--use-server-modtime',
+        '--config',
+        '/dev/null',
+        ...IMPATIENT,
+        fs,
+      ],
+      {
+        reject: false,
+        stdin: 'ignore',
+        extendEnv: false,
+        env,
+        ...(signal ? { cancelSignal: signal } : {}),
+      },
+    );
+    if (result.exitCode !== 0 && !/directory not found/i.test(String(result.stderr))) {
+      throw new Error(`listing the tier failed: ${lastLine(String(result.stderr))}`);
+    }
+    const listed = String(result.stdout).trim();
+    if (listed === '' || result.exitCode !== 0) return [];
+    return (JSON.parse(listed) as LsjsonEntry[]).map((entry) => ({
+      name: entry.Path,
+      size: entry.Size,
+      storedAtMs: Date.parse(entry.ModTime),
+    }));
+  }
+
+  /** Removes one object below `target` (rclone deletefile); gone already is done. */
+  async remove(target: TransferSource, path: string): Promise<void> {
+    const { fs, env } = this.remote(target, path);
+    const result = await execa(
+      this.binary,
+      ['deletefile', '--config', '/dev/null', ...IMPATIENT, fs],
+      { reject: false, stdin: 'ignore', stdout: 'ignore', extendEnv: false, env },
+    );
+    if (result.exitCode !== 0 && !/not found/i.test(String(result.stderr))) {
+      throw new Error(`removing from the tier failed: ${lastLine(String(result.stderr))}`);
     }
   }
 

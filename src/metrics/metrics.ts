@@ -271,6 +271,34 @@ export class DriverMetrics {
           'Uses of the cluster tier that failed (unreachable, slow, refused): the remote served instead',
         ),
       ],
+      [
+        'remoteBytes',
+        counter(
+          'fill_remote_bytes_total',
+          'Bytes fills of a dataset with a cluster tier fetched from the remote (not the tier)',
+        ),
+      ],
+      [
+        'sharedFills',
+        counter(
+          'tier_cooperative_fills_total',
+          'Fills this node shared with other nodes filling the same dataset at the same time',
+        ),
+      ],
+      [
+        'takenOverFiles',
+        counter(
+          'tier_taken_over_files_total',
+          "Files of another node's share this node fetched itself (that node was gone, stalled or slow)",
+        ),
+      ],
+      [
+        'waitSeconds',
+        counter(
+          'tier_wait_seconds_total',
+          "Seconds shared fills waited for other nodes' uploads to the cluster tier",
+        ),
+      ],
     ];
     const tierTotals = new Map(tierCounters.map(([field]) => [field, new Totals()]));
 

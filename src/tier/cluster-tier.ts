@@ -5,8 +5,22 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { DatasetSpec } from '../dataset/params.js';
 import { formatSource, type Source } from '../dataset/source.js';
-import type { RcloneTransfers, RemoteEntry, TransferSource } from '../engines/rclone-transfer.js';
-import { takeFromTier, uploadToTier, type TakeResult, type TierTransferOptions } from './layout.js';
+import {
+  below,
+  type RcloneTransfers,
+  type RemoteEntry,
+  type TransferSource,
+} from '../engines/rclone-transfer.js';
+import {
+  lackingInTier,
+  PackIndexes,
+  takeFromTier,
+  type Room,
+  uploadToTier,
+  type TakeResult,
+  type TierTransferOptions,
+} from './layout.js';
+import { FillGroup } from './members.js';
 
 /** Where the tier is and how to reach it: set by the node's administrator only. */
 export interface TierSettings {
@@ -20,6 +34,10 @@ export interface TierSettings {
   uploadBandwidth?: number | undefined;
   /** A private directory of the driver for the uploads' file lists and HOME. */
   runtimeDir: string;
+  /** This node's name among the nodes filling a dataset together. */
+  node: string;
+  /** How often a node filling with others says so (FillGroup). */
+  memberRefreshMs: number;
 }
 
 /** Per dataset, what the tier did for this node since the driver started. */
@@ -32,6 +50,41 @@ export interface TierFigures {
   rejected: number;
   /** Transfers from or to the tier that failed (it was unreachable, slow or refused). */
   errors: number;
+  /** Bytes fills fetched from the remote (not the tier). */
+  remoteBytes: number;
+  /** Fills this node ran while other nodes filled the same dataset. */
+  sharedFills: number;
+  /** Files of another member's share this node fetched itself (it was silent, stalled or slow). */
+  takenOverFiles: number;
+  /** Seconds shared fills waited for other members' uploads. */
+  waitSeconds: number;
+}
+
+/** How one fill shared with other nodes went. */
+export interface SharedFillFigures {
+  /** The most members it saw at once, itself included. */
+  members: number;
+  /** Files of its own share it fetched from the remote. */
+  ownFiles: number;
+  /** Files of others' shares it fetched from the remote. */
+  takenOverFiles: number;
+  /** All files it fetched from the remote (with those nobody could share: no time, no hash). */
+  remoteFiles: number;
+  tierFiles: number;
+  waitSeconds: number;
+  durationSeconds: number;
+}
+
+/** What a fill needs to fill a dataset together with the other nodes filling it now. */
+export interface FillTogether {
+  /**
+   * This node's membership in the dataset's fill (join, then leave at the end), among the nodes
+   * filling the same `scope` (the same patterns: a node filling another part shares nothing).
+   */
+  group(scope: string, onError: (reason: string) => void): FillGroup;
+  /** Uploads these files of the copy now (the others wait for them); how many were uploaded. */
+  share(files: HeldFile[], signal?: AbortSignal): Promise<number>;
+  ended(figures: SharedFillFigures): void;
 }
 
 /** A file a node holds complete, to offer to the tier. */
@@ -51,14 +104,21 @@ export interface TierAccess {
     workspace: string,
     install: (written: string, entry: RemoteEntry) => Promise<boolean>,
     options: TierTransferOptions,
+    room?: Room,
   ): Promise<TakeResult>;
+  /** Which of these files of the copy the tier lacks (to offer them again: see lackingInTier). */
+  lacking(entries: RemoteEntry[], scratch: string): Promise<RemoteEntry[]>;
   /** Whether to try the tier now: false while it is failing, until its retry time. */
   check(): Promise<boolean>;
   read(files: number, bytes: number): void;
+  /** Bytes a fill fetched from the remote instead. */
+  fetched(bytes: number): void;
   rejected(count: number): void;
   failed(reason: string): void;
   /** Files fetched from the remote, complete in the copy: uploaded later, in the background. */
   offer(files: HeldFile[]): void;
+  /** Filling with the other nodes that fill the dataset at the same time. */
+  together: FillTogether;
 }
 
 const pathExists = (path: string): Promise<boolean> =>
@@ -92,6 +152,8 @@ interface Pending {
  */
 export class ClusterTier {
   private readonly figures = new Map<string, TierFigures>();
+  /** Per dataset, the pack indexes read from its tier folder. */
+  private readonly packIndexes = new Map<string, PackIndexes>();
   private readonly pending = new Map<string, Pending>();
   private failure?: { reason: string; retryAt: number };
   /** When the tier last answered: a tier that answered recently is used without a probe. */
@@ -125,20 +187,67 @@ export class ClusterTier {
   accessFor(key: string, spec: DatasetSpec, copyRoot: string): TierAccess {
     const folder = this.folderOf(spec);
     const figures = this.figuresOf(key);
+    let indexes = this.packIndexes.get(key);
+    if (!indexes) this.packIndexes.set(key, (indexes = new PackIndexes()));
+    const known = indexes;
     return {
-      take: (entries, workspace, install, options) =>
-        takeFromTier(this.transfers, folder, entries, workspace, install, options),
+      take: (entries, workspace, install, options, room) =>
+        takeFromTier(this.transfers, folder, entries, workspace, install, options, known, room),
+      lacking: (entries, scratch) =>
+        lackingInTier(
+          this.transfers,
+          folder,
+          entries,
+          scratch,
+          { transfers: this.settings.transfers },
+          known,
+        ),
       check: () => this.check(key, folder),
       read: (files, bytes) => {
         figures.readFiles += files;
         figures.readBytes += bytes;
         if (files > 0) this.answeredAt = Date.now();
       },
+      fetched: (bytes) => {
+        figures.remoteBytes += bytes;
+      },
       rejected: (count) => {
         figures.rejected += count;
       },
       failed: (reason) => this.fail(key, reason),
       offer: (files) => this.offer(key, folder, copyRoot, files),
+      together: {
+        group: (scope, onError) =>
+          new FillGroup(
+            this.transfers,
+            below(folder, `members/${scope}`),
+            this.settings.node,
+            this.settings.memberRefreshMs,
+            onError,
+          ),
+        share: (files, signal) => {
+          const sizes = new Map(files.map((f) => [f.relative, { size: f.size, failures: 0 }]));
+          return this.upload(key, { folder, copyRoot, files: sizes }, signal, false);
+        },
+        ended: (fill) => {
+          if (fill.members > 1) figures.sharedFills += 1;
+          figures.takenOverFiles += fill.takenOverFiles;
+          figures.waitSeconds += fill.waitSeconds;
+          this.log.info(
+            {
+              dataset: key,
+              members: fill.members,
+              ownFiles: fill.ownFiles,
+              takenOver: fill.takenOverFiles,
+              tierFiles: fill.tierFiles,
+              remoteFiles: fill.remoteFiles,
+              waitedSeconds: Number(fill.waitSeconds.toFixed(2)),
+              durationMs: Math.round(fill.durationSeconds * 1000),
+            },
+            'cooperative fill',
+          );
+        },
+      },
     };
   }
 
@@ -157,6 +266,10 @@ export class ClusterTier {
         uploadedBytes: 0,
         rejected: 0,
         errors: 0,
+        remoteBytes: 0,
+        sharedFills: 0,
+        takenOverFiles: 0,
+        waitSeconds: 0,
       };
       this.figures.set(key, figures);
     }
@@ -166,6 +279,7 @@ export class ClusterTier {
   /** The dataset's client is gone from the node: its uploads not yet made are dropped. */
   forget(key: string): void {
     this.pending.delete(key);
+    this.packIndexes.delete(key);
   }
 
   /** Uploads what is pending now and waits for it (a short-lived process's last step). */
@@ -243,7 +357,16 @@ export class ClusterTier {
     }
   }
 
-  private async upload(key: string, { folder, copyRoot, files }: Pending): Promise<void> {
+  /**
+   * Uploads pending files; with `retry`, failed ones are queued again for later and the tier is
+   * marked failing. Returns how many were uploaded.
+   */
+  private async upload(
+    key: string,
+    { folder, copyRoot, files }: Pending,
+    signal: AbortSignal = this.stopping.signal,
+    retry = true,
+  ): Promise<number> {
     const started = Date.now();
     const figures = this.figuresOf(key);
     const dir = join(this.settings.runtimeDir, `upload-${randomBytes(6).toString('hex')}`);
@@ -256,7 +379,10 @@ export class ClusterTier {
         copyRoot,
         [...files.keys()],
         dir,
-        { transfers: this.settings.transfers, signal: this.stopping.signal },
+        {
+          transfers: this.settings.transfers,
+          signal: AbortSignal.any([signal, this.stopping.signal]),
+        },
       );
       for (const relative of result.uploaded) {
         const file = files.get(relative);
@@ -269,7 +395,8 @@ export class ClusterTier {
       figures.uploadedBytes += uploaded.bytes;
       // A copy that went away with its client (the last volume was unstaged) is no fault of the
       // tier: its files are simply not offered any more.
-      if (!result.ok && !this.stopping.signal.aborted && (await pathExists(copyRoot))) {
+      if (!result.ok && !retry && !signal.aborted) this.fail(key, result.reason);
+      if (retry && !result.ok && !this.stopping.signal.aborted && (await pathExists(copyRoot))) {
         // Tried again after the retry time (what the tier holds by then is skipped), a few times.
         const again = this.pending.get(key) ?? { folder, copyRoot, files: new Map() };
         for (const [relative, file] of files) {
@@ -292,5 +419,6 @@ export class ClusterTier {
       },
       'uploaded to the cluster tier',
     );
+    return uploaded.files;
   }
 }

@@ -1,7 +1,7 @@
 // How a dataset's files sit in the cluster tier: big files as objects under files/, small ones in packs under packs/; writing them there and taking them back.
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
 import pMap from 'p-map';
@@ -40,6 +40,13 @@ export interface TakeResult {
   reason: string;
   /** Tier files that were there but not the remote's file (refused at install, or a cut pack). */
   rejected: number;
+  /** Files the tier holds that were left there: the copy's room (`room`) did not have theirs. */
+  noRoom: number;
+}
+
+/** Bytes a take may still install; each file the tier holds takes its size from it. */
+export interface Room {
+  left: number;
 }
 
 export interface UploadResult {
@@ -72,43 +79,48 @@ export async function uploadToTier(
   }
   const uploaded: string[] = [];
   let failure = '';
-  if (big.length > 0) {
-    const list = join(scratch, `files-${randomBytes(6).toString('hex')}`);
-    await writeFile(list, big.map((path) => `${path}\n`).join(''), { mode: 0o600 });
-    const result = await transfers.copy(
-      { localDir: copyRoot },
-      below(folder, FILES),
-      { listFile: list },
-      {
-        ...options,
-        impatient: true,
-        onCopied: (path) => {
-          uploaded.push(path);
+  const uploadBig = async (): Promise<void> => {
+    if (big.length > 0) {
+      const list = join(scratch, `files-${randomBytes(6).toString('hex')}`);
+      await writeFile(list, big.map((path) => `${path}\n`).join(''), { mode: 0o600 });
+      const result = await transfers.copy(
+        { localDir: copyRoot },
+        below(folder, FILES),
+        { listFile: list },
+        {
+          ...options,
+          impatient: true,
+          onCopied: (path) => {
+            uploaded.push(path);
+          },
         },
+      );
+      if (!result.ok) failure = result.reason || 'upload failed';
+    }
+  };
+  const uploadPacks = async (): Promise<void> => {
+    const packsFolder = below(folder, PACKS);
+    const { signal } = options;
+    // A few packs at once: each is one stream, and the link wants several.
+    await pMap(
+      planPacks(candidates),
+      async (index) => {
+        if (signal?.aborted) return;
+        const id = packId(index);
+        try {
+          const data = packContent(copyRoot, index);
+          await transfers.upload(packsFolder, `${id}.data`, index.size, data, signal);
+          const text = Buffer.from(JSON.stringify(index));
+          await transfers.upload(packsFolder, `${id}.json`, text.length, [text], signal);
+          uploaded.push(...index.files.map((f) => f.path));
+        } catch (err) {
+          failure = (err as Error).message;
+        }
       },
+      { concurrency: Math.min(PACK_UPLOADS, options.transfers) },
     );
-    if (!result.ok) failure = result.reason || 'upload failed';
-  }
-  const packsFolder = below(folder, PACKS);
-  const { signal } = options;
-  // A few packs at once: each is one stream, and the link wants several.
-  await pMap(
-    planPacks(candidates),
-    async (index) => {
-      if (signal?.aborted) return;
-      const id = packId(index);
-      try {
-        const data = packContent(copyRoot, index);
-        await transfers.upload(packsFolder, `${id}.data`, index.size, data, signal);
-        const text = Buffer.from(JSON.stringify(index));
-        await transfers.upload(packsFolder, `${id}.json`, text.length, [text], signal);
-        uploaded.push(...index.files.map((f) => f.path));
-      } catch (err) {
-        failure = (err as Error).message;
-      }
-    },
-    { concurrency: Math.min(PACK_UPLOADS, options.transfers) },
-  );
+  };
+  await Promise.all([uploadBig(), uploadPacks()]);
   return { ok: failure === '', reason: failure, uploaded };
 }
 
@@ -129,8 +141,19 @@ export async function takeFromTier(
   workspace: string,
   install: (written: string, entry: RemoteEntry) => Promise<boolean>,
   options: TierTransferOptions,
+  known: PackIndexes = new PackIndexes(),
+  room: Room = { left: Number.POSITIVE_INFINITY },
 ): Promise<TakeResult> {
-  const outcome: TakeResult = { ok: true, reason: '', rejected: 0 };
+  const outcome: TakeResult = { ok: true, reason: '', rejected: 0, noRoom: 0 };
+  /** Whether a file the tier holds fits in what is left of the room (which it then takes). */
+  const fits = (entry: RemoteEntry): boolean => {
+    if (entry.size > room.left) {
+      outcome.noRoom += 1;
+      return false;
+    }
+    room.left -= entry.size;
+    return true;
+  };
   const fail = (reason: string) => {
     outcome.ok = false;
     outcome.reason = reason || 'transfer from the tier failed';
@@ -165,104 +188,205 @@ export async function takeFromTier(
     }
   };
 
-  const small = entries.filter((e) => e.size < PACK_MEMBER_MAX);
-  if (small.length > 0) {
-    const contents = await packContents(transfers, folder, join(workspace, 'indexes'), options);
-    if (!contents.ok) fail(contents.reason);
-    // Per pack, the members wanted from it: the first pack whose member looks like the remote's.
-    const wanted = new Map<string, { index: PackIndex; members: [PackMember, RemoteEntry][] }>();
-    for (const entry of small) {
-      const held = contents.members.get(entry.relative) ?? [];
-      const match =
-        held.find(
-          (h) =>
-            h.member.size === entry.size && sameTimeOrUnlisted(h.member.mtimeMs, entry.mtimeMs),
-        ) ?? held.find((h) => h.member.size === entry.size);
-      if (!match) continue;
-      const pack = wanted.get(match.pack) ?? { index: match.index, members: [] };
-      pack.members.push([match.member, entry]);
-      wanted.set(match.pack, pack);
+  // Packs and big files at once: two streams of different objects, each its own process.
+  const takeSmall = async (): Promise<void> => {
+    const small = entries.filter((e) => e.size < PACK_MEMBER_MAX);
+    if (small.length > 0) {
+      const contents = await packContents(
+        transfers,
+        folder,
+        join(workspace, 'indexes'),
+        options,
+        known,
+      );
+      if (!contents.ok) fail(contents.reason);
+      // Per pack, the members wanted from it: the first pack whose member looks like the remote's.
+      const wanted = new Map<string, { index: PackIndex; members: [PackMember, RemoteEntry][] }>();
+      for (const entry of small) {
+        const held = contents.members.get(entry.relative) ?? [];
+        const match =
+          held.find(
+            (h) =>
+              h.member.size === entry.size && sameTimeOrUnlisted(h.member.mtimeMs, entry.mtimeMs),
+          ) ?? held.find((h) => h.member.size === entry.size);
+        if (!match || !fits(entry)) continue;
+        const pack = wanted.get(match.pack) ?? { index: match.index, members: [] };
+        pack.members.push([match.member, entry]);
+        wanted.set(match.pack, pack);
+      }
+      if (wanted.size > 0) {
+        const dir = join(workspace, 'packs');
+        await mkdir(dir, { recursive: true });
+        const list = join(workspace, 'pack-list');
+        await writeFile(list, [...wanted.keys()].map((id) => `${id}.data\n`).join(''), {
+          mode: 0o600,
+        });
+        await mkdir(join(workspace, 'members'), { recursive: true });
+        const result = await transfers.copy(
+          below(folder, PACKS),
+          { localDir: dir },
+          { listFile: list },
+          {
+            ...options,
+            impatient: true,
+            onCopied: async (name) => {
+              const pack = wanted.get(name.replace(/\.data$/, ''));
+              if (!pack) return;
+              const file = join(dir, name);
+              try {
+                await extractPack(file, pack.index, pack.members);
+              } finally {
+                // Its members are in the copy now (or refused): the pack's room is the copy's again.
+                await rm(file, { force: true });
+              }
+            },
+          },
+        );
+        if (!result.ok) fail(result.reason);
+      }
     }
-    if (wanted.size > 0) {
-      const dir = join(workspace, 'packs');
-      await mkdir(dir, { recursive: true });
-      const list = join(workspace, 'pack-list');
-      await writeFile(list, [...wanted.keys()].map((id) => `${id}.data\n`).join(''), {
-        mode: 0o600,
-      });
-      await mkdir(join(workspace, 'members'), { recursive: true });
+  };
+  const takeBig = async (): Promise<void> => {
+    const wantedBig = entries.filter((e) => e.size >= PACK_MEMBER_MAX);
+    // Named files the tier lacks would cost rclone a request each: listed first, asked for if there.
+    const stored =
+      wantedBig.length === 0
+        ? new Map<string, number>()
+        : await storedFiles(transfers, folder, options.signal).catch((err: Error) => {
+            fail(err.message);
+            return new Map<string, number>();
+          });
+    const big = wantedBig.filter((e) => stored.get(e.relative) === e.size && fits(e));
+    if (big.length > 0) {
+      const byPath = new Map(big.map((e) => [e.relative, e]));
+      const list = join(workspace, 'file-list');
+      await writeFile(list, big.map((e) => `${e.relative}\n`).join(''), { mode: 0o600 });
+      const destination = join(workspace, FILES);
       const result = await transfers.copy(
-        below(folder, PACKS),
-        { localDir: dir },
+        below(folder, FILES),
+        { localDir: destination },
         { listFile: list },
         {
           ...options,
           impatient: true,
-          onCopied: async (name) => {
-            const pack = wanted.get(name.replace(/\.data$/, ''));
-            if (!pack) return;
-            const file = join(dir, name);
-            try {
-              await extractPack(file, pack.index, pack.members);
-            } finally {
-              // Its members are in the copy now (or refused): the pack's room is the copy's again.
-              await rm(file, { force: true });
-            }
+          onCopied: async (relative) => {
+            const entry = byPath.get(relative);
+            if (entry) await installOne(join(destination, relative), entry);
           },
         },
       );
       if (!result.ok) fail(result.reason);
     }
-  }
-
-  const big = entries.filter((e) => e.size >= PACK_MEMBER_MAX);
-  if (big.length > 0) {
-    const byPath = new Map(big.map((e) => [e.relative, e]));
-    const list = join(workspace, 'file-list');
-    await writeFile(list, big.map((e) => `${e.relative}\n`).join(''), { mode: 0o600 });
-    const destination = join(workspace, FILES);
-    const result = await transfers.copy(
-      below(folder, FILES),
-      { localDir: destination },
-      { listFile: list },
-      {
-        ...options,
-        impatient: true,
-        onCopied: async (relative) => {
-          const entry = byPath.get(relative);
-          if (entry) await installOne(join(destination, relative), entry);
-        },
-      },
-    );
-    if (!result.ok) fail(result.reason);
-  }
+  };
+  await Promise.all([takeSmall(), takeBig()]);
   return outcome;
 }
 
-/** Every pack index of the folder, downloaded and read: which pack holds which path. */
+/** The big files the tier's folder holds, with their sizes (one listing, no request per file). */
+async function storedFiles(
+  transfers: RcloneTransfers,
+  folder: TransferSource,
+  signal: AbortSignal | undefined,
+): Promise<Map<string, number>> {
+  const stored = new Map<string, number>();
+  await transfers.list(below(folder, FILES), { dir: '' }, signal, (entry) =>
+    stored.set(entry.relative, entry.size),
+  );
+  return stored;
+}
+
+/**
+ * Which of `entries` (files the copy holds) the tier's folder lacks: no pack member, no object of
+ * theirs with their size. What a node fetched but could not upload before it stopped (its queue
+ * is in memory) is found again this way, at the next fill of the dataset.
+ */
+export async function lackingInTier(
+  transfers: RcloneTransfers,
+  folder: TransferSource,
+  entries: RemoteEntry[],
+  scratch: string,
+  options: TierTransferOptions,
+  known: PackIndexes,
+): Promise<RemoteEntry[]> {
+  const small = entries.filter((e) => e.size < PACK_MEMBER_MAX);
+  const big = entries.filter((e) => e.size >= PACK_MEMBER_MAX);
+  const lacking: RemoteEntry[] = [];
+  if (small.length > 0) {
+    const contents = await packContents(
+      transfers,
+      folder,
+      join(scratch, 'indexes'),
+      options,
+      known,
+    );
+    if (!contents.ok) throw new Error(contents.reason);
+    for (const entry of small) {
+      const held = contents.members.get(entry.relative) ?? [];
+      if (!held.some((h) => h.member.size === entry.size)) lacking.push(entry);
+    }
+  }
+  if (big.length > 0) {
+    const stored = await storedFiles(transfers, folder, options.signal);
+    lacking.push(...big.filter((e) => stored.get(e.relative) !== e.size));
+  }
+  return lacking;
+}
+
+/**
+ * The pack indexes of one tier folder this node has read. Packs never change (a pack's name is its
+ * index's digest), so each index is downloaded once per driver, not at every fill.
+ */
+export class PackIndexes {
+  readonly indexes = new Map<string, PackIndex>();
+  /** Names seen that are not indexes (damaged): not downloaded again. */
+  readonly unreadable = new Set<string>();
+}
+
+/** Every pack index of the folder, the new ones downloaded and read: which pack holds which path. */
 async function packContents(
   transfers: RcloneTransfers,
   folder: TransferSource,
   dir: string,
   options: TierTransferOptions,
+  known: PackIndexes,
 ): Promise<TierContents & { ok: boolean; reason: string }> {
-  await mkdir(dir, { recursive: true });
-  const result = await transfers.copy(
-    below(folder, PACKS),
-    { localDir: dir },
-    { include: '*.json' },
-    { ...options, impatient: true, onCopied: () => undefined },
-  );
-  const members: TierContents['members'] = new Map();
-  for (const name of await readdir(dir).catch(() => [] as string[])) {
-    const index = parsePackIndex(await readFile(join(dir, name), 'utf8'));
-    if (!index) continue;
-    const pack = name.replace(/\.json$/, '');
-    for (const member of index.files) {
-      const known = members.get(member.path) ?? [];
-      known.push({ pack, index, member });
-      members.set(member.path, known);
+  const packsFolder = below(folder, PACKS);
+  let outcome = { ok: true, reason: '' };
+  const listed = await transfers.listObjects(packsFolder, options.signal).catch((err: Error) => {
+    outcome = { ok: false, reason: err.message };
+    return [];
+  });
+  const fresh = listed
+    .map((object) => object.name)
+    .filter((name) => name.endsWith('.json'))
+    .map((name) => name.replace(/\.json$/, ''))
+    .filter((pack) => !known.indexes.has(pack) && !known.unreadable.has(pack));
+  if (fresh.length > 0) {
+    await mkdir(dir, { recursive: true });
+    const list = join(dir, '..', `index-list-${randomBytes(6).toString('hex')}`);
+    await writeFile(list, fresh.map((pack) => `${pack}.json\n`).join(''), { mode: 0o600 });
+    const result = await transfers.copy(
+      packsFolder,
+      { localDir: dir },
+      { listFile: list },
+      { ...options, impatient: true, onCopied: () => undefined },
+    );
+    if (!result.ok) outcome = { ok: false, reason: result.reason };
+    for (const pack of fresh) {
+      const text = await readFile(join(dir, `${pack}.json`), 'utf8').catch(() => undefined);
+      if (text === undefined) continue; // not copied this time: tried again at the next fill
+      const index = parsePackIndex(text);
+      if (index) known.indexes.set(pack, index);
+      else known.unreadable.add(pack);
     }
   }
-  return { ok: result.ok, reason: result.reason, members };
+  const members: TierContents['members'] = new Map();
+  for (const [pack, index] of known.indexes) {
+    for (const member of index.files) {
+      const held = members.get(member.path) ?? [];
+      held.push({ pack, index, member });
+      members.set(member.path, held);
+    }
+  }
+  return { ...outcome, members };
 }

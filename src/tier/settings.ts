@@ -9,9 +9,14 @@ import type { TierSettings } from './cluster-tier.js';
 /** The files a tier's credentials directory holds: the secret keys rclone's S3 config takes. */
 const CREDENTIAL_FILES = ['accessKeyId', 'secretAccessKey'] as const;
 
+/** A member refreshes this often unless the driver's flag says otherwise. */
+const MEMBER_REFRESH_MS = 5000;
+
+/** The tier's settings; `node` names this process among the nodes filling a dataset together. */
 export async function readTierSettings(
   config: NonNullable<Config['clusterTier']>,
   runtimeDir: string,
+  node: string,
 ): Promise<TierSettings> {
   const credentials: Record<string, string> = {};
   if (config.endpoint !== undefined) credentials.endpoint = config.endpoint;
@@ -37,6 +42,8 @@ export async function readTierSettings(
     transfers: config.transfers,
     uploadBandwidth: config.uploadBandwidth,
     runtimeDir: tierRuntime,
+    node,
+    memberRefreshMs: config.memberRefreshMs ?? MEMBER_REFRESH_MS,
   };
 }
 

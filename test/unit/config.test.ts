@@ -43,6 +43,7 @@ describe('parseConfig', () => {
         '--cluster-tier-region=us-east-1',
         '--cluster-tier-credentials=/etc/dataset-cache-csi/cluster-tier',
         '--cluster-tier-upload-limit=50M',
+        '--cluster-tier-member-refresh=2s',
       ],
       {},
     );
@@ -53,7 +54,15 @@ describe('parseConfig', () => {
       credentialsDir: '/etc/dataset-cache-csi/cluster-tier',
       transfers: 8,
       uploadBandwidth: 50e6,
+      memberRefreshMs: 2000,
     });
+    const tierFlags = ['--endpoint=unix:///s.sock', '--node-id=n', '--cluster-tier=s3://b/t'];
+    expect(parseConfig(tierFlags, {}).clusterTier?.memberRefreshMs).toBe(5000);
+    for (const refresh of ['50ms', 'soon', '1h']) {
+      expect(() =>
+        parseConfig([...tierFlags, `--cluster-tier-member-refresh=${refresh}`], {}),
+      ).toThrow(/cluster-tier-member-refresh must be/);
+    }
     expect(
       parseConfig(['--endpoint=unix:///s.sock', '--node-id=n'], {}).clusterTier,
     ).toBeUndefined();

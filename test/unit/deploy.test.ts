@@ -260,6 +260,7 @@ it('the chart gives the node plugin a cluster tier: flags the driver accepts, ke
       region: 'us-east-1',
       secretName: 'cluster-tier-keys',
       uploadLimit: '100M',
+      memberRefresh: '3s',
     },
   });
   const node = docs(rendered.get('node.yaml') as string)[0] as K8sObject;
@@ -274,6 +275,7 @@ it('the chart gives the node plugin a cluster tier: flags the driver accepts, ke
     credentialsDir: '/etc/dataset-cache-csi/cluster-tier',
     transfers: 8,
     uploadBandwidth: 100e6,
+    memberRefreshMs: 3000,
   });
   const mount = driver.volumeMounts?.find((m) => m.mountPath === tier?.credentialsDir) as {
     name: string;

@@ -1,0 +1,158 @@
+// The two sources of a fill's files: the cluster tier (what it holds, checked against the remote's listing) and the remote itself (rclone copy into a workspace); each file installed whole as it arrives.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { RemoteEntry } from '../engines/rclone-transfer.js';
+import { processStartTime } from '../kernel/proc.js';
+import type { TierAccess } from '../tier/cluster-tier.js';
+import type { Room } from '../tier/layout.js';
+import type { FillOptions, FillProgress } from './fill.js';
+import type { LocalCopy } from './local-copy.js';
+
+/**
+ * A tier object stands for a remote file only when its time or MD5 can be compared with the
+ * remote's: other files are neither taken from the tier nor uploaded to it.
+ */
+export const canBeTold = (entry: RemoteEntry): boolean =>
+  !Number.isNaN(entry.mtimeMs) || entry.md5 !== undefined;
+
+/**
+ * Takes from the cluster tier what it holds of the admitted files, each checked against the
+ * remote's listing before it is installed; the rest stays admitted, for the remote. A tier file
+ * that is not the remote's is no error of the fill: the remote has it.
+ */
+export async function fromTier(
+  options: FillOptions,
+  tier: TierAccess,
+  admitted: Map<string, RemoteEntry>,
+  progress: FillProgress,
+  held: Set<string>,
+  room?: Room,
+): Promise<void> {
+  if (!(await tier.check())) return;
+  const eligible = [...admitted.values()].filter(canBeTold);
+  if (eligible.length === 0) return;
+  const { copy } = options;
+  const taken = { files: 0, bytes: 0 };
+  const workspace = await copy.workspace();
+  try {
+    const result = await tier.take(
+      eligible,
+      workspace,
+      async (written, entry) => {
+        const refused = await copy
+          .installWritten(written, entry.relative, entry, true)
+          .catch(() => 'not-as-expected' as const);
+        if (refused !== undefined) return false;
+        admitted.delete(entry.relative);
+        held.add(entry.relative);
+        taken.files += 1;
+        taken.bytes += entry.size;
+        progress.files += 1;
+        progress.bytes += entry.size;
+        if (taken.files % 64 === 0) options.onProgress?.({ ...progress });
+        return true;
+      },
+      {
+        transfers: options.concurrency,
+        signal: options.signal,
+        onStarted: (pid) => recordOwner(copy, workspace, pid),
+      },
+      room,
+    );
+    tier.rejected(result.rejected);
+    progress.noRoom += result.noRoom;
+    for (let i = 0; i < result.noRoom; i += 1) copy.countNoRoom();
+    if (!result.ok && !options.signal?.aborted) tier.failed(result.reason);
+  } finally {
+    await copy.releaseWorkspace(workspace);
+  }
+  progress.tierFiles += taken.files;
+  progress.tierBytes += taken.bytes;
+  tier.read(taken.files, taken.bytes);
+}
+
+/** Names the process writing into a workspace, so a restarted driver can end it by PID. */
+async function recordOwner(copy: LocalCopy, workspace: string, pid: number): Promise<void> {
+  const startTime = await processStartTime(pid);
+  if (startTime !== undefined) await copy.recordOwner(workspace, { pid, startTime });
+}
+
+/**
+ * Copies the admitted files from the remote into a private workspace and installs each one as
+ * soon as rclone reports it whole. What rclone reports copied leaves `admitted`, installed or
+ * (counted as an error) not.
+ */
+export async function transfer(
+  options: FillOptions,
+  admitted: Map<string, RemoteEntry>,
+  progress: FillProgress,
+  held: Set<string>,
+  onStarted?: (pid: number) => void,
+): Promise<{ ok: boolean; reason: string; installed: RemoteEntry[] }> {
+  const { copy, transfers } = options;
+  const report = () => options.onProgress?.({ ...progress });
+  const workspace = await copy.workspace();
+  const installed: RemoteEntry[] = [];
+  try {
+    const list = join(workspace, 'files');
+    await writeFile(list, [...admitted.keys()].map((name) => `${name}\n`).join(''), {
+      mode: 0o600,
+    });
+    const destination = join(workspace, 'data');
+    const result = await transfers.copy(
+      options.source,
+      { localDir: destination },
+      { listFile: list },
+      {
+        transfers: options.concurrency,
+        signal: options.signal,
+        // Each file's size (and time, where listed) is checked against the listing at install.
+        listed: true,
+        onStarted: (pid) => {
+          onStarted?.(pid);
+          return recordOwner(copy, workspace, pid);
+        },
+        onCopied: async (relative) => {
+          const entry = admitted.get(relative);
+          if (!entry) return;
+          admitted.delete(relative);
+          const refused = await copy
+            .installWritten(join(destination, relative), relative, entry)
+            .catch(() => 'not-as-expected' as const);
+          if (refused === undefined) {
+            held.add(relative);
+            installed.push(entry);
+            progress.files += 1;
+            progress.bytes += entry.size;
+          } else {
+            progress.errors += 1;
+          }
+          if (installed.length % 64 === 0) report();
+        },
+      },
+    );
+    return { ...result, installed };
+  } finally {
+    await copy.releaseWorkspace(workspace);
+  }
+}
+
+/**
+ * Fetches the admitted files from the remote; what is not in the copy afterwards counts as an error
+ * (the engine still serves it). What was installed is offered to the tier, uploaded later.
+ */
+export async function fromRemote(
+  options: FillOptions,
+  admitted: Map<string, RemoteEntry>,
+  progress: FillProgress,
+  held: Set<string>,
+  { offer = true, onStarted }: { offer?: boolean; onStarted?: (pid: number) => void } = {},
+): Promise<RemoteEntry[]> {
+  const fetched = await transfer(options, admitted, progress, held, onStarted);
+  // Whatever rclone did not report copied is not in the copy; the engine still serves it.
+  progress.errors += admitted.size;
+  if (!fetched.ok && admitted.size === 0 && progress.errors === 0) progress.errors += 1;
+  options.tier?.fetched(fetched.installed.reduce((n, e) => n + e.size, 0));
+  if (offer) options.tier?.offer(fetched.installed.filter(canBeTold));
+  return fetched.installed;
+}

@@ -1,0 +1,134 @@
+/**
+ * How nodes filling a dataset together split it: every file has exactly one fetcher, the same on
+ * every node; a member leaving moves only its own files; stalled members own nothing; an idle node
+ * takes only the far end of a share big enough that its owner will not reach it first; members are
+ * fresh by the store's clock alone.
+ */
+import fc from 'fast-check';
+import type { RemoteEntry } from '../../src/engines/rclone-transfer.js';
+import {
+  freshMembers,
+  memberName,
+  parseMemberObject,
+  type MemberView,
+} from '../../src/tier/members.js';
+import { CHUNK_BYTES, headChunk, nextChunk, ownerOf, shares } from '../../src/tier/split.js';
+
+const entry = (relative: string, size = 1000): RemoteEntry => ({ relative, size, mtimeMs: 1 });
+const view = (self: string, members: string[], stalled: string[] = []): MemberView => ({
+  self,
+  members,
+  stalled: new Set(stalled),
+});
+const names = fc.uniqueArray(fc.stringMatching(/^[a-z0-9/._-]{1,40}$/), {
+  minLength: 1,
+  maxLength: 200,
+});
+const members = fc.uniqueArray(fc.stringMatching(/^[0-9a-f]{16}$/), {
+  minLength: 1,
+  maxLength: 8,
+});
+
+it('every file goes to exactly one member, whichever node computes it, and a leaver moves only its own', () => {
+  let runs = 0;
+  fc.assert(
+    fc.property(names, members, fc.nat(), (paths, group, pick) => {
+      runs += 1;
+      const wanted = paths.map((p) => entry(p));
+      const split = shares(wanted, view(group[0]!, group));
+      const assigned = [...split.values()].flat().map((e) => e.relative);
+      expect(assigned.sort()).toEqual([...paths].sort());
+      // Another node (another self, another order of members) finds the same owners.
+      const again = shares(wanted, view(group.at(-1)!, [...group].reverse()));
+      for (const [owner, list] of split) expect(again.get(owner)).toEqual(list);
+      // A member leaves: only its files move.
+      const leaver = group[pick % group.length]!;
+      const rest = group.filter((m) => m !== leaver);
+      if (rest.length === 0) return;
+      for (const path of paths) {
+        const before = ownerOf(path, group);
+        if (before !== leaver) expect(ownerOf(path, rest)).toBe(before);
+      }
+    }),
+    { numRuns: 300 },
+  );
+  expect(runs).toBe(300);
+});
+
+it('the split is even: three members each get about a third of 3,000 files', () => {
+  const group = ['a1', 'b2', 'c3'].map(memberName);
+  const wanted = Array.from({ length: 3000 }, (_, i) => entry(`train/d${i % 30}/f${i}.jpg`));
+  const split = shares(wanted, view(group[0]!, group));
+  for (const member of group) {
+    expect(split.get(member)?.length).toBeGreaterThan(850);
+    expect(split.get(member)?.length).toBeLessThan(1150);
+  }
+});
+
+it("a stalled member's files go to the others; this node never counts itself stalled", () => {
+  const group = ['a1', 'b2', 'c3'].map(memberName);
+  const wanted = Array.from({ length: 300 }, (_, i) => entry(`f${i}`));
+  const split = shares(wanted, view(group[0]!, group, [group[1]!]));
+  expect(split.has(group[1]!)).toBe(false);
+  expect([...split.values()].flat()).toHaveLength(300);
+  const self = shares(wanted, view(group[0]!, group, [group[0]!]));
+  expect(self.get(group[0]!)?.length).toBeGreaterThan(0);
+});
+
+it('a chunk is at most CHUNK_BYTES, one file at least; own files first, in order', () => {
+  const big = [entry('a', CHUNK_BYTES * 3), entry('b', 10)];
+  expect(headChunk(big).map((e) => e.relative)).toEqual(['a']);
+  const small = Array.from({ length: 100 }, (_, i) =>
+    entry(`f${String(i).padStart(3, '0')}`, CHUNK_BYTES / 10),
+  );
+  expect(headChunk(small)).toHaveLength(10);
+  const group = ['a1', 'b2'].map(memberName);
+  const wanted = small;
+  const own = shares(wanted, view(group[0]!, group)).get(group[0]!)!;
+  const { chunk, takenFrom } = nextChunk(wanted, view(group[0]!, group));
+  expect(takenFrom).toBeUndefined();
+  expect(chunk).toEqual(own.slice(0, chunk.length));
+});
+
+it("an idle node takes the far end of another's share only when it is over two chunks", () => {
+  const group = ['a1', 'b2'].map(memberName);
+  const [self, other] = group as [string, string];
+  const files = Array.from({ length: 400 }, (_, i) =>
+    entry(`f${String(i).padStart(3, '0')}`, CHUNK_BYTES / 40),
+  );
+  const theirs = files.filter((e) => ownerOf(e.relative, group) === other);
+  const { chunk, takenFrom } = nextChunk(theirs, view(self, group));
+  expect(takenFrom).toBe(other);
+  expect(chunk.length).toBeGreaterThan(0);
+  expect(chunk).toEqual(theirs.slice(theirs.length - chunk.length));
+  // Two chunks or less: waited for (its owner is at work on them).
+  const few = theirs.slice(0, 60);
+  expect(nextChunk(few, view(self, group)).chunk).toEqual([]);
+  // One big file of another member is never fetched twice.
+  const one = [entry('big', CHUNK_BYTES * 8)];
+  const owner = ownerOf('big', group);
+  const idle = group.find((m) => m !== owner)!;
+  expect(nextChunk(one, view(idle, group)).chunk).toEqual([]);
+});
+
+it("members are fresh by the store's times: within two refresh intervals of this node's own write", () => {
+  const a = memberName('node-a');
+  const b = memberName('node-b');
+  const c = memberName('node-c');
+  const now = 1_000_000;
+  const fresh = freshMembers(
+    [
+      { name: `${a}~3`, size: 2, storedAtMs: now },
+      { name: `${b}~1`, size: 2, storedAtMs: now - 9_000 },
+      { name: `${b}~2`, size: 2, storedAtMs: now - 1_000 },
+      { name: `${c}~7`, size: 2, storedAtMs: now - 10_001 },
+      { name: 'stray.txt', size: 2, storedAtMs: now },
+    ],
+    now,
+    5000,
+  );
+  expect([...fresh.keys()].sort()).toEqual([a, b].sort());
+  expect(fresh.get(b)).toEqual({ progress: 2, at: now - 1_000 });
+  expect(parseMemberObject(`${a}~12`)).toEqual({ member: a, progress: 12 });
+  expect(parseMemberObject('x~1')).toBeUndefined();
+});
