@@ -77,7 +77,7 @@ export async function startDriver(
     withNode && config.clusterTier
       ? await readTierSettings(config.clusterTier, config.runtimeDir, config.nodeId)
       : undefined;
-  if (withNode) await recordTierConfig(config.stateDir, config.clusterTier);
+  if (withNode) await recordTierConfig(config.stateDir, config.clusterTier, config.nodeId);
   let ready = false;
 
   const services: CsiServices = {

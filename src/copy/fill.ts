@@ -62,7 +62,9 @@ export interface FillOptions {
   refresh?: boolean;
   /**
    * Take only what the cluster tier holds: the rest is left to reads on demand (no error), so a
-   * dataset staged without prefetch still reads what other nodes fetched from the tier.
+   * dataset staged without prefetch still reads what other nodes fetched from the tier. Unless
+   * other nodes start the same warm-up within two member refreshes: a job starting on many nodes
+   * at once. Then they fill the dataset together, as far as the copy has room (see fetchTogether).
    */
   tierOnly?: boolean;
   /** Ends the listing and the transfer (their rclone processes) when aborted. */
@@ -277,14 +279,15 @@ async function fetchAdmitted(
     }
   }
   const { tier } = options;
-  if (tier?.together && !options.tierOnly) {
+  if (tier && options.tierOnly) {
+    await fromTier(options, tier, admitted, progress, held, room);
+    if (admitted.size === 0) return;
+    await fetchTogether(options, tier, admitted, progress, held, scopeOf(options.globs), room);
+  } else if (tier) {
     await fetchTogether(options, tier, admitted, progress, held, scopeOf(options.globs));
-    return;
+  } else {
+    await fromRemote(options, admitted, progress, held);
   }
-  if (tier)
-    await fromTier(options, tier, admitted, progress, held, options.tierOnly ? room : undefined);
-  if (admitted.size === 0 || options.tierOnly) return;
-  await fromRemote(options, admitted, progress, held);
 }
 
 /**

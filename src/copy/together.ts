@@ -2,12 +2,31 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { RemoteEntry } from '../engines/rclone-transfer.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
+import type { Room } from '../tier/layout.js';
 import { nextChunk, ownerOf } from '../tier/split.js';
 import { canBeTold, fromRemote, fromTier } from './fetch.js';
 import type { FillOptions, FillProgress } from './fill.js';
 
 /** How often a node with nothing of its own left looks for the others' uploads, at most. */
 const POLL_MS = 1000;
+
+/** Keeps of `admitted` what the room holds, in path order; the rest counts as left out for room. */
+function admitWithin(
+  room: Room,
+  admitted: Map<string, RemoteEntry>,
+  progress: FillProgress,
+  copy: FillOptions['copy'],
+): void {
+  for (const entry of [...admitted.values()].sort(byPath)) {
+    if (entry.size <= room.left) {
+      room.left -= entry.size;
+    } else {
+      admitted.delete(entry.relative);
+      progress.noRoom += 1;
+      copy.countNoRoom();
+    }
+  }
+}
 
 const byPath = (a: RemoteEntry, b: RemoteEntry): number =>
   a.relative < b.relative ? -1 : a.relative > b.relative ? 1 : 0;
@@ -27,6 +46,7 @@ export async function fetchTogether(
   progress: FillProgress,
   held: Set<string>,
   scope: string,
+  gatherWithin?: Room,
 ): Promise<void> {
   const { signal } = options;
   const started = performance.now();
@@ -62,6 +82,15 @@ export async function fetchTogether(
     );
     const pause = () =>
       sleep(Math.min(POLL_MS, group.refreshMs / 2), undefined, { signal }).catch(() => undefined);
+    if (gatherWithin && !tierDown) {
+      // A warm-up: it fetches from the remote only with others (a job starting on many nodes).
+      const until = performance.now() + 2 * group.refreshMs;
+      while (group.members.members.length < 2 && performance.now() < until && !signal?.aborted) {
+        await pause();
+      }
+      if (group.members.members.length < 2) return;
+      admitWithin(gatherWithin, admitted, progress, options.copy);
+    }
     // Two loops side by side: the remote's link and the tier's are different links.
     const fetcher = async () => {
       while (!signal?.aborted) {
@@ -88,15 +117,17 @@ export async function fetchTogether(
       }
     };
     const taker = async () => {
-      // Alone, nothing new reaches the tier but what this node uploads: one look at the start.
-      for (let first = true; !signal?.aborted && !tierDown && admitted.size > 0; first = false) {
-        if (first || group.members.members.length > 1) {
+      while (!signal?.aborted && !tierDown && admitted.size > 0) {
+        // Alone, nothing new reaches the tier but what this node uploads.
+        if (group.members.members.length > 1) {
           await fromTier(options, tier, admitted, progress, held);
         }
         if (!(await tier.check())) tierDown = true;
         else if (admitted.size > 0) await pause();
       }
     };
+    // What the tier holds already is taken before anything is fetched from the remote.
+    if (!tierDown) await fromTier(options, tier, admitted, progress, held);
     await Promise.all([taker(), fetcher()]);
   } finally {
     await uploads.catch(() => undefined);

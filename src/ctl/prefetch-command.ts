@@ -36,16 +36,12 @@ async function recordedTier(
   stateDir: string,
   transfers: RcloneTransfers,
 ): Promise<{ tier: ClusterTier; scratch: string } | undefined> {
-  const config = await recordedTierConfig(stateDir);
-  if (!config) return undefined;
+  const recorded = await recordedTierConfig(stateDir);
+  if (!recorded) return undefined;
   const scratch = await mkdtemp(join(tmpdir(), 'dcsi-prefetch-'));
   try {
-    // A member of its own: the node's driver may be filling the same dataset meanwhile.
-    const settings = await readTierSettings(
-      config,
-      scratch,
-      `${hostname()}/prefetch-${process.pid}`,
-    );
+    // The same node as its driver: a fill shared with other nodes counts nodes, not processes.
+    const settings = await readTierSettings(recorded.config, scratch, recorded.node ?? hostname());
     return { tier: new ClusterTier(settings, transfers, createLogger('warn')), scratch };
   } catch (err) {
     await rm(scratch, { recursive: true, force: true });

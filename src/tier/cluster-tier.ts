@@ -233,6 +233,8 @@ export class ClusterTier {
           if (fill.members > 1) figures.sharedFills += 1;
           figures.takenOverFiles += fill.takenOverFiles;
           figures.waitSeconds += fill.waitSeconds;
+          // A warm-up that found no other node fetched nothing: nothing to tell.
+          if (fill.members < 2 && fill.remoteFiles === 0) return;
           this.log.info(
             {
               dataset: key,

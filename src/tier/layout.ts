@@ -256,6 +256,9 @@ export async function takeFromTier(
             fail(err.message);
             return new Map<string, number>();
           });
+    // An object of another size (cut short, or of another version) is refused unread.
+    const cut = wantedBig.filter((e) => (stored.get(e.relative) ?? e.size) !== e.size);
+    outcome.rejected += cut.length;
     const big = wantedBig.filter((e) => stored.get(e.relative) === e.size && fits(e));
     if (big.length > 0) {
       const byPath = new Map(big.map((e) => [e.relative, e]));

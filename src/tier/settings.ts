@@ -1,6 +1,7 @@
 // The cluster tier's settings at driver start: its location from the flags, its keys from the files of a mounted Secret; recorded for the by-hand prefetch.
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { ClusterTierSchema, type Config } from '../config.js';
 import { parseSource } from '../dataset/source.js';
 import { readJson, writeJson } from '../state/json-file.js';
@@ -50,25 +51,31 @@ export async function readTierSettings(
 /** Where the running driver records its tier's configuration (no keys: where they are read). */
 const recordPath = (stateDir: string): string => join(stateDir, 'cluster-tier.json');
 
+/** What the driver records: its tier, and the node it fills for (a prefetch by hand is that node too). */
+const RecordSchema = ClusterTierSchema.extend({ node: z.string().min(1).optional() });
+
 /**
  * Records the driver's tier configuration in its state directory (or that it has none), so that
- * `dataset-cache-csi prefetch` by hand reaches the same tier with the same keys.
+ * `dataset-cache-csi prefetch` by hand reaches the same tier with the same keys, as the same node.
  */
 export async function recordTierConfig(
   stateDir: string,
   config: Config['clusterTier'],
+  node: string,
 ): Promise<void> {
   if (config === undefined) {
     await rm(recordPath(stateDir), { force: true });
     return;
   }
-  await writeJson(recordPath(stateDir), config);
+  await writeJson(recordPath(stateDir), { ...config, node });
 }
 
-/** The tier configuration the driver recorded; undefined when it has none. */
+/** The tier configuration the driver recorded, and its node; undefined when it has none. */
 export async function recordedTierConfig(
   stateDir: string,
-): Promise<NonNullable<Config['clusterTier']> | undefined> {
+): Promise<{ config: NonNullable<Config['clusterTier']>; node?: string | undefined } | undefined> {
   const recorded = await readJson<unknown>(recordPath(stateDir), undefined);
-  return recorded === undefined ? undefined : ClusterTierSchema.parse(recorded);
+  if (recorded === undefined) return undefined;
+  const { node, ...config } = RecordSchema.parse(recorded);
+  return { config, node };
 }
