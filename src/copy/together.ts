@@ -53,21 +53,54 @@ export async function fetchTogether(
   const group = tier.together.group(scope, (reason) => tier.failed(reason));
   const figures = { members: 1, ownFiles: 0, takenOverFiles: 0, waitSeconds: 0, remoteFiles: 0 };
   const tierFilesBefore = progress.tierFiles;
+  /** Every member seen during this fill, this node included. */
+  const seen = new Set<string>();
+  /** Files of others' shares looked for in the tier before this node fetches them itself. */
+  const askedTier = new Set<string>();
+  /** Takes from the tier what it holds of the admitted files, one take at a time. */
+  let taking: Promise<void> = Promise.resolve();
+  let takes = 0;
+  const take = (): Promise<void> => {
+    takes += 1;
+    taking = taking
+      .then(() => timed('take', () => fromTier(options, tier, admitted, progress, held)))
+      .finally(() => {
+        takes -= 1;
+      });
+    return taking;
+  };
   let uploads: Promise<void> = Promise.resolve();
+  /** Seconds spent fetching from the remote, uploading for the others, taking from the tier. */
+  const seconds = { fetch: 0, upload: 0, take: 0 };
+  const timed = async <T>(part: keyof typeof seconds, work: () => Promise<T>): Promise<T> => {
+    const began = performance.now();
+    try {
+      return await work();
+    } finally {
+      seconds[part] += (performance.now() - began) / 1000;
+    }
+  };
   const remote = async (batch: Map<string, RemoteEntry>, share: boolean) => {
     for (const relative of batch.keys()) admitted.delete(relative);
-    const installed = await fromRemote(options, batch, progress, held, {
-      offer: !share,
-      onStarted: (pid) => group.watch(pid),
-    });
-    group.watch(undefined);
+    let fetching: number | undefined;
+    const installed = await timed('fetch', () =>
+      fromRemote(options, batch, progress, held, {
+        offer: !share,
+        onStarted: (pid) => {
+          fetching = pid;
+          group.watch(pid);
+        },
+      }),
+    );
+    if (fetching !== undefined) group.unwatch(fetching);
     figures.remoteFiles += installed.length;
     if (!share || installed.length === 0) return;
     group.noteWork();
     const files = installed.map((e) => ({ relative: e.relative, size: e.size }));
-    uploads = uploads.then(async () => {
-      if ((await tier.together.share(files, signal)) > 0) group.noteWork();
-    });
+    const uploaded = group.uploading();
+    uploads = uploads
+      .then(() => timed('upload', () => tier.together.share(files, signal)))
+      .then(uploaded, uploaded);
   };
   try {
     // Files the tier cannot stand for (no time, no hash) are nobody's share: fetched here first.
@@ -92,7 +125,7 @@ export async function fetchTogether(
       admitWithin(gatherWithin, admitted, progress, options.copy);
     }
     // Two loops side by side: the remote's link and the tier's are different links.
-    const fetcher = async () => {
+    const fetcher = async (worker: number) => {
       while (!signal?.aborted) {
         if (tierDown) {
           // The tier failed: the rest comes from the remote, as without a tier.
@@ -101,41 +134,64 @@ export async function fetchTogether(
         }
         const view = group.members;
         figures.members = Math.max(figures.members, view.members.length);
+        for (const member of view.members) seen.add(member);
         const { chunk } = nextChunk([...admitted.values()].sort(byPath), view);
+        // Files of a member gone or stalled: it may have uploaded them just before (a member
+        // leaves once its uploads are in): the tier is asked first, once for each file.
+        const everyone = [...seen];
+        const others = chunk.filter((e) => ownerOf(e.relative, everyone) !== view.self);
+        const unasked = others.filter((e) => !askedTier.has(e.relative));
+        if (unasked.length > 0 || (others.length > 0 && takes > 0)) {
+          // (A take the other worker asked for may hold them: its end is awaited as well.)
+          for (const entry of unasked) askedTier.add(entry.relative);
+          await (unasked.length > 0 ? take() : taking);
+          continue;
+        }
         if (chunk.length === 0) {
           if (admitted.size === 0) return;
           const waiting = performance.now();
           await pause();
-          figures.waitSeconds += (performance.now() - waiting) / 1000;
+          // Both workers wait at once: the time is counted once.
+          if (worker === 0) figures.waitSeconds += (performance.now() - waiting) / 1000;
           continue;
         }
-        for (const entry of chunk) {
-          if (ownerOf(entry.relative, view.members) === view.self) figures.ownFiles += 1;
-          else figures.takenOverFiles += 1;
-        }
+        // Whose each file was among every member seen: one gone since is still its first owner.
+        figures.takenOverFiles += others.length;
+        figures.ownFiles += chunk.length - others.length;
         await remote(new Map(chunk.map((e) => [e.relative, e])), true);
       }
     };
     const taker = async () => {
       while (!signal?.aborted && !tierDown && admitted.size > 0) {
         // Alone, nothing new reaches the tier but what this node uploads.
-        if (group.members.members.length > 1) {
-          await fromTier(options, tier, admitted, progress, held);
-        }
+        if (group.members.members.length > 1) await take();
         if (!(await tier.check())) tierDown = true;
         else if (admitted.size > 0) await pause();
       }
     };
     // What the tier holds already is taken before anything is fetched from the remote.
-    if (!tierDown) await fromTier(options, tier, admitted, progress, held);
-    await Promise.all([taker(), fetcher()]);
+    if (!tierDown) await take();
+    // Two chunks in flight: one's start and tail overlap the other's middle.
+    await Promise.all([taker(), fetcher(0), fetcher(1)]);
   } finally {
-    await uploads.catch(() => undefined);
-    await group.leave();
-    tier.together.ended({
-      ...figures,
-      tierFiles: progress.tierFiles - tierFilesBefore,
-      durationSeconds: (performance.now() - started) / 1000,
-    });
+    const fillSeconds = (performance.now() - started) / 1000;
+    const tierFiles = progress.tierFiles - tierFilesBefore;
+    // The copy is filled: the fill ends now. Its last uploads go on, and the node stays a member
+    // until they are in the tier (others wait for them rather than fetch them again).
+    tier.together.finishing(
+      uploads
+        .catch(() => undefined)
+        .then(() => group.leave())
+        .then(() =>
+          tier.together.ended({
+            ...figures,
+            tierFiles,
+            durationSeconds: fillSeconds,
+            fetchSeconds: seconds.fetch,
+            uploadSeconds: seconds.upload,
+            takeSeconds: seconds.take,
+          }),
+        ),
+    );
   }
 }

@@ -126,11 +126,14 @@ export class RcloneTransfers {
       dir,
       maxDepth,
       checkers,
+      impatient,
     }: {
       dir: string;
       maxDepth?: number | undefined;
       /** Requests in flight (an HTTP listing asks for each file: HEAD). */
       checkers?: number | undefined;
+      /** Gives up on a store that does not answer within seconds rather than minutes. */
+      impatient?: boolean | undefined;
     },
     signal: AbortSignal | undefined,
     onEntry: (entry: RemoteEntry) => void,
@@ -150,6 +153,7 @@ export class RcloneTransfers {
         '--no-mimetype',
         ...(times ? [] : ['--no-modtime']),
         ...(hashes ? ['--hash', '--hash-type', 'MD5'] : []),
+        ...(impatient ? IMPATIENT : []),
         '--config',
         '/dev/null',
         fs,

@@ -73,6 +73,10 @@ export interface SharedFillFigures {
   tierFiles: number;
   waitSeconds: number;
   durationSeconds: number;
+  /** Seconds of fetching from the remote, uploading for the others, taking from the tier. */
+  fetchSeconds: number;
+  uploadSeconds: number;
+  takeSeconds: number;
 }
 
 /** What a fill needs to fill a dataset together with the other nodes filling it now. */
@@ -85,6 +89,8 @@ export interface FillTogether {
   /** Uploads these files of the copy now (the others wait for them); how many were uploaded. */
   share(files: HeldFile[], signal?: AbortSignal): Promise<number>;
   ended(figures: SharedFillFigures): void;
+  /** A fill's last uploads and its leave, going on after it ended: drain() waits for them. */
+  finishing(work: Promise<void>): void;
 }
 
 /** A file a node holds complete, to offer to the tier. */
@@ -160,6 +166,8 @@ export class ClusterTier {
   private answeredAt = 0;
   private uploadTimer?: NodeJS.Timeout;
   private uploading: Promise<void> = Promise.resolve();
+  /** Ended fills' last uploads to the tier (see FillTogether.finishing). */
+  private readonly finishing = new Set<Promise<void>>();
   private readonly stopping = new AbortController();
 
   constructor(
@@ -229,6 +237,11 @@ export class ClusterTier {
           const sizes = new Map(files.map((f) => [f.relative, { size: f.size, failures: 0 }]));
           return this.upload(key, { folder, copyRoot, files: sizes }, signal, false);
         },
+        finishing: (work) => {
+          const settled = work.catch(() => undefined);
+          this.finishing.add(settled);
+          void settled.then(() => this.finishing.delete(settled));
+        },
         ended: (fill) => {
           if (fill.members > 1) figures.sharedFills += 1;
           figures.takenOverFiles += fill.takenOverFiles;
@@ -244,6 +257,9 @@ export class ClusterTier {
               tierFiles: fill.tierFiles,
               remoteFiles: fill.remoteFiles,
               waitedSeconds: Number(fill.waitSeconds.toFixed(2)),
+              fetchSeconds: Number(fill.fetchSeconds.toFixed(2)),
+              uploadSeconds: Number(fill.uploadSeconds.toFixed(2)),
+              takeSeconds: Number(fill.takeSeconds.toFixed(2)),
               durationMs: Math.round(fill.durationSeconds * 1000),
             },
             'cooperative fill',
@@ -286,13 +302,14 @@ export class ClusterTier {
 
   /** Uploads what is pending now and waits for it (a short-lived process's last step). */
   async drain(): Promise<void> {
+    await Promise.all([...this.finishing]);
     await this.uploadNow();
   }
 
   async close(): Promise<void> {
     clearTimeout(this.uploadTimer);
     this.stopping.abort();
-    await this.uploading;
+    await Promise.all([this.uploading, ...this.finishing]);
   }
 
   /**

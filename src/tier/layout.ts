@@ -292,7 +292,7 @@ async function storedFiles(
   signal: AbortSignal | undefined,
 ): Promise<Map<string, number>> {
   const stored = new Map<string, number>();
-  await transfers.list(below(folder, FILES), { dir: '' }, signal, (entry) =>
+  await transfers.list(below(folder, FILES), { dir: '', impatient: true }, signal, (entry) =>
     stored.set(entry.relative, entry.size),
   );
   return stored;

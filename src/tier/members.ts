@@ -1,8 +1,11 @@
 // Who is filling a dataset's tier folder now: each filling node keeps an object of its own fresh under members/, named with its progress, and the store's own times say who is fresh and who is stalled.
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { RcloneTransfers, StoreObject, TransferSource } from '../engines/rclone-transfer.js';
 import { processIo } from '../kernel/proc.js';
 
+/** How long a joining node waits for the others that join with it before its first split. */
+const GATHER_MS = 300;
 /** A member object this many refresh intervals old is a crashed node's: removed by whoever sees it. */
 const LEFTOVER_INTERVALS = 10;
 
@@ -58,7 +61,9 @@ export function freshMembers(
 export class FillGroup {
   private progress = 0;
   private worked = false;
-  private watched: { pid: number; readBytes: number } | undefined;
+  private uploads = 0;
+  /** Per process fetching for this node, the bytes it had received at the last refresh. */
+  private readonly watched = new Map<number, number>();
   private written: string | undefined;
   private view: MemberView;
   /** Per other member, its progress and the store's time when this node first saw it there. */
@@ -87,7 +92,14 @@ export class FillGroup {
   /** Joins: the first refresh is awaited (who fills already decides this node's share). */
   async join(): Promise<MemberView> {
     await this.refresh();
-    this.schedule();
+    // Nodes of one job stage within moments of each other: each looks again a moment later, so
+    // those that joined together split the files alike from the start (a chunk begun under
+    // another split would be fetched twice: a big file whole). Later joiners cost at most a chunk
+    // in flight per member.
+    await sleep(Math.min(GATHER_MS, this.refreshMs));
+    const started = performance.now();
+    await this.refresh();
+    this.schedule(started);
     return this.view;
   }
 
@@ -96,9 +108,25 @@ export class FillGroup {
     this.worked = true;
   }
 
-  /** The process fetching this node's share now (its bytes received show it working), or none. */
-  watch(pid: number | undefined): void {
-    this.watched = pid === undefined ? undefined : { pid, readBytes: 0 };
+  /** A process fetching this node's share (its bytes received show it working), until it ends. */
+  watch(pid: number): void {
+    this.watched.set(pid, 0);
+  }
+
+  unwatch(pid: number): void {
+    this.watched.delete(pid);
+  }
+
+  /**
+   * An upload of this node's share is under way: uploads give up within seconds on a tier that
+   * does not answer, so while one runs the node is at work. Returns its end.
+   */
+  uploading(): () => void {
+    this.uploads += 1;
+    return () => {
+      this.uploads -= 1;
+      this.worked = true;
+    };
   }
 
   /** This node no longer fills: the others stop counting on it at once. */
@@ -111,27 +139,33 @@ export class FillGroup {
     this.written = undefined;
   }
 
-  private schedule(): void {
+  /**
+   * Refreshes at a fixed rate (a slow refresh, on a loaded node, does not stretch the interval the
+   * others judge freshness by), or at once when the last one overran it.
+   */
+  private schedule(startedAt = performance.now()): void {
     if (this.stopped) return;
+    const delay = Math.max(0, startedAt + this.refreshMs - performance.now());
     this.timer = setTimeout(() => {
+      const started = performance.now();
       this.refreshing = this.refresh().then(
-        () => this.schedule(),
+        () => this.schedule(started),
         (err: unknown) => {
           this.onError((err as Error).message);
-          this.schedule();
+          this.schedule(started);
         },
       );
-    }, this.refreshMs);
+    }, delay);
     this.timer.unref();
   }
 
   private async moved(): Promise<boolean> {
-    let moved = this.worked;
+    let moved = this.worked || this.uploads > 0;
     this.worked = false;
-    if (this.watched) {
-      const io = await processIo(this.watched.pid);
-      if (io && io.readBytes > this.watched.readBytes) {
-        this.watched.readBytes = io.readBytes;
+    for (const [pid, before] of this.watched) {
+      const io = await processIo(pid);
+      if (io && io.readBytes > before) {
+        this.watched.set(pid, io.readBytes);
         moved = true;
       }
     }

@@ -2,9 +2,15 @@
 import type { RemoteEntry } from '../engines/rclone-transfer.js';
 import type { MemberView } from './members.js';
 
-/** What one turn of a fetch from the remote takes at most: uploaded whole before the next turn. */
-export const CHUNK_BYTES = 32 << 20;
+/**
+ * What one turn of a fetch from the remote takes at most, uploaded while the next one runs: small
+ * enough that a node killed mid-fill costs the others little, big enough that each turn's
+ * process start and ramp-up are a small part of it.
+ */
+export const CHUNK_BYTES = 64 << 20;
 export const CHUNK_FILES = 2000;
+/** A share goes in four chunks at least, down to chunks of this size (a big file is one alone). */
+const CHUNK_MIN_BYTES = 4 << 20;
 
 /**
  * A member's score for a file: FNV-1a over both names, then murmur3's finalizer to spread it. Cheap
@@ -60,13 +66,12 @@ export function shares(
   return byOwner;
 }
 
-/** The first files of `list` up to a chunk (one file at least). */
-export function headChunk(list: readonly RemoteEntry[]): RemoteEntry[] {
+/** The first files of `list` up to `limit` bytes or CHUNK_FILES (one file at least). */
+export function headChunk(list: readonly RemoteEntry[], limit = CHUNK_BYTES): RemoteEntry[] {
   const chunk: RemoteEntry[] = [];
   let bytes = 0;
   for (const entry of list) {
-    if (chunk.length > 0 && (bytes + entry.size > CHUNK_BYTES || chunk.length >= CHUNK_FILES))
-      break;
+    if (chunk.length > 0 && (bytes + entry.size > limit || chunk.length >= CHUNK_FILES)) break;
     chunk.push(entry);
     bytes += entry.size;
   }
@@ -87,7 +92,11 @@ export function nextChunk(
 ): { chunk: RemoteEntry[]; takenFrom?: string } {
   const byOwner = shares(wanted, view);
   const own = byOwner.get(view.self) ?? [];
-  if (own.length > 0) return { chunk: headChunk(own) };
+  if (own.length > 0) {
+    // Small chunks while a share is small: a node killed mid-fill loses little of it.
+    const limit = Math.min(CHUNK_BYTES, Math.max(CHUNK_MIN_BYTES, bytesOf(own) / 4));
+    return { chunk: headChunk(own, limit) };
+  }
   let biggest: { owner: string; list: RemoteEntry[]; bytes: number } | undefined;
   for (const [owner, list] of byOwner) {
     const bytes = bytesOf(list);
