@@ -7,6 +7,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import type { ClusterResult } from './cluster.js';
+import type { TogetherResult } from './together.js';
 
 export interface BenchResult {
   date: string;
@@ -107,6 +108,8 @@ export interface BenchResult {
   }[];
   /** Nodes reading one remote one after another, sharing the cluster tier. */
   cluster?: ClusterResult;
+  /** Nodes staging one dataset in the same second over one shared WAN link, and one node alone. */
+  together?: TogetherResult;
   publish: { p50Ms: number; p99Ms: number; seconds: number };
   stage: { readyMs: number[] };
   driver: { idleRssMiB: number; rssAfterMiB: number; clientsLeft: number };
@@ -133,6 +136,9 @@ export const TARGETS: Record<string, { op: '>=' | '<='; value: number }> = {
   nodeMemoryPerCachedByte: { op: '<=', value: 1.1 },
   remoteBytesPerDatasetByte: { op: '<=', value: 1.1 },
   node2ColdOverNode1Cold: { op: '>=', value: 2 },
+  /** Nodes started together fetch each byte about once (issue 22: cooperative fills). */
+  togetherRemoteBytesPerDatasetByte: { op: '<=', value: 1.15 },
+  togetherSlowestOverAlone: { op: '<=', value: 1.3 },
   /** At the storm's concurrency (50 publishes at once on two cores). */
   publishP99Ms: { op: '<=', value: 250 },
   publishesPerMin: { op: '>=', value: 20_000 },
@@ -220,6 +226,55 @@ export function renderReport(result: BenchResult): { table: string; svg: string 
       lines.push(
         `| ${name} | ${part.firstReadSeconds.map(fmt).join(' / ')} | ${mb(part.remoteBytes)} | ${mb(part.tierBytes)} | ${fmt(perByte)} | ${fmt(sooner)} |`,
       );
+    }
+  }
+  if (result.together) {
+    const t = result.together;
+    lines.push('');
+    lines.push(
+      `together: ${t.nodes} nodes staged in the same second, the remote behind one ${t.wan.rateMbit} Mbit/s link they share, the tier behind ${t.lan.rateMbit} Mbit/s; one node alone on the same link first (member refresh ${t.memberRefresh}; ${fmt(t.durationSeconds)} s in all)`,
+    );
+    lines.push(
+      '| part | alone s (MB/s) | together s, node 1 / 2 / ... | slowest / alone | remote MB: alone, together (all nodes) | WAN link MB (together) | from the tier MB, per node | together remote bytes per dataset byte |',
+    );
+    lines.push('|---|---|---|---|---|---|---|---|');
+    for (const [name, part, slowest, perByte] of [
+      [
+        'big file',
+        t.big,
+        t.ratios.bigTogetherSlowestOverAlone,
+        t.ratios.bigTogetherRemoteBytesPerDatasetByte,
+      ],
+      [
+        'small files',
+        t.small,
+        t.ratios.smallTogetherSlowestOverAlone,
+        t.ratios.smallTogetherRemoteBytesPerDatasetByte,
+      ],
+    ] as const) {
+      lines.push(
+        // The alone node's MB/s against the link: a slower lone node would flatter the ratio.
+        `| ${name} | ${fmt(part.alone.seconds)} (${fmt(part.bytes / 1e6 / part.alone.seconds)}) | ${part.seconds.map(fmt).join(' / ')} | ${fmt(slowest)} | ${fmt(part.alone.remoteBytes / 1e6)}, ${fmt(part.remoteBytes / 1e6)} | ${fmt(part.linkBytes / 1e6)} | ${part.tierBytes.map((v) => fmt(v / 1e6)).join(' / ')} | ${fmt(perByte)} |`,
+      );
+    }
+    // Runs before CPU was counted lack it.
+    const cpuParts = [
+      ['big file', t.big.cpu],
+      ['small files', t.small.cpu],
+    ] as const;
+    if (cpuParts.some(([, cpu]) => cpu)) {
+      lines.push(
+        '| part | CPU s alone → together: node(s) | s3rver | remote server + proxies | pods | machine busy (of all cores) |',
+      );
+      lines.push('|---|---|---|---|---|---|');
+      for (const [name, cpu] of cpuParts) {
+        if (!cpu) continue;
+        const { alone: a, together: b } = cpu;
+        const pct = (c: typeof a) => `${(100 * c.saturation).toFixed(0)}%`;
+        lines.push(
+          `| ${name} | ${a.nodes.map(fmt).join(' / ')} → ${b.nodes.map(fmt).join(' / ')} | ${fmt(a.tier)} → ${fmt(b.tier)} | ${fmt(a.remote + a.proxies)} → ${fmt(b.remote + b.proxies)} | ${fmt(a.pods)} → ${fmt(b.pods)} | ${pct(a)} of ${fmt(a.wallSeconds)} s → ${pct(b)} of ${fmt(b.wallSeconds)} s |`,
+        );
+      }
     }
   }
   lines.push('');
@@ -398,6 +453,29 @@ function groups(result: BenchResult): Group[] {
       })),
     });
   }
+  const t = result.together;
+  if (t) {
+    const nodes = Array.from({ length: t.nodes }, (_, n) => n);
+    const parts = [t.big, t.small];
+    out.push({
+      title: `${t.nodes} nodes staged together on one shared link: seconds until a node has read everything once`,
+      unit: 'lower is better',
+      columns: ['big file', 'small files'],
+      bars: [
+        {
+          ...SERIES.tmpfs,
+          label: 'one node alone',
+          values: parts.map((part) => part.alone.seconds),
+        },
+        ...nodes.map((n) => ({
+          ...SERIES.uncached,
+          label: `node ${n + 1} together`,
+          values: parts.map((part) => part.seconds[n]),
+          notes: parts.map((part) => times(part.seconds[n], part.alone.seconds, 'alone')),
+        })),
+      ],
+    });
+  }
   return out;
 }
 
@@ -431,7 +509,7 @@ function renderChart(result: BenchResult): string {
   text(
     10,
     y,
-    'Higher is better (except the cluster tier). Each group has its own linear scale: its longest bar spans the column. tmpfs: the best of its reads in the run.',
+    'Higher is better (except the cluster tier: seconds). Each group has its own linear scale: its longest bar spans the column. tmpfs: the best of its reads in the run.',
     ' fill="#424242"',
   );
   y += 16;

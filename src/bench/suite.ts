@@ -18,6 +18,7 @@ import { runClusterTier, type ClusterResult } from './cluster.js';
 import { Bench, log, MiB, type Remote } from './harness.js';
 import { EmulatedLink, serveS3 } from './link.js';
 import { renderReport, type BenchResult } from './report.js';
+import { runTogether, type TogetherResult } from './together.js';
 import {
   cpuSeconds,
   firstByteMs,
@@ -39,6 +40,8 @@ interface Sizes {
   stageRepeats: number;
   /** Nodes sharing the cluster tier. */
   clusterNodes: number;
+  /** Nodes staging the dataset in the same second (the "together" scenario). */
+  togetherNodes: number;
 }
 const FULL: Sizes = {
   bigMiB: 2048,
@@ -48,6 +51,7 @@ const FULL: Sizes = {
   storm: 2000,
   stageRepeats: 5,
   clusterNodes: 3,
+  togetherNodes: 3,
 };
 const QUICK: Sizes = {
   bigMiB: 256,
@@ -57,6 +61,7 @@ const QUICK: Sizes = {
   storm: 500,
   stageRepeats: 3,
   clusterNodes: 2,
+  togetherNodes: 3,
 };
 
 /** Warm reads are short (tens of ms): the best of three, for the limit and the driver alike. */
@@ -94,7 +99,7 @@ async function main(): Promise<number> {
       quick: { type: 'boolean', default: false },
       /** Only the node-local scenarios (publish storm, stage, RSS): for working on the hot path. */
       'node-only': { type: 'boolean', default: false },
-      /** Only the cluster-tier scenario of the remote scenarios: for working on the tier. */
+      /** Only the cluster-tier scenarios (sequential, together) of the remote ones: for the tier. */
       'cluster-only': { type: 'boolean', default: false },
       'rate-mbit': { type: 'string', default: '1000' },
       'delay-ms': { type: 'string', default: '1' },
@@ -507,6 +512,7 @@ async function main(): Promise<number> {
     }
 
     let cluster: ClusterResult | undefined;
+    let together: TogetherResult | undefined;
     if (!values['node-only']) {
       cluster = await runClusterTier({
         parent: bench,
@@ -520,6 +526,20 @@ async function main(): Promise<number> {
         small: { dir: 'small', paths: small.paths, bytes: small.bytes },
       });
       log(`cluster tier: ${JSON.stringify(cluster.ratios)}`);
+      together = await runTogether({
+        parent: bench,
+        work: join(work, 'together'),
+        nodes: sizes.togetherNodes,
+        remote: remotes[0] as Remote,
+        remotePid: httpServer.pid as number,
+        wan: link,
+        source: data,
+        cacheQuota: copyQuota,
+        prefetchConcurrency: values['prefetch-concurrency'],
+        big: { path: 'big.bin', bytes: bigBytes },
+        small: { dir: 'small', paths: small.paths, bytes: small.bytes },
+      });
+      log(`together: ${JSON.stringify(together.ratios)}`);
     }
 
     log(`publish storm: ${sizes.storm} publish + unpublish at concurrency 50 on a staged dataset`);
@@ -580,6 +600,8 @@ async function main(): Promise<number> {
           : Math.max(...perProtocol.map((p) => p.ratios.nodeMemoryPerCachedByte)),
       remoteBytesPerDatasetByte: cluster?.ratios.remoteBytesPerDatasetByte ?? NaN,
       node2ColdOverNode1Cold: cluster?.ratios.node2ColdOverNode1Cold ?? NaN,
+      togetherRemoteBytesPerDatasetByte: together?.ratios.togetherRemoteBytesPerDatasetByte ?? NaN,
+      togetherSlowestOverAlone: together?.ratios.togetherSlowestOverAlone ?? NaN,
       publishP99Ms: percentile(latencies, 99),
       publishesPerMin: (sizes.storm / stormSeconds) * 60,
       stageReadyMs: percentile(stageTimes, 50),
@@ -593,6 +615,7 @@ async function main(): Promise<number> {
       headline,
       protocols: perProtocol,
       ...(cluster ? { cluster } : {}),
+      ...(together ? { together } : {}),
       publish: {
         p50Ms: percentile(latencies, 50),
         p99Ms: percentile(latencies, 99),

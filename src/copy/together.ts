@@ -106,6 +106,10 @@ export async function fetchTogether(
     // Files the tier cannot stand for (no time, no hash) are nobody's share: fetched here first.
     const untold = [...admitted.values()].filter((e) => !canBeTold(e));
     if (untold.length > 0) await remote(new Map(untold.map((e) => [e.relative, e])), false);
+    // What the tier holds already comes first: a node that finds everything there (it came after
+    // the others) never joins.
+    if (!gatherWithin) await take();
+    if (admitted.size === 0) return;
     let tierDown = await group.join().then(
       () => false,
       (err: Error) => {
@@ -169,8 +173,6 @@ export async function fetchTogether(
         else if (admitted.size > 0) await pause();
       }
     };
-    // What the tier holds already is taken before anything is fetched from the remote.
-    if (!tierDown) await take();
     // Two chunks in flight: one's start and tail overlap the other's middle.
     await Promise.all([taker(), fetcher(0), fetcher(1)]);
   } finally {
