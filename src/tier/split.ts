@@ -10,7 +10,7 @@ import type { MemberView } from './members.js';
 export const CHUNK_BYTES = 64 << 20;
 export const CHUNK_FILES = 2000;
 /** A share goes in four chunks at least, down to chunks of this size (a big file is one alone). */
-const CHUNK_MIN_BYTES = 4 << 20;
+const CHUNK_MIN_BYTES = 2 << 20;
 
 /**
  * A member's score for a file: FNV-1a over both names, then murmur3's finalizer to spread it. Cheap

@@ -181,15 +181,23 @@ interface JournalView {
   datasets: Record<string, { copy?: { root: string } }>;
 }
 
-/** Creates and stages a volume of the remote on the node, prefetching everything into the copy. */
-async function stageOn(node: Node, remote: LoopbackServer, name: string): Promise<Staged> {
+/**
+ * Creates and stages a volume of the remote on the node, prefetching everything into the copy
+ * (or, `withPrefetch` false, with no prefetch: the stage's warm-up from the tier).
+ */
+async function stageOn(
+  node: Node,
+  remote: LoopbackServer,
+  name: string,
+  withPrefetch = true,
+): Promise<Staged> {
   const volume = await createVolume(
     node.driver.client,
     name,
     {
       source: remote.url('/'),
       clusterTier: 'true',
-      prefetch: '**',
+      ...(withPrefetch ? { prefetch: '**' } : {}),
       bandwidthLimit: String(LIMIT),
     },
     cap,
@@ -456,6 +464,26 @@ it('kill -9 of a node mid-fill: the others take its share over within the bound,
   );
   expect(takenOver.reduce((sum: number, n) => sum + (n ?? 0), 0)).toBeGreaterThanOrEqual(1);
   for (const s of survivors) await expectCooperative(s);
+}, 120_000);
+
+it('three nodes staged together without prefetch warm up together: the remote serves each byte about once, every copy is whole', async () => {
+  const remote = await serve();
+  const before = await sentBytes(remote);
+  const staged = await Promise.all(nodes.map((node) => stageOn(node, remote, 'warm-up', false)));
+  const watch = new CopyWatch(staged);
+  await Promise.all(staged.map((s) => completion(s)));
+  const checked = await watch.stop();
+  const sent = (await sentBytes(remote)) - before;
+  report(
+    `warm-up together: remote sent ${(sent / MiB).toFixed(1)} MiB = ${(sent / datasetBytes).toFixed(2)}x the dataset`,
+  );
+  for (const s of staged) report(`warm-up ${await figures(s)}`);
+  // Every node's copy holds the whole dataset: its pod reads it with no FUSE and no remote.
+  expect(watch.wrong).toEqual([]);
+  expect(checked).toBe(3 * Object.keys(digests).length);
+  for (const s of staged) await expectWholeInPod(s, `warm-up-${s.node.name}`);
+  expect(sent).toBeLessThanOrEqual(1.3 * datasetBytes);
+  for (const s of staged) await expectCooperative(s);
 }, 120_000);
 
 it('the tier stopped mid-fill: every node completes from the remote, pods read without error, and the condition says why', async () => {
