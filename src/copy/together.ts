@@ -37,7 +37,9 @@ const byPath = (a: RemoteEntry, b: RemoteEntry): number =>
  * this node's share from the remote at a time (nextChunk) and uploads it while the next one comes,
  * or waits for the others when it has nothing to fetch. A node alone fetches everything, a chunk
  * at a time. Whatever goes wrong with the tier (unreachable, refusing) leaves the rest to the
- * remote, as a fill without a tier.
+ * remote, as a fill without a tier. With `gatherWithin` (a warm-up without prefetch, which took
+ * what the tier held already), it fetches from the remote only if another node joins within two
+ * refresh intervals, and only as much as that room holds.
  */
 export async function fetchTogether(
   options: FillOptions,
