@@ -1,6 +1,7 @@
 // A node crash for tests: the driver process and every process it started die at once, by PID.
 import { readdir, readFile } from 'node:fs/promises';
-import { isSameProcess, processStartTime, sleep } from '../../src/kernel/proc.js';
+import { isSameProcess, processStartTime } from '../../src/kernel/proc.js';
+import { until } from './wait.js';
 import { recordedProcesses } from './cleanup.js';
 import type { DriverProcess } from './driver-process.js';
 
@@ -76,12 +77,12 @@ export async function crashNode(driver: DriverProcess): Promise<number[]> {
     await driver.crash();
   }
   for (const victim of victims) {
-    for (let i = 0; i < 250 && (await isSameProcess(victim.pid, victim.startTime)); i += 1) {
-      await sleep(20);
-    }
-    if (await isSameProcess(victim.pid, victim.startTime)) {
-      throw new Error(`process ${victim.pid} outlived the node crash`);
-    }
+    await until(
+      `process ${victim.pid} to end with the node crash`,
+      async () => ((await isSameProcess(victim.pid, victim.startTime)) ? undefined : true),
+      5000,
+      20,
+    );
   }
   return [...new Set(victims.map((v) => v.pid))];
 }
