@@ -82,7 +82,7 @@ async function recordOwner(copy: LocalCopy, workspace: string, pid: number): Pro
  * soon as rclone reports it whole. What rclone reports copied leaves `admitted`, installed or
  * (counted as an error) not.
  */
-export async function transfer(
+async function transfer(
   options: FillOptions,
   admitted: Map<string, RemoteEntry>,
   progress: FillProgress,
