@@ -1,14 +1,17 @@
-// Hands files to a transfer in batches while they are still being listed, one batch at a time, so a fill's transfer does not wait for the end of a long listing.
+// Hands files to a transfer in batches while they are still being listed, so a fill's transfer does not wait for the end of a long listing.
 
 /**
- * Collects items as a listing finds them and runs `work` on them in batches: a batch starts with
- * everything collected so far whenever no batch is running and at least `minBatch` items wait (or
- * the listing has ended). A slow transfer thus gets ever bigger batches (few processes), a fast one
- * keeps pace with the listing.
+ * Collects items as a listing finds them and runs `work` on them in batches: while the listing
+ * goes on, a batch starts with everything collected so far whenever no batch is running and at
+ * least `minBatch` items wait. A slow transfer thus gets ever bigger batches (few processes), a
+ * fast one keeps pace with the listing. Once the listing has ended, what is left starts at once,
+ * beside a batch still running: the last batch does not wait for the tail of the one before (by
+ * rclone alone, 5,000 small files over HTTP as 1,000 then 4,000 one after the other took 3.4-3.5 s,
+ * as one process 2.4-2.9 s).
  */
 export class BatchPipeline<T> {
   private pending: T[] = [];
-  private running: Promise<void> | undefined;
+  private running = 0;
   private ended = false;
   private failure: unknown;
   private settled: () => void = () => undefined;
@@ -35,24 +38,23 @@ export class BatchPipeline<T> {
   }
 
   private next(): void {
-    if (this.running) return;
-    const ready = this.pending.length >= this.minBatch || (this.ended && this.pending.length > 0);
+    const ready = this.ended
+      ? this.pending.length > 0
+      : this.running === 0 && this.pending.length >= this.minBatch;
     if (!ready || this.failure !== undefined) {
-      if (this.ended) this.settled();
+      if (this.ended && this.running === 0) this.settled();
       return;
     }
     const batch = this.pending;
     this.pending = [];
-    this.running = this.work(batch).then(
-      () => {
-        this.running = undefined;
-        this.next();
-      },
-      (err: unknown) => {
-        this.failure = err;
-        this.running = undefined;
-        this.next();
-      },
-    );
+    this.running += 1;
+    const done = () => {
+      this.running -= 1;
+      this.next();
+    };
+    this.work(batch).then(done, (err: unknown) => {
+      this.failure ??= err;
+      done();
+    });
   }
 }

@@ -1,13 +1,14 @@
 /**
  * The batch pipeline between a fill's listing and its transfers: every listed item is handed over
- * exactly once and in order, one batch at a time, no batch below the minimum but the last, and a
- * failed batch stops the rest and is reported.
+ * exactly once and in order, one batch at a time while the listing goes on (the last one may start
+ * beside a running one), no batch below the minimum but the last, and a failed batch stops the rest
+ * and is reported.
  */
 import { setImmediate as tick } from 'node:timers/promises';
 import fc from 'fast-check';
 import { BatchPipeline } from '../../src/copy/batches.js';
 
-it('hands every item over once, in order, one batch at a time, none short but the last', async () => {
+it('hands every item over once, in order, one batch at a time until the end, none short but the last', async () => {
   await fc.assert(
     fc.asyncProperty(
       fc.integer({ min: 1, max: 20 }),
@@ -17,10 +18,12 @@ it('hands every item over once, in order, one batch at a time, none short but th
       async (minBatch, gaps, durations) => {
         const batches: number[][] = [];
         let running = 0;
-        let overlapped = false;
+        let ended = false;
+        /** Batches started beside a running one while items were still coming. */
+        let overlappedEarly = false;
         const pipeline = new BatchPipeline<number>(minBatch, async (batch) => {
           running += 1;
-          overlapped ||= running > 1;
+          overlappedEarly ||= running > 1 && !ended;
           batches.push(batch);
           for (let t = 0; t < (durations[batches.length % durations.length] ?? 0); t += 1)
             await tick();
@@ -30,8 +33,10 @@ it('hands every item over once, in order, one batch at a time, none short but th
           for (let t = 0; t < gap; t += 1) await tick();
           pipeline.add(item);
         }
+        ended = true;
         await pipeline.finish();
-        expect(overlapped).toBe(false);
+        expect(overlappedEarly).toBe(false);
+        expect(running).toBe(0);
         expect(batches.flat()).toEqual(gaps.map((_, item) => item));
         for (const batch of batches.slice(0, -1))
           expect(batch.length).toBeGreaterThanOrEqual(minBatch);
@@ -40,6 +45,29 @@ it('hands every item over once, in order, one batch at a time, none short but th
     ),
     { numRuns: 200 },
   );
+});
+
+it('at the end, what is left starts beside a running batch, and finish waits for both', async () => {
+  const started: number[][] = [];
+  let release: () => void = () => undefined;
+  const firstHeld = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const pipeline = new BatchPipeline<number>(2, async (batch) => {
+    started.push(batch);
+    if (started.length === 1) await firstHeld;
+  });
+  for (let item = 0; item < 3; item += 1) pipeline.add(item);
+  let finished = false;
+  const finishing = pipeline.finish().then(() => {
+    finished = true;
+  });
+  await tick();
+  expect(started).toEqual([[0, 1], [2]]);
+  expect(finished).toBe(false);
+  release();
+  await finishing;
+  expect(finished).toBe(true);
 });
 
 it('a failed batch stops the batches after it, and finish reports the failure', async () => {
