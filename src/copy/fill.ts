@@ -1,11 +1,12 @@
 // Prefetch into the local copy: list the remote, pick what the globs match, take what the cluster tier holds, copy the rest in bulk, install each file whole.
 import { createHash } from 'node:crypto';
 import picomatch from 'picomatch';
-import type { RcloneTransfers, RemoteEntry, TransferSource } from '../engines/rclone-transfer.js';
+import type { RcloneTransfers, RemoteEntry } from '../engines/rclone-transfer.js';
+import type { TransferSource } from '../engines/transfer-source.js';
 import { globBase } from '../dataset/patterns.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import type { Room } from '../tier/layout.js';
-import { BatchPipeline } from './batches.js';
+import { BatchPipeline, type BatchShape } from './batches.js';
 import { canBeTold, fromRemote, fromTier } from './fetch.js';
 import { fetchTogether } from './together.js';
 import { isSafeRelativePath, type LocalCopy } from './local-copy.js';
@@ -77,6 +78,13 @@ export interface FillOptions {
  * enough that it starts within a second of a listing's start.
  */
 const FIRST_BATCH = 1000;
+
+/**
+ * A fill beside pods that read the same files on demand (a sweep fill) goes in small batches, two
+ * at a time: each leaves out, as it starts, what the pods opened meanwhile (see FillOptions.skip),
+ * so a file is rarely fetched by both. One batch is a few tenths of a second of transfer.
+ */
+export const BESIDE_READERS: BatchShape = { minBatch: 64, maxBatch: 256, inFlight: 2 };
 
 /** A directory to list for the globs, and how deep below it they can match (undefined: any depth). */
 export interface Listing {
@@ -196,7 +204,11 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   // Without a tier, files go to the remote's transfer while the listing goes on. With one, the
   // whole listing first: the tier's packs are taken once each, for every file they hold.
   const batches = new BatchPipeline<RemoteEntry>(
-    options.tier ? Number.POSITIVE_INFINITY : FIRST_BATCH,
+    options.tier
+      ? { minBatch: Number.POSITIVE_INFINITY }
+      : options.skip
+        ? BESIDE_READERS
+        : { minBatch: FIRST_BATCH },
     async (batch) => {
       const fetch = () =>
         fetchAdmitted(options, new Map(batch.map((e) => [e.relative, e])), progress, held, room);

@@ -4,11 +4,12 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { Semaphore } from 'async-mutex';
 import type { Logger } from 'pino';
-import { fillCopy } from '../copy/fill.js';
+import { BESIDE_READERS, fillCopy } from '../copy/fill.js';
 import type { LocalCopy } from '../copy/local-copy.js';
 import type { Sweep } from '../copy/sweeps.js';
 import type { PrefetchPattern } from '../dataset/patterns.js';
-import type { RcloneTransfers, TransferSource } from '../engines/rclone-transfer.js';
+import type { RcloneTransfers } from '../engines/rclone-transfer.js';
+import type { TransferSource } from '../engines/transfer-source.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import type { PrefetchProgress } from './walk.js';
 
@@ -93,8 +94,9 @@ export class Prefetcher {
   private readonly sweepsSeen = new Map<string, number>();
   /**
    * The node's transfer budget. Prefetches and warm-ups take one share each and run side by side,
-   * as they always did; a sweep fill's batch takes all of it, so it moves files only when nothing
-   * else does and never crowds out a prefetch, nor another sweep.
+   * as they always did; a sweep fill's batch takes its part of all of it (its batches in flight
+   * take it all), so a sweep moves files only when nothing else does and never crowds out a
+   * prefetch; two sweeps take turns.
    */
   private readonly budget = new Semaphore(BUDGET);
 
@@ -192,7 +194,7 @@ export class Prefetcher {
     const started = Date.now();
     const job = this.copyJob(target, [{ glob, metadataOnly: false }], target.copy, {
       skip: target.copy.openedOnDemand,
-      shares: BUDGET,
+      shares: BUDGET / (BESIDE_READERS.inFlight ?? 1),
     });
     job.onEnd = () => {
       const { files, bytes, noRoom, errors, done, readOnDemand } = job.progress;

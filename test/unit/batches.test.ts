@@ -1,49 +1,61 @@
 /**
  * The batch pipeline between a fill's listing and its transfers: every listed item is handed over
- * exactly once and in order, one batch at a time while the listing goes on (the last one may start
- * beside a running one), no batch below the minimum but the last, and a failed batch stops the rest
- * and is reported.
+ * exactly once and in order, no more batches at once than its shape says while the listing goes on
+ * (the last one may start beside them), none below the minimum but the last nor above the cap, and
+ * a failed batch stops the rest and is reported.
  */
 import { setImmediate as tick } from 'node:timers/promises';
 import fc from 'fast-check';
 import { BatchPipeline } from '../../src/copy/batches.js';
 
-it('hands every item over once, in order, one batch at a time until the end, none short but the last', async () => {
+it('hands every item over once, in order, within its shape (size, batches in flight), none short but the last', async () => {
   await fc.assert(
     fc.asyncProperty(
       fc.integer({ min: 1, max: 20 }),
+      // How much more than the minimum a batch may take (undefined: no cap), batches in flight.
+      fc.option(fc.integer({ min: 0, max: 20 }), { nil: undefined }),
+      fc.integer({ min: 1, max: 3 }),
       // Per item: ticks the listing waits before it; per batch: ticks the transfer takes.
       fc.array(fc.integer({ min: 0, max: 3 }), { maxLength: 120 }),
       fc.array(fc.integer({ min: 0, max: 6 }), { minLength: 1, maxLength: 10 }),
-      async (minBatch, gaps, durations) => {
+      async (minBatch, extra, inFlight, gaps, durations) => {
+        const maxBatch = extra === undefined ? undefined : minBatch + extra;
         const batches: number[][] = [];
         let running = 0;
         let ended = false;
-        /** Batches started beside a running one while items were still coming. */
-        let overlappedEarly = false;
-        const pipeline = new BatchPipeline<number>(minBatch, async (batch) => {
-          running += 1;
-          overlappedEarly ||= running > 1 && !ended;
-          batches.push(batch);
-          for (let t = 0; t < (durations[batches.length % durations.length] ?? 0); t += 1)
-            await tick();
-          running -= 1;
-        });
+        /** The most batches running at once while items were still coming, and after. */
+        let mostBefore = 0;
+        let mostAfter = 0;
+        const pipeline = new BatchPipeline<number>(
+          { minBatch, maxBatch, inFlight },
+          async (batch) => {
+            running += 1;
+            if (ended) mostAfter = Math.max(mostAfter, running);
+            else mostBefore = Math.max(mostBefore, running);
+            batches.push(batch);
+            for (let t = 0; t < (durations[batches.length % durations.length] ?? 0); t += 1)
+              await tick();
+            running -= 1;
+          },
+        );
         for (const [item, gap] of gaps.entries()) {
           for (let t = 0; t < gap; t += 1) await tick();
           pipeline.add(item);
         }
         ended = true;
         await pipeline.finish();
-        expect(overlappedEarly).toBe(false);
+        expect(mostBefore).toBeLessThanOrEqual(inFlight);
+        // The last batch never waits for a slot: one more than the shape's at the end.
+        expect(mostAfter).toBeLessThanOrEqual(inFlight + 1);
         expect(running).toBe(0);
         expect(batches.flat()).toEqual(gaps.map((_, item) => item));
         for (const batch of batches.slice(0, -1))
           expect(batch.length).toBeGreaterThanOrEqual(minBatch);
+        for (const batch of batches) expect(batch.length).toBeLessThanOrEqual(maxBatch ?? Infinity);
         expect(batches.every((batch) => batch.length > 0)).toBe(true);
       },
     ),
-    { numRuns: 200 },
+    { numRuns: 300 },
   );
 });
 
@@ -53,7 +65,7 @@ it('at the end, what is left starts beside a running batch, and finish waits for
   const firstHeld = new Promise<void>((resolve) => {
     release = resolve;
   });
-  const pipeline = new BatchPipeline<number>(2, async (batch) => {
+  const pipeline = new BatchPipeline<number>({ minBatch: 2 }, async (batch) => {
     started.push(batch);
     if (started.length === 1) await firstHeld;
   });
@@ -72,7 +84,7 @@ it('at the end, what is left starts beside a running batch, and finish waits for
 
 it('a failed batch stops the batches after it, and finish reports the failure', async () => {
   const seen: number[][] = [];
-  const pipeline = new BatchPipeline<number>(2, async (batch) => {
+  const pipeline = new BatchPipeline<number>({ minBatch: 2 }, async (batch) => {
     seen.push(batch);
     if (seen.length === 1) throw new Error('transfer failed');
   });
@@ -86,9 +98,12 @@ it('a failed batch stops the batches after it, and finish reports the failure', 
 
 it('an infinite minimum waits for the end, then hands everything over as one batch', async () => {
   const seen: number[][] = [];
-  const pipeline = new BatchPipeline<number>(Number.POSITIVE_INFINITY, async (batch) => {
-    seen.push(batch);
-  });
+  const pipeline = new BatchPipeline<number>(
+    { minBatch: Number.POSITIVE_INFINITY },
+    async (batch) => {
+      seen.push(batch);
+    },
+  );
   for (let item = 0; item < 5; item += 1) pipeline.add(item);
   await tick();
   expect(seen).toEqual([]);
