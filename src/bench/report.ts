@@ -8,6 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 import type { ClusterResult } from './cluster.js';
 import type { TogetherResult } from './together.js';
+import type { WanResult } from './wan.js';
 
 export interface BenchResult {
   date: string;
@@ -110,6 +111,8 @@ export interface BenchResult {
   cluster?: ClusterResult;
   /** Nodes staging one dataset in the same second over one shared WAN link, and one node alone. */
   together?: TogetherResult;
+  /** The first epoch on a high-latency link (full runs, and quick runs with --wan). */
+  wan?: WanResult;
   publish: { p50Ms: number; p99Ms: number; seconds: number };
   stage: { readyMs: number[] };
   driver: { idleRssMiB: number; rssAfterMiB: number; clientsLeft: number };
@@ -130,6 +133,7 @@ export const TARGETS: Record<string, { op: '>=' | '<='; value: number }> = {
   smallFilesWarmToTmpfs: { op: '>=', value: 0.8 },
   smallFilesEpoch2ToTmpfs: { op: '>=', value: 0.9 },
   smallFilesEpoch1ToRcloneCopy: { op: '>=', value: 0.8 },
+  smallFilesEpoch1ToRcloneCopyWan: { op: '>=', value: 0.8 },
   epoch1RemoteBytesPerDatasetByte: { op: '<=', value: 1.15 },
   prefetchToRcloneCopy: { op: '>=', value: 0.9 },
   bigPrefetchToLink: { op: '>=', value: 0.9 },
@@ -275,6 +279,22 @@ export function renderReport(result: BenchResult): { table: string; svg: string 
           `| ${name} | ${a.nodes.map(fmt).join(' / ')} → ${b.nodes.map(fmt).join(' / ')} | ${fmt(a.tier)} → ${fmt(b.tier)} | ${fmt(a.remote + a.proxies)} → ${fmt(b.remote + b.proxies)} | ${fmt(a.pods)} → ${fmt(b.pods)} | ${pct(a)} of ${fmt(a.wallSeconds)} s → ${pct(b)} of ${fmt(b.wallSeconds)} s |`,
         );
       }
+    }
+  }
+  if (result.wan) {
+    const { wan } = result;
+    lines.push('');
+    lines.push(
+      `First epoch on a ${wan.delayMs} ms link (each way), ${wan.files} small files, files/s (× rclone copy alone):`,
+    );
+    lines.push(
+      '| protocol | rclone copy alone | with sweep fills | default | link bytes (sweeps) |',
+    );
+    lines.push('|---|---|---|---|---|');
+    for (const p of wan.protocols) {
+      lines.push(
+        `| ${p.protocol} | ${fmt(p.rcloneCopyFilesPerSec)} | ${fmt(p.epoch1WithSweeps)} (${fmt(p.ratios.smallFilesEpoch1ToRcloneCopyWan)}x) | ${fmt(p.epoch1Default)} (${fmt(p.ratios.epoch1DefaultToRcloneCopyWan)}x) | ${fmt(p.remoteBytesPerDatasetByte)}x |`,
+      );
     }
   }
   lines.push('');

@@ -19,6 +19,7 @@ import { Bench, log, MiB, type Remote } from './harness.js';
 import { EmulatedLink, serveS3 } from './link.js';
 import { renderReport, type BenchResult } from './report.js';
 import { runTogether, type TogetherResult } from './together.js';
+import { runWan, type WanResult } from './wan.js';
 import {
   cpuSeconds,
   firstByteMs,
@@ -42,7 +43,13 @@ interface Sizes {
   clusterNodes: number;
   /** Nodes staging the dataset in the same second (the "together" scenario). */
   togetherNodes: number;
+  /** The tree read on the high-latency link (see runWan). */
+  wanFiles: number;
+  wanDirs: number;
 }
+
+/** The high-latency link's delay each way: an object store a region away. */
+const WAN_DELAY_MS = 20;
 const FULL: Sizes = {
   bigMiB: 2048,
   smallFiles: 50_000,
@@ -52,6 +59,8 @@ const FULL: Sizes = {
   stageRepeats: 5,
   clusterNodes: 3,
   togetherNodes: 3,
+  wanFiles: 5_000,
+  wanDirs: 50,
 };
 const QUICK: Sizes = {
   bigMiB: 256,
@@ -62,6 +71,8 @@ const QUICK: Sizes = {
   stageRepeats: 3,
   clusterNodes: 2,
   togetherNodes: 3,
+  wanFiles: 2_000,
+  wanDirs: 20,
 };
 
 /** Warm reads are short (tens of ms): the best of three, for the limit and the driver alike. */
@@ -104,6 +115,11 @@ async function main(): Promise<number> {
       'rate-mbit': { type: 'string', default: '1000' },
       'delay-ms': { type: 'string', default: '1' },
       'prefetch-concurrency': { type: 'string', default: '16' },
+      /**
+       * The first epoch on a high-latency link too (20 ms each way): always in full runs, in a
+       * quick run when asked for.
+       */
+      wan: { type: 'boolean', default: false },
     },
   });
   const sizes = values.quick ? QUICK : FULL;
@@ -542,6 +558,19 @@ async function main(): Promise<number> {
       log(`together: ${JSON.stringify(together.ratios)}`);
     }
 
+    let wan: WanResult | undefined;
+    if (!values['node-only'] && !values['cluster-only'] && (!values.quick || values.wan)) {
+      wan = await runWan({
+        bench,
+        work: join(work, 'wan'),
+        delayMs: WAN_DELAY_MS,
+        files: sizes.wanFiles,
+        dirs: sizes.wanDirs,
+        cacheQuota: copyQuota,
+        prefetchConcurrency: values['prefetch-concurrency'],
+      });
+    }
+
     log(`publish storm: ${sizes.storm} publish + unpublish at concurrency 50 on a staged dataset`);
     const http = remotes[0] as Remote;
     const stormVolume = await bench.stage(http);
@@ -592,6 +621,9 @@ async function main(): Promise<number> {
         perProtocol.length === 0
           ? NaN
           : Math.max(...perProtocol.map((p) => p.ratios.epoch1RemoteBytesPerDatasetByte ?? NaN)),
+      smallFilesEpoch1ToRcloneCopyWan: wan
+        ? Math.min(...wan.protocols.map((p) => p.ratios.smallFilesEpoch1ToRcloneCopyWan))
+        : NaN,
       smallFilesEpoch2ToTmpfs: worst('smallFilesEpoch2ToTmpfs'),
       bigPrefetchToLink: worst('bigPrefetchToLink'),
       nodeMemoryPerCachedByte:
@@ -616,6 +648,7 @@ async function main(): Promise<number> {
       protocols: perProtocol,
       ...(cluster ? { cluster } : {}),
       ...(together ? { together } : {}),
+      ...(wan ? { wan } : {}),
       publish: {
         p50Ms: percentile(latencies, 50),
         p99Ms: percentile(latencies, 99),

@@ -1,0 +1,168 @@
+// The first epoch without prefetch on a high-latency link (a bucket a region away): with sweep fills, without, and rclone copy alone of the same files, over HTTP and S3.
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { s3rverRcloneEnv } from '../demo/s3-server.js';
+import { log, type Bench, type Remote } from './harness.js';
+import { EmulatedLink, serveS3 } from './link.js';
+import { readEpoch, writeSmallFiles } from './workload.js';
+
+export interface WanOptions {
+  bench: Bench;
+  /** A directory of the run's own for the tree and the S3 store. */
+  work: string;
+  delayMs: number;
+  files: number;
+  dirs: number;
+  cacheQuota: string;
+  prefetchConcurrency: string;
+}
+
+export interface WanProtocol {
+  protocol: string;
+  /** Epoch 1 (files/s) with sweep fills asked for, with the default (none), rclone copy alone. */
+  epoch1WithSweeps: number;
+  epoch1Default: number;
+  rcloneCopyFilesPerSec: number;
+  /** Bytes that crossed the link during the epoch with sweeps and its fill, per byte of the files. */
+  remoteBytesPerDatasetByte: number;
+  ratios: { smallFilesEpoch1ToRcloneCopyWan: number; epoch1DefaultToRcloneCopyWan: number };
+}
+
+export interface WanResult {
+  delayMs: number;
+  files: number;
+  bytes: number;
+  protocols: WanProtocol[];
+}
+
+const TREE = 'wan';
+
+/**
+ * A tree of `files` small files behind a link `delayMs` each way at 1 Gbit/s, served over HTTP and
+ * S3 (s3rver) from a namespace of its own. For each protocol, in this order: rclone copy of the
+ * files alone (the ceiling), epoch 1 through a fresh volume with `autoPrefetch: "true"` (waiting
+ * for its sweep fill to end before the link's bytes are read), epoch 1 through a fresh volume with
+ * the default. 16 readers, shuffled, as in the main run.
+ */
+export async function runWan(options: WanOptions): Promise<WanResult> {
+  const { bench, work } = options;
+  const data = join(work, 'data');
+  await mkdir(join(data, TREE), { recursive: true });
+  const tree = await writeSmallFiles(join(data, TREE), options.files, options.dirs);
+  const link = await EmulatedLink.create({
+    rateMbit: 1000,
+    delayMs: options.delayMs,
+    name: 'w',
+    subnet: 204,
+  });
+  bench.defer(() => link.close(), 'closing the WAN link');
+  link.spawn('rclone', [
+    'serve',
+    'http',
+    data,
+    '--addr',
+    '127.0.0.1:8080',
+    '--config',
+    '/dev/null',
+  ]);
+  const httpPort = await link.expose(8080);
+  const store = join(work, 's3');
+  await mkdir(store);
+  const s3Port = await serveS3(link, store, ['wan'], 9000);
+  await link.run(
+    'rclone',
+    ['copy', data, 'UP:wan', '--transfers', '32', '--config', '/dev/null'],
+    s3rverRcloneEnv('UP', 'http://127.0.0.1:9000'),
+  );
+  const endpoint = (port: number) => `http://${link.nsAddress}:${port}`;
+  const remotes: Remote[] = [
+    {
+      protocol: 'http',
+      parameters: { source: `${endpoint(httpPort)}/` },
+      secrets: {},
+      rcloneEnv: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        RCLONE_CONFIG_U_TYPE: 'http',
+        RCLONE_CONFIG_U_URL: `${endpoint(httpPort)}/`,
+      },
+      rclonePath: '',
+    },
+    {
+      protocol: 's3',
+      parameters: { source: 's3://wan' },
+      secrets: {
+        accessKeyId: 'S3RVER',
+        secretAccessKey: 'S3RVER',
+        endpoint: endpoint(s3Port),
+        region: 'us-east-1',
+      },
+      rcloneEnv: s3rverRcloneEnv('U', endpoint(s3Port)),
+      rclonePath: 'wan',
+    },
+  ];
+  const fileList = join(work, 'files');
+  await writeFile(fileList, tree.paths.map((path) => `${TREE}/${path}\n`).join(''));
+  const protocols: WanProtocol[] = [];
+  for (const remote of remotes) {
+    log(`WAN (${options.delayMs} ms each way), ${remote.protocol}: rclone copy of the tree alone`);
+    const ceilingDir = join(work, `rclone-copy-${remote.protocol}`);
+    const started = process.hrtime.bigint();
+    await execa(
+      'rclone',
+      [
+        'copy',
+        `U:${remote.rclonePath === '' ? '' : `${remote.rclonePath}/`}`,
+        ceilingDir,
+        '--files-from-raw',
+        fileList,
+        '--transfers',
+        options.prefetchConcurrency,
+        '--checkers',
+        options.prefetchConcurrency,
+        '--multi-thread-streams',
+        '0',
+        '--config',
+        '/dev/null',
+      ],
+      { env: remote.rcloneEnv, extendEnv: false },
+    );
+    const rcloneCopyFilesPerSec =
+      tree.paths.length / (Number(process.hrtime.bigint() - started) / 1e9);
+    const copied = (await readdir(ceilingDir, { recursive: true, withFileTypes: true })).filter(
+      (entry) => entry.isFile(),
+    ).length;
+    await rm(ceilingDir, { recursive: true, force: true });
+    if (copied !== tree.paths.length) {
+      throw new Error(`rclone copy alone wrote ${copied} files of ${tree.paths.length}`);
+    }
+
+    const epoch = async (extra: Record<string, string>, pod: string) => {
+      const volume = await bench.stage(remote, { cacheQuota: options.cacheQuota, ...extra });
+      const root = await bench.publish(volume, pod);
+      const before = await link.receivedBytes();
+      const rate = await readEpoch(join(root, TREE), tree.paths, 1);
+      await bench.waitForMetric('prefetch_running', volume, 0, 600_000, 'at most');
+      const bytes = (await link.receivedBytes()) - before;
+      await bench.unpublish(volume, pod);
+      await bench.unstage(volume);
+      return { rate, bytes };
+    };
+    log(`WAN, ${remote.protocol}: epoch 1 with sweep fills (autoPrefetch), then with the default`);
+    const swept = await epoch({ autoPrefetch: 'true' }, `wan-swept-${remote.protocol}`);
+    const plain = await epoch({}, `wan-plain-${remote.protocol}`);
+    protocols.push({
+      protocol: remote.protocol,
+      epoch1WithSweeps: swept.rate,
+      epoch1Default: plain.rate,
+      rcloneCopyFilesPerSec,
+      remoteBytesPerDatasetByte: swept.bytes / tree.bytes,
+      ratios: {
+        smallFilesEpoch1ToRcloneCopyWan: swept.rate / rcloneCopyFilesPerSec,
+        epoch1DefaultToRcloneCopyWan: plain.rate / rcloneCopyFilesPerSec,
+      },
+    });
+    log(`WAN, ${remote.protocol}: ${JSON.stringify(protocols.at(-1))}`);
+  }
+  return { delayMs: options.delayMs, files: tree.paths.length, bytes: tree.bytes, protocols };
+}
