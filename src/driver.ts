@@ -26,7 +26,8 @@ import { createNodeService } from './node/service.js';
 import { InlineVolumes } from './mount/inline-volumes.js';
 import { Prefetcher } from './prefetch/prefetcher.js';
 import { LocalCopies } from './copy/copies.js';
-import { datasetRemote, RcloneTransfers } from './engines/rclone-transfer.js';
+import { RcloneTransfers } from './engines/rclone-transfer.js';
+import { datasetRemote } from './engines/transfer-source.js';
 import { ClusterTier } from './tier/cluster-tier.js';
 import { readTierSettings, recordTierConfig } from './tier/settings.js';
 import { CacheClients } from './supervisor/clients.js';
@@ -126,7 +127,7 @@ export async function startDriver(
     );
     const journal = Journal.inStateDir(config.stateDir);
     prefetcher = new Prefetcher(log, config.prefetchConcurrency, transfers);
-    copies = new LocalCopies(mounter, runner, log);
+    copies = new LocalCopies(mounter, runner, log, transfers);
     if (tierSettings) tier = new ClusterTier(tierSettings, transfers, log);
     const nodeManager = new MountManager(
       journal,

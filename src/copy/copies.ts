@@ -1,8 +1,11 @@
 // The node's local copies: one per read-only dataset with a copy layer, kept growing by promotion and made visible to the overlay.
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { DatasetSpec } from '../dataset/params.js';
 import { RcloneCacheIndex } from '../engines/rclone-cache.js';
+import type { RcloneTransfers } from '../engines/rclone-transfer.js';
+import type { TransferSource } from '../engines/transfer-source.js';
 import type { Mounter } from '../kernel/mounter.js';
 import { dropCachedPages } from '../kernel/page-cache.js';
 import type { ProcessRunner } from '../kernel/runner.js';
@@ -13,6 +16,21 @@ import { DEFAULT_SWEEP_RULE, SweepDetector, type Sweep, type SweepRule } from '.
 
 /** Files from this size on have their page-cache-layer pages dropped once promoted. */
 const DROP_PAGES_MIN_BYTES = 1 << 20;
+
+/** The overlay is remounted (see keepAll) at most this often. */
+const REMOUNT_SPACING_MS = 1000;
+
+/** Files a keeper round promotes at once, and for how long at most per dataset. */
+const PROMOTIONS_AT_ONCE = 16;
+const PROMOTION_SLICE_MS = 300;
+
+/**
+ * How long attaching a copy (a stage) waits for the remote's directories to be made in it: long
+ * enough for a tree of a few thousand directories; a bigger one goes on in the background.
+ */
+const OUTLINE_WAIT_MS = 1000;
+/** Directories made at once as the listing finds them. */
+const OUTLINE_BATCH = 64;
 
 /** What the copies need of a dataset's client: where its cache and its overlay are. */
 export interface CopyHost {
@@ -27,6 +45,8 @@ export interface CopyHost {
   tier?: TierAccess | undefined;
   /** Told when pods sweep a directory on demand (see SweepDetector): a fill is worth it. */
   onSweep?: ((sweep: Sweep) => void) | undefined;
+  /** The dataset's remote, whose directories the copy makes ahead of pods (see outline). */
+  source: TransferSource;
 }
 
 interface Attached {
@@ -36,6 +56,9 @@ interface Attached {
   sweeps: SweepDetector;
   /** Files entered the copy since the overlay last dropped its cached names. */
   changed: boolean;
+  /** Ends the listing of the remote's directories (see outline) when the copy is detached. */
+  outlining: AbortController;
+  remountedAt: number;
 }
 
 /**
@@ -46,13 +69,16 @@ interface Attached {
 export class LocalCopies {
   private readonly attached = new Map<string, Attached>();
   private timer?: NodeJS.Timeout;
+  private keeping = false;
   private round: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly mounter: Mounter,
     private readonly runner: ProcessRunner,
     private readonly log: Logger,
-    private readonly intervalMs = 1000,
+    private readonly transfers: RcloneTransfers,
+    /** Promotion, and the sweeps it shows, run this often: a sweep is seen within a round or two. */
+    private readonly intervalMs = 250,
     private readonly sweepRule: SweepRule = DEFAULT_SWEEP_RULE,
   ) {}
 
@@ -71,6 +97,8 @@ export class LocalCopies {
       index: new RcloneCacheIndex(host.cacheDir, host.spec),
       sweeps: new SweepDetector(this.sweepRule),
       changed: false,
+      outlining: new AbortController(),
+      remountedAt: 0,
     };
     copy.onChanged = () => {
       entry.changed = true;
@@ -78,7 +106,46 @@ export class LocalCopies {
     this.attached.set(host.key, entry);
     const { files, bytes } = copy.current();
     this.log.info({ dataset: host.key, files, bytes }, 'local copy attached');
+    const outlined = this.outline(entry);
+    await Promise.race([outlined, sleep(OUTLINE_WAIT_MS, undefined, { ref: false })]);
     return copy;
+  }
+
+  /**
+   * Makes the remote's directories in the copy, so that pods find them there from their first
+   * look-up. An overlay merges a directory of both layers only if the copy had it when the
+   * directory was first looked up; one looked up before is served from the engine alone, files
+   * the copy gains below it included, until the kernel forgets its name, which never happens
+   * while pods keep files below it open. Measured on a shuffled epoch of 5,000 files in 50
+   * directories while a sweep fill ran: without the directories, all 2,790 files the copy held
+   * when a pod opened them were read through the engine again; with them, none.
+   */
+  private async outline(entry: Attached): Promise<void> {
+    const started = Date.now();
+    const batch: string[] = [];
+    let made = 0;
+    const flush = () => {
+      made += entry.copy.makeDirectories(batch.splice(0));
+    };
+    try {
+      await this.transfers.listDirectories(entry.host.source, entry.outlining.signal, (dir) => {
+        batch.push(dir);
+        if (batch.length >= OUTLINE_BATCH) flush();
+      });
+      flush();
+      if (made > 0) entry.changed = true;
+      this.log.info(
+        { dataset: entry.host.key, directories: made, durationMs: Date.now() - started },
+        'local copy outlined',
+      );
+    } catch (err) {
+      flush();
+      if (entry.outlining.signal.aborted) return;
+      this.log.warn(
+        { dataset: entry.host.key, err: String(err), durationMs: Date.now() - started },
+        'local copy not outlined: directories the copy gains later may be read through the engine',
+      );
+    }
   }
 
   /** Whether pods opened the file through the dataset's engine (see RcloneCacheIndex.hasItem). */
@@ -91,18 +158,28 @@ export class LocalCopies {
   }
 
   detach(key: string): void {
+    this.attached.get(key)?.outlining.abort();
     this.attached.delete(key);
   }
 
+  /** Rounds follow each other `intervalMs` apart, each after the last one ended. */
   start(): void {
-    this.timer ??= setInterval(() => {
-      this.round = this.round.then(() => this.keepAll());
-    }, this.intervalMs);
-    this.timer.unref();
+    if (this.keeping) return;
+    this.keeping = true;
+    const schedule = () => {
+      if (!this.keeping) return;
+      this.timer = setTimeout(() => {
+        this.round = this.keepAll().finally(schedule);
+      }, this.intervalMs);
+      this.timer.unref();
+    };
+    schedule();
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer);
+    for (const entry of this.attached.values()) entry.outlining.abort();
+    this.keeping = false;
+    clearTimeout(this.timer);
     this.timer = undefined;
     await this.round;
   }
@@ -112,9 +189,18 @@ export class LocalCopies {
     for (const entry of [...this.attached.values()]) {
       const started = Date.now();
       try {
-        const promoted = await promoteComplete(entry.copy, entry.index);
-        if (entry.changed) {
+        // Bounded, so that neither the remount below nor the next round's sweep evidence waits
+        // for a long promotion: measured during a sweep fill on 2 busy cores, promoting 967 files
+        // one at a time held a round for 6.6 s.
+        const promoted = await promoteComplete(entry.copy, entry.index, {
+          concurrency: PROMOTIONS_AT_ONCE,
+          until: performance.now() + PROMOTION_SLICE_MS,
+        });
+        // A remount makes the overlay forget every name no pod holds: looked up again, they find
+        // the copy's files. Not more often than REMOUNT_SPACING_MS, as pods look them up anew.
+        if (entry.changed && Date.now() - entry.remountedAt >= REMOUNT_SPACING_MS) {
           entry.changed = false;
+          entry.remountedAt = Date.now();
           await this.mounter.remount(entry.host.overlay).catch((err: unknown) => {
             entry.changed = true; // the overlay is being rebuilt: next round
             throw err;

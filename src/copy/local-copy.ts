@@ -384,8 +384,22 @@ export class LocalCopy {
     this.onChanged();
   }
 
-  /** Makes a directory of the copy and those above it, each with the dataset's modes. */
-  private makeDirectory(dir: string): void {
+  /**
+   * Makes these directories of the dataset in the copy (and those above them) before pods look
+   * them up (see LocalCopies.outline); returns how many were new.
+   */
+  makeDirectories(relatives: string[]): number {
+    let made = 0;
+    for (const relative of relatives) {
+      if (!isSafeRelativePath(relative)) continue;
+      const dir = join(this.root, relative);
+      if (!this.directories.has(dir) && this.makeDirectory(dir)) made += 1;
+    }
+    return made;
+  }
+
+  /** Makes a directory of the copy and those above it, each with the dataset's modes; whether it was new. */
+  private makeDirectory(dir: string): boolean {
     const firstMade = mkdirSync(dir, { recursive: true });
     if (firstMade !== undefined) {
       // Each directory made here, from the first one down to this one.
@@ -394,6 +408,7 @@ export class LocalCopy {
       }
     }
     this.directories.add(dir);
+    return firstMade !== undefined;
   }
 
   /**

@@ -2,6 +2,7 @@
 import { lstatSync } from 'node:fs';
 import { lstat, opendir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import pMap from 'p-map';
 import type { DatasetSpec } from '../dataset/params.js';
 import { REMOTE, remoteConfig } from './rclone.js';
 
@@ -46,6 +47,16 @@ function completeSize(info: CacheItemInfo): number | undefined {
     ? info.Size
     : undefined;
 }
+
+/** How much of the cache a scan looks at: items at once, and until when. */
+export interface ScanBounds {
+  /** Items offered at once (each is a few file-system calls, mostly waiting). */
+  concurrency: number;
+  /** performance.now() after which no item is offered any more: the rest waits for the next scan. */
+  until: number;
+}
+
+const UNBOUNDED: ScanBounds = { concurrency: 1, until: Number.POSITIVE_INFINITY };
 
 interface DirState {
   mtimeMs: number;
@@ -99,10 +110,13 @@ export class RcloneCacheIndex {
     return lstatSync(meta, { throwIfNoEntry: false }) !== undefined;
   }
 
-  /** Files complete since the last scan that `take` did not take before. */
-  async scan(take: (file: CompleteCacheFile) => Promise<boolean>): Promise<void> {
+  /** Files complete since the last scan that `take` did not take before (within the bounds). */
+  async scan(
+    take: (file: CompleteCacheFile) => Promise<boolean>,
+    bounds: ScanBounds = UNBOUNDED,
+  ): Promise<void> {
     const roots = await this.roots();
-    if (roots) await this.scanDir(roots, '', take);
+    if (roots) await this.scanDir(roots, '', take, bounds);
   }
 
   /** Whether rclone still describes the item as complete with this size (after it was linked). */
@@ -127,7 +141,9 @@ export class RcloneCacheIndex {
     roots: { data: string; meta: string },
     relative: string,
     take: (file: CompleteCacheFile) => Promise<boolean>,
+    bounds: ScanBounds,
   ): Promise<void> {
+    if (performance.now() > bounds.until) return;
     const path = join(roots.meta, relative);
     const stats = await lstat(path).catch(() => undefined);
     if (!stats?.isDirectory()) {
@@ -150,13 +166,19 @@ export class RcloneCacheIndex {
       }
       this.dirs.set(relative, state);
     }
-    for (const item of [...state.pending]) {
-      if (await this.offer(roots, item, take)) {
-        state.pending.delete(item);
-        this.taken.add(item);
-      }
-    }
-    for (const sub of state.subdirectories) await this.scanDir(roots, sub, take);
+    const pending = state.pending;
+    await pMap(
+      [...pending],
+      async (item) => {
+        if (performance.now() > bounds.until) return;
+        if (await this.offer(roots, item, take)) {
+          pending.delete(item);
+          this.taken.add(item);
+        }
+      },
+      { concurrency: bounds.concurrency },
+    );
+    for (const sub of state.subdirectories) await this.scanDir(roots, sub, take, bounds);
   }
 
   private async offer(

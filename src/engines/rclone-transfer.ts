@@ -3,10 +3,9 @@ import { createInterface } from 'node:readline';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
-import type { DatasetSpec } from '../dataset/params.js';
-import type { Source } from '../dataset/source.js';
 import { baseEnvironment } from './engine.js';
 import { PROBE_NAME, REMOTE, remoteConfig } from './rclone.js';
+import type { TransferSource } from './transfer-source.js';
 
 export interface RemoteEntry {
   /** Path relative to the dataset root, as the remote names it. */
@@ -17,31 +16,6 @@ export interface RemoteEntry {
   /** The content's MD5 (hex) where the listing has it for free (S3 objects uploaded whole). */
   md5?: string;
 }
-
-/**
- * A remote a transfer reaches, defined exactly as a cache client gets it: a dataset's remote with
- * its credentials, or the cluster tier's folder of a dataset.
- */
-export interface TransferSource {
-  source: Source;
-  secrets: Record<string, string>;
-  /** A private runtime directory (HOME of the transfer). */
-  runtimeDir: string;
-  /** Bytes per second; undefined means unlimited. */
-  bandwidthLimit?: number | undefined;
-}
-
-/** A dataset's own remote, as its cache client reaches it. */
-export const datasetRemote = (
-  spec: DatasetSpec,
-  secrets: Record<string, string>,
-  runtimeDir: string,
-): TransferSource => ({
-  source: spec.source,
-  secrets,
-  runtimeDir,
-  bandwidthLimit: spec.bandwidthLimit,
-});
 
 /** An object of a store as listed: its name below the listed folder, size and the store's time. */
 export interface StoreObject {
@@ -55,12 +29,6 @@ export type TransferEnd = TransferSource | { localDir: string };
 
 /** Which files a copy takes: those named in a list file (one a line), or those matching a glob. */
 export type Selection = { listFile: string } | { include: string };
-
-/** A folder below a remote (the same remote, credentials and limits). */
-export const below = (remote: TransferSource, folder: string): TransferSource => ({
-  ...remote,
-  source: { ...remote.source, path: `${remote.source.path.replace(/\/+$/, '')}/${folder}` },
-});
 
 interface LsjsonEntry {
   Path: string;
@@ -142,52 +110,80 @@ export class RcloneTransfers {
     const { fs, env } = this.remote(source, dir);
     const times = withTimes || timesFree(source);
     const hashes = hashesFree(source);
-    const child = execa(
-      this.binary,
-      [
-        'lsjson',
-        '-R',
-        ...(maxDepth === undefined ? [] : ['--max-depth', String(maxDepth)]),
-        ...(checkers === undefined ? [] : ['--checkers', String(checkers)]),
-        '--files-only',
-        '--no-mimetype',
-        ...(times ? [] : ['--no-modtime']),
-        ...(hashes ? ['--hash', '--hash-type', 'MD5'] : []),
-        ...(impatient ? IMPATIENT : []),
-        '--config',
-        '/dev/null',
-        fs,
-      ],
-      {
-        reject: false,
-        buffer: { stdout: false, stderr: true },
-        stdin: 'ignore',
-        extendEnv: false,
-        env,
-        ...(signal ? { cancelSignal: signal } : {}),
-      },
-    );
-    if (child.stdout) {
-      // One entry per line ("{…},"), so millions of files never sit in memory as one document.
-      createInterface({ input: child.stdout }).on('line', (line) => {
-        const text = line.trim().replace(/,$/, '');
-        if (!text.startsWith('{')) return;
-        const entry = JSON.parse(text) as LsjsonEntry;
-        if (entry.IsDir) return;
-        const md5 = entry.Hashes?.md5;
-        onEntry({
-          relative: dir === '' ? entry.Path : `${dir}/${entry.Path}`,
-          size: entry.Size,
-          mtimeMs: times ? Date.parse(entry.ModTime) : NaN,
-          ...(md5 ? { md5 } : {}),
-        });
+    const args = [
+      'lsjson',
+      '-R',
+      ...(maxDepth === undefined ? [] : ['--max-depth', String(maxDepth)]),
+      ...(checkers === undefined ? [] : ['--checkers', String(checkers)]),
+      '--files-only',
+      '--no-mimetype',
+      ...(times ? [] : ['--no-modtime']),
+      ...(hashes ? ['--hash', '--hash-type', 'MD5'] : []),
+      ...(impatient ? IMPATIENT : []),
+    ];
+    // One entry per line ("{…},"), so millions of files never sit in memory as one document.
+    const stderr = await this.lines(args, fs, env, signal, (line) => {
+      const text = line.trim().replace(/,$/, '');
+      if (!text.startsWith('{')) return;
+      const entry = JSON.parse(text) as LsjsonEntry;
+      if (entry.IsDir) return;
+      const md5 = entry.Hashes?.md5;
+      onEntry({
+        relative: dir === '' ? entry.Path : `${dir}/${entry.Path}`,
+        size: entry.Size,
+        mtimeMs: times ? Date.parse(entry.ModTime) : NaN,
+        ...(md5 ? { md5 } : {}),
       });
-    }
-    const result = await child;
+    });
     // A directory that does not exist lists nothing: the patterns simply match no file.
-    if (result.exitCode !== 0 && !/directory not found/i.test(String(result.stderr))) {
-      throw new Error(`listing the remote failed: ${lastLine(String(result.stderr))}`);
+    if (stderr !== undefined && !/directory not found/i.test(stderr)) {
+      throw new Error(`listing the remote failed: ${lastLine(stderr)}`);
     }
+  }
+
+  /**
+   * Every directory below the dataset root, as rclone's listing finds it (an object store's are
+   * the prefixes of its keys). An HTTP server is asked for its index pages only, no HEAD a file.
+   */
+  async listDirectories(
+    source: TransferSource,
+    signal: AbortSignal | undefined,
+    onDirectory: (relative: string) => void,
+  ): Promise<void> {
+    const { fs, env } = this.remote(source);
+    const args = ['lsf', '-R', '--dirs-only', '--dir-slash=false'];
+    // One request a directory: many at once, as a pod is about to start.
+    args.push('--checkers', '32', ...(source.source.kind === 'http' ? ['--http-no-head'] : []));
+    const stderr = await this.lines(args, fs, env, signal, (line) => {
+      if (line !== '') onDirectory(line);
+    });
+    if (stderr !== undefined && !signal?.aborted) {
+      throw new Error(`listing the remote's directories failed: ${lastLine(stderr)}`);
+    }
+  }
+
+  /**
+   * Runs an rclone listing of `fs`, handing each line of its output over as it comes; resolves
+   * with its error output when it failed, else undefined.
+   */
+  private async lines(
+    args: string[],
+    fs: string,
+    env: Record<string, string>,
+    signal: AbortSignal | undefined,
+    onLine: (line: string) => void,
+  ): Promise<string | undefined> {
+    const child = execa(this.binary, [...args, '--config', '/dev/null', fs], {
+      reject: false,
+      buffer: { stdout: false, stderr: true },
+      stdin: 'ignore',
+      extendEnv: false,
+      env,
+      ...(signal ? { cancelSignal: signal } : {}),
+    });
+    if (child.stdout) createInterface({ input: child.stdout }).on('line', onLine);
+    const result = await child;
+    return result.exitCode === 0 ? undefined : String(result.stderr);
   }
 
   /**

@@ -1,6 +1,6 @@
 // Where a dataset's fills go: its engine mount, and for a client with a copy layer the local copy (kept from now on, its sweeps filled), the remote and the tier.
 import type { LocalCopies } from '../copy/copies.js';
-import { datasetRemote } from '../engines/rclone-transfer.js';
+import { datasetRemote } from '../engines/transfer-source.js';
 import type { Prefetcher, PrefetchTarget } from '../prefetch/prefetcher.js';
 import { copyRoot } from '../supervisor/cache-volume.js';
 import { engineMountOf, type ClientRecord } from '../supervisor/client-record.js';
@@ -25,6 +25,7 @@ export async function fillTarget(
     const tier = client.spec.clusterTier
       ? node.tier?.accessFor(client.key, client.spec, copyRoot(client.cacheDir))
       : undefined;
+    const source = datasetRemote(client.spec, await node.credentials(client), client.runtimeDir);
     const copy = await copies.attach({
       key: client.key,
       spec: client.spec,
@@ -34,10 +35,11 @@ export async function fillTarget(
       tier,
       // Pods sweeping a directory on demand: fill it while they read (the target is whole by then).
       onSweep: (sweep) => node.prefetcher?.sweep(target, sweep),
+      source,
     });
     target.copy = {
       copy,
-      source: datasetRemote(client.spec, await node.credentials(client), client.runtimeDir),
+      source,
       tier,
       openedOnDemand: (relative) => copies.openedOnDemand(client.key, relative),
     };

@@ -5,12 +5,8 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { DatasetSpec } from '../dataset/params.js';
 import { formatSource, type Source } from '../dataset/source.js';
-import {
-  below,
-  type RcloneTransfers,
-  type RemoteEntry,
-  type TransferSource,
-} from '../engines/rclone-transfer.js';
+import { type RcloneTransfers, type RemoteEntry } from '../engines/rclone-transfer.js';
+import { below, type TransferSource } from '../engines/transfer-source.js';
 import {
   lackingInTier,
   PackIndexes,

@@ -5,8 +5,9 @@ import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
 import pMap from 'p-map';
-import type { RcloneTransfers, RemoteEntry, TransferSource } from '../engines/rclone-transfer.js';
-import { below } from '../engines/rclone-transfer.js';
+import type { RcloneTransfers, RemoteEntry } from '../engines/rclone-transfer.js';
+import type { TransferSource } from '../engines/transfer-source.js';
+import { below } from '../engines/transfer-source.js';
 import { sameTimeOrUnlisted } from '../dataset/fingerprint.js';
 import {
   extractMember,

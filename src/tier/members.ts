@@ -1,7 +1,8 @@
 // Who is filling a dataset's tier folder now: each filling node keeps an object of its own fresh under members/, named with its progress, and the store's own times say who is fresh and who is stalled.
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { RcloneTransfers, StoreObject, TransferSource } from '../engines/rclone-transfer.js';
+import type { RcloneTransfers, StoreObject } from '../engines/rclone-transfer.js';
+import type { TransferSource } from '../engines/transfer-source.js';
 import { processIo } from '../kernel/proc.js';
 
 /** How long a joining node waits for the others that join with it before its first split. */

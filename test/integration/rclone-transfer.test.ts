@@ -1,13 +1,15 @@
 /**
  * `RcloneTransfers.copy` with a real rclone between two directories: the work its caller does per
  * copied file runs one file at a time and is all done when copy() returns; a failure in it does not
- * stop the other files' work, and copy() rejects with it.
+ * stop the other files' work, and copy() rejects with it. `listDirectories` names every directory
+ * of a source, or says why it cannot.
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseSource } from '../../src/dataset/source.js';
-import { RcloneTransfers, type TransferSource } from '../../src/engines/rclone-transfer.js';
+import { RcloneTransfers } from '../../src/engines/rclone-transfer.js';
+import { type TransferSource } from '../../src/engines/transfer-source.js';
 
 let work: string;
 let from: TransferSource;
@@ -74,3 +76,21 @@ it('a failing piece of work leaves the others done, and copy() rejects with it',
   ).rejects.toThrow(`cannot install ${failing}`);
   expect(done.sort()).toEqual(names.filter((n) => n !== failing).sort());
 });
+
+it('listDirectories names every directory of the source, nested ones included, and no file', async () => {
+  await mkdir(join(work, 'src', 'd1', 'deeper', 'deepest'), { recursive: true });
+  await writeFile(join(work, 'src', 'd1', 'deeper', 'deepest', 'leaf.txt'), 'leaf\n');
+  const found: string[] = [];
+  await new RcloneTransfers().listDirectories(from, undefined, (dir) => found.push(dir));
+  expect(found.sort()).toEqual(['d0', 'd1', 'd1/deeper', 'd1/deeper/deepest', 'd2']);
+});
+
+it("listDirectories rejects with rclone's reason when the source cannot be listed", async () => {
+  const missing: TransferSource = {
+    ...from,
+    source: parseSource(`sftp://nobody@127.0.0.1:1/nowhere`),
+  };
+  await expect(
+    new RcloneTransfers().listDirectories(missing, undefined, () => undefined),
+  ).rejects.toThrow(/listing the remote's directories failed: .+/);
+}, 60_000);

@@ -7,6 +7,7 @@
  * list, reads on demand stay as they were.
  */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -132,15 +133,25 @@ function shuffledFiles(tree: string): string[] {
   return files;
 }
 
-/** Reads every file with `readers` at once; fails on any byte that is not the source's. */
-async function readEpoch(tree: string, root: string, readers = 4): Promise<void> {
+/**
+ * Reads every file with `readers` at once; fails on any byte that is not the source's. Returns the
+ * files the copy (under `copyDir`) held when a reader opened them.
+ */
+async function readEpoch(
+  tree: string,
+  root: string,
+  readers = 4,
+  copyDir?: string,
+): Promise<string[]> {
   const order = shuffledFiles(tree);
   const wrong: string[] = [];
+  const heldAtOpen: string[] = [];
   let next = 0;
   await Promise.all(
     Array.from({ length: readers }, async () => {
       while (next < order.length) {
         const file = order[next++] as string;
+        if (copyDir && existsSync(join(copyDir, file))) heldAtOpen.push(file);
         const content = await readFile(join(root, file));
         if (createHash('sha256').update(content).digest('hex') !== digests[`${tree}/${file}`])
           wrong.push(file);
@@ -148,12 +159,30 @@ async function readEpoch(tree: string, root: string, readers = 4): Promise<void>
     }),
   );
   expect(wrong).toEqual([]);
+  return heldAtOpen;
+}
+
+/** Files pods opened through the engine: rclone keeps an item for each (see RcloneCacheIndex). */
+async function openedThroughEngine(cacheDir: string): Promise<string[]> {
+  const meta = join(cacheDir, 'vfsMeta');
+  return (await readdir(meta, { recursive: true, withFileTypes: true }))
+    .filter((entry) => entry.isFile())
+    .map((entry) => join(entry.parentPath, entry.name).slice(meta.length + 1));
 }
 
 it('a shuffled read of a tree without prefetch starts a fill; the server sends each file about once; the whole tree ends in the copy', async () => {
   const sentBefore = await sentByServer();
   const { key, cacheDir, root } = await podOn('swept', { autoPrefetch: 'true' }, delayed!.port);
-  await readEpoch('swept', root, 2);
+  // The copy's directories are made at the stage, before pods look them up: the overlay merges
+  // them, so what the fill installs below them is read from the copy while pods keep reading.
+  for (let d = 0; d < DIRS; d += 1) expect(existsSync(join(cacheDir, 'copy', `d${d}`))).toBe(true);
+  const heldAtOpen = await readEpoch('swept', root, 2, join(cacheDir, 'copy'));
+  const throughEngine = await openedThroughEngine(cacheDir);
+  const readTwice = heldAtOpen.filter((file) =>
+    throughEngine.some((item) => item.endsWith(`/${file}`)),
+  );
+  expect(heldAtOpen.length).toBeGreaterThan(0);
+  expect(readTwice).toEqual([]);
   const metrics = await until('the sweep fill to finish', async () => {
     const now = await scrape();
     return (now.dataset('sweep_fills_total', key) ?? 0) >= 1 &&
