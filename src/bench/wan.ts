@@ -20,13 +20,13 @@ export interface WanOptions {
 
 export interface WanProtocol {
   protocol: string;
-  /** Epoch 1 (files/s) with sweep fills asked for, with the default (none), rclone copy alone. */
+  /** Epoch 1 (files/s) with sweep fills (the default), with them off, rclone copy alone. */
   epoch1WithSweeps: number;
-  epoch1Default: number;
+  epoch1WithoutSweeps: number;
   rcloneCopyFilesPerSec: number;
   /** Bytes that crossed the link during the epoch with sweeps and its fill, per byte of the files. */
   remoteBytesPerDatasetByte: number;
-  ratios: { smallFilesEpoch1ToRcloneCopyWan: number; epoch1DefaultToRcloneCopyWan: number };
+  ratios: { smallFilesEpoch1ToRcloneCopyWan: number; epoch1WithoutSweepsToRcloneCopyWan: number };
 }
 
 export interface WanResult {
@@ -41,9 +41,9 @@ const TREE = 'wan';
 /**
  * A tree of `files` small files behind a link `delayMs` each way at 1 Gbit/s, served over HTTP and
  * S3 (s3rver) from a namespace of its own. For each protocol, in this order: rclone copy of the
- * files alone (the ceiling), epoch 1 through a fresh volume with `autoPrefetch: "true"` (waiting
- * for its sweep fill to end before the link's bytes are read), epoch 1 through a fresh volume with
- * the default. 16 readers, shuffled, as in the main run.
+ * files alone (the ceiling), epoch 1 through a fresh volume with the default, sweep fills (waiting
+ * for its fill to end before the link's bytes are read), epoch 1 through a fresh volume with
+ * `autoPrefetch: "false"`. 16 readers, shuffled, as in the main run.
  */
 export async function runWan(options: WanOptions): Promise<WanResult> {
   const { bench, work } = options;
@@ -148,18 +148,18 @@ export async function runWan(options: WanOptions): Promise<WanResult> {
       await bench.unstage(volume);
       return { rate, bytes };
     };
-    log(`WAN, ${remote.protocol}: epoch 1 with sweep fills (autoPrefetch), then with the default`);
-    const swept = await epoch({ autoPrefetch: 'true' }, `wan-swept-${remote.protocol}`);
-    const plain = await epoch({}, `wan-plain-${remote.protocol}`);
+    log(`WAN, ${remote.protocol}: epoch 1 with sweep fills (the default), then without`);
+    const swept = await epoch({}, `wan-swept-${remote.protocol}`);
+    const plain = await epoch({ autoPrefetch: 'false' }, `wan-plain-${remote.protocol}`);
     protocols.push({
       protocol: remote.protocol,
       epoch1WithSweeps: swept.rate,
-      epoch1Default: plain.rate,
+      epoch1WithoutSweeps: plain.rate,
       rcloneCopyFilesPerSec,
       remoteBytesPerDatasetByte: swept.bytes / tree.bytes,
       ratios: {
         smallFilesEpoch1ToRcloneCopyWan: swept.rate / rcloneCopyFilesPerSec,
-        epoch1DefaultToRcloneCopyWan: plain.rate / rcloneCopyFilesPerSec,
+        epoch1WithoutSweepsToRcloneCopyWan: plain.rate / rcloneCopyFilesPerSec,
       },
     });
     log(`WAN, ${remote.protocol}: ${JSON.stringify(protocols.at(-1))}`);

@@ -134,6 +134,7 @@ export class LocalCopies {
       });
       flush();
       if (made > 0) entry.changed = true;
+      if (entry.outlining.signal.aborted) return;
       this.log.info(
         { dataset: entry.host.key, directories: made, durationMs: Date.now() - started },
         'local copy outlined',

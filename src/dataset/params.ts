@@ -63,8 +63,9 @@ export interface VolumeParameters {
   prefetch: PrefetchPattern[];
   /**
    * Whether pods sweeping a directory on demand get it filled in bulk into the local copy (only
-   * without a prefetch list: a list says exactly what to warm). Off unless asked for: measured,
-   * the fill still races the readers it should serve (see docs/operations.md, Sweeps).
+   * without a prefetch list: a list says exactly what to warm). On unless turned off: measured,
+   * a first epoch a link's round trip away runs 1.5-2.2x faster with it, one on a LAN about as
+   * fast (see docs/operations.md, Sweeps).
    */
   autoPrefetch: boolean;
   /** How long the client and its cache outlive the dataset's last unstage on a node (0: not). */
@@ -109,8 +110,8 @@ function oneOf<T extends string>(
   );
 }
 
-function parseBool(key: string, value: string | undefined): boolean {
-  if (value === undefined) return false;
+function parseBool(key: string, value: string | undefined, unset = false): boolean {
+  if (value === undefined) return unset;
   if (value === 'true') return true;
   if (value === 'false') return false;
   throw new ParameterError(`parameter ${key}="${value}" is invalid; expected true or false`);
@@ -277,7 +278,7 @@ export function parseVolumeParameters(params: Record<string, string>): VolumePar
   }
   return {
     prefetch: parsePrefetch(params.prefetch),
-    autoPrefetch: parseBool('autoPrefetch', params.autoPrefetch),
+    autoPrefetch: parseBool('autoPrefetch', params.autoPrefetch, true),
     keepWarmMs,
     dataset,
     layout: oneOf('layout', params.layout, ['shared', 'subdir'] as const, 'shared'),

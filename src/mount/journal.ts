@@ -18,7 +18,10 @@ export interface VolumeRecord {
   ephemeral?: boolean;
   /** The volume's prefetch patterns: a restarted driver resumes them. */
   prefetch?: PrefetchPattern[];
-  /** Set when the volume asked for sweep fills (autoPrefetch: "true"). */
+  /**
+   * Set when the volume has sweep fills (autoPrefetch, on unless "false"). Records of drivers from
+   * before it was the default lack it for volumes staged with sweeps off: resumed as they were.
+   */
   autoPrefetch?: true;
 }
 

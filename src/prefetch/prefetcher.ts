@@ -117,7 +117,7 @@ export class Prefetcher {
     patterns: PrefetchPattern[],
     { autoPrefetch = false }: { autoPrefetch?: boolean } = {},
   ): void {
-    // Sweep fills only where every volume of the dataset asked for them, and none has a prefetch
+    // Sweep fills only where no volume of the dataset turned them off, and none has a prefetch
     // list (a list says exactly what to warm).
     if (patterns.length > 0 || !autoPrefetch) this.noSweeps.add(target.key);
     const tierOnly = patterns.length === 0 && target.copy?.tier !== undefined;

@@ -3,8 +3,8 @@
  * shuffled order without any prefetch get it filled in bulk into the local copy while they read
  * (the server sends each file about once, every read is the source's bytes); random reads into a
  * big file and a listing of everything start no fill; a copy out of room stops the fill and says
- * so. Sweep fills are asked for with `autoPrefetch: "true"`; without it, or with a `prefetch`
- * list, reads on demand stay as they were.
+ * so. Sweep fills are on by default; with `autoPrefetch: "false"`, or with a `prefetch` list,
+ * reads on demand stay as they were.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -101,11 +101,7 @@ const sentByServer = async (): Promise<number> =>
   (await processIo(server!.pid as number))?.writtenBytes ?? NaN;
 
 /** A read-only volume of one tree, published to one pod; its dataset key. */
-async function podOn(
-  tree: string,
-  parameters: Record<string, string> = { autoPrefetch: 'true' },
-  port = server!.port,
-) {
+async function podOn(tree: string, parameters: Record<string, string> = {}, port = server!.port) {
   const before = new Set((await recordedClients(driver.stateDir)).map((c) => c.key));
   const volume = await createVolume(
     driver.client,
@@ -172,7 +168,8 @@ async function openedThroughEngine(cacheDir: string): Promise<string[]> {
 
 it('a shuffled read of a tree without prefetch starts a fill; the server sends each file about once; the whole tree ends in the copy', async () => {
   const sentBefore = await sentByServer();
-  const { key, cacheDir, root } = await podOn('swept', { autoPrefetch: 'true' }, delayed!.port);
+  // The default: nothing asked for.
+  const { key, cacheDir, root } = await podOn('swept', {}, delayed!.port);
   // The copy's directories are made at the stage, before pods look them up: the overlay merges
   // them, so what the fill installs below them is read from the copy while pods keep reading.
   for (let d = 0; d < DIRS; d += 1) expect(existsSync(join(cacheDir, 'copy', `d${d}`))).toBe(true);
@@ -263,7 +260,7 @@ it('random reads into part of a big file and a listing of everything start no fi
 
 it('a copy out of room stops the fill and says so; every read stays correct', async () => {
   // Room for the copy of about a third of the tree (the engine keeps a fifth of the quota).
-  const { key, root } = await podOn('full', { cacheQuota: '8Mi', autoPrefetch: 'true' });
+  const { key, root } = await podOn('full', { cacheQuota: '8Mi' });
   expect(await sourceBytes('full')).toBe(10 * MiB);
   await readEpoch('full', root);
   const figures = async () => {
@@ -297,9 +294,9 @@ it('a copy out of room stops the fill and says so; every read stays correct', as
   await readEpoch('full', root);
 }, 180_000);
 
-it('without autoPrefetch "true" (the default), or with a prefetch list, reads on demand stay as they were', async () => {
-  const off = await podOn('off', {});
-  const listed = await podOn('listed', { prefetch: 'd0/**', autoPrefetch: 'true' });
+it('with autoPrefetch "false", or with a prefetch list, reads on demand stay as they were', async () => {
+  const off = await podOn('off', { autoPrefetch: 'false' });
+  const listed = await podOn('listed', { prefetch: 'd0/**' });
   await until('the listed prefetch to finish', async () =>
     ((await scrape()).dataset('prefetch_completed', listed.key) ?? 0) >= 1 ? true : undefined,
   );

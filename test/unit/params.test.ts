@@ -52,7 +52,8 @@ describe('parseVolumeParameters', () => {
       onDelete: 'retain',
       subPath: '',
       prefetch: [],
-      autoPrefetch: false,
+      // Sweep fills are on unless a volume turns them off.
+      autoPrefetch: true,
       keepWarmMs: 0,
     });
   });
@@ -70,7 +71,7 @@ describe('parseVolumeParameters', () => {
       bandwidthLimit: '100M',
       subPath: 'team-a/./set/',
       prefetch: 'train/**/*.jpg, meta/ ,*.parquet',
-      autoPrefetch: 'true',
+      autoPrefetch: 'false',
       keepWarm: '1h30m',
       localCopy: 'true',
       clusterTier: 'true',
@@ -88,7 +89,7 @@ describe('parseVolumeParameters', () => {
       { glob: 'meta/**', metadataOnly: true },
       { glob: '*.parquet', metadataOnly: false },
     ]);
-    expect(params.autoPrefetch).toBe(true);
+    expect(params.autoPrefetch).toBe(false);
     expect(params.keepWarmMs).toBe(90 * 60_000);
     expect(params.dataset.source).toMatchObject({ kind: 'sftp', authority: 'h', path: '/data' });
     expect(params.dataset.engine).toBe('rclone');
