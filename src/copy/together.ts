@@ -3,11 +3,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { RemoteEntry } from '../engines/rclone-transfer.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import type { Room } from '../tier/layout.js';
+import { lookIntervalMs } from '../tier/members.js';
 import { nextChunk, ownerOf } from '../tier/split.js';
 import { canBeTold, fromRemote, fromTier } from './fetch.js';
 import type { FillOptions, FillProgress } from './fill.js';
 
-/** How often a node with nothing of its own left looks for the others' uploads, at most. */
+/** How often a node waiting for the others sees again who fills what (no request: its view). */
 const POLL_MS = 1000;
 
 /** Keeps of `admitted` what the room holds, in path order; the rest counts as left out for room. */
@@ -119,8 +120,8 @@ export async function fetchTogether(
         return true;
       },
     );
-    const pause = () =>
-      sleep(Math.min(POLL_MS, group.refreshMs / 2), undefined, { signal }).catch(() => undefined);
+    const pause = (ms = Math.min(POLL_MS, group.refreshMs / 2)) =>
+      sleep(ms, undefined, { signal }).catch(() => undefined);
     if (gatherWithin && !tierDown) {
       // A warm-up: it fetches from the remote only with others (a job starting on many nodes).
       const until = performance.now() + 2 * group.refreshMs;
@@ -172,7 +173,9 @@ export async function fetchTogether(
         // Alone, nothing new reaches the tier but what this node uploads.
         if (group.members.members.length > 1) await take();
         if (!(await tier.check())) tierDown = true;
-        else if (admitted.size > 0) await pause();
+        else if (admitted.size > 0) {
+          await pause(lookIntervalMs(group.members.members.length, group.refreshMs));
+        }
       }
     };
     // Two chunks in flight: one's start and tail overlap the other's middle.

@@ -5,6 +5,16 @@ import type { RcloneTransfers, StoreObject } from '../engines/rclone-transfer.js
 import type { TransferSource } from '../engines/transfer-source.js';
 import { processIo } from '../kernel/proc.js';
 
+/** How often a member with nothing of its own left looks for the others' uploads, at most. */
+const LOOK_MS = 1000;
+
+/**
+ * The tier listings a second all members' looks for uploads cost together, at most (two a look:
+ * packs, big files): each member looks less often as members grow, 100 of them every 4 s.
+ */
+const CLUSTER_LISTINGS_PER_SECOND = 50;
+const LISTINGS_PER_LOOK = 2;
+
 /** How long a joining node waits for the others that join with it before its first split. */
 const GATHER_MS = 300;
 /** A member object this many refresh intervals old is a crashed node's: removed by whoever sees it. */
@@ -209,3 +219,16 @@ export class FillGroup {
     this.view = { self, members: [...fresh.keys()].sort(), stalled };
   }
 }
+
+/**
+ * A member's interval between looks for the others' uploads: a second (half the refresh interval
+ * when that is shorter), longer with many members, never longer than the refresh interval.
+ */
+export const lookIntervalMs = (members: number, refreshMs: number): number =>
+  Math.min(
+    refreshMs,
+    Math.max(
+      Math.min(LOOK_MS, refreshMs / 2),
+      (members * LISTINGS_PER_LOOK * 1000) / CLUSTER_LISTINGS_PER_SECOND,
+    ),
+  );

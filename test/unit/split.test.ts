@@ -11,6 +11,7 @@ import {
   memberName,
   parseMemberObject,
   type MemberView,
+  lookIntervalMs,
 } from '../../src/tier/members.js';
 import { CHUNK_BYTES, headChunk, nextChunk, ownerOf, shares } from '../../src/tier/split.js';
 
@@ -131,4 +132,27 @@ it("members are fresh by the store's times: within two refresh intervals of this
   expect(fresh.get(b)).toEqual({ progress: 2, at: now - 1_000 });
   expect(parseMemberObject(`${a}~12`)).toEqual({ member: a, progress: 12 });
   expect(parseMemberObject('x~1')).toBeUndefined();
+});
+
+it("members look for each other's uploads less often as they grow: the tier's listings stay bounded", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 5000 }),
+      fc.integer({ min: 200, max: 60_000 }),
+      (members, refreshMs) => {
+        const interval = lookIntervalMs(members, refreshMs);
+        // Never slower than the refresh (a member's own view is no fresher), never faster than a
+        // second (or half a short refresh).
+        expect(interval).toBeLessThanOrEqual(refreshMs);
+        expect(interval).toBeGreaterThanOrEqual(Math.min(1000, refreshMs / 2));
+        expect(lookIntervalMs(members + 1, refreshMs)).toBeGreaterThanOrEqual(interval);
+        // All members' looks (two listings each) stay within 50 listings a second unless the
+        // refresh caps the interval.
+        if (interval < refreshMs) expect((members * 2 * 1000) / interval).toBeLessThanOrEqual(50);
+      },
+    ),
+    { numRuns: 300 },
+  );
+  expect(lookIntervalMs(3, 5000)).toBe(1000);
+  expect(lookIntervalMs(100, 5000)).toBe(4000);
 });
