@@ -2,9 +2,12 @@
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { mkdir } from 'node:fs/promises';
 import { execa, type ResultPromise } from 'execa';
 import { waitForPort } from '../demo/loopback-server.js';
+import { s3rverRcloneEnv } from '../demo/s3-server.js';
 import { sleep } from '../kernel/proc.js';
+import type { Remote } from './harness.js';
 
 const PROXY = fileURLToPath(new URL('../../dist/bench/delay-proxy.js', import.meta.url));
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -200,4 +203,65 @@ export async function serveS3(
   if (!direct) return link.expose(port);
   await waitForPort(port, 30_000, link.nsAddress);
   return port;
+}
+
+/**
+ * A directory served behind a link over HTTP (`rclone serve http`) and S3 (s3rver, the directory
+ * uploaded into `bucket` inside the namespace, not through the link): the two remotes of a run,
+ * as a driver and rclone alone reach them (remote "U").
+ */
+export async function serveDataset(
+  link: EmulatedLink,
+  data: string,
+  s3Store: string,
+  bucket: string,
+): Promise<{ remotes: [Remote, Remote]; httpServer: ResultPromise; httpUrl: string }> {
+  const httpServer = link.spawn('rclone', [
+    'serve',
+    'http',
+    data,
+    '--addr',
+    '127.0.0.1:8080',
+    '--config',
+    '/dev/null',
+  ]);
+  const httpPort = await link.expose(8080);
+  await mkdir(s3Store, { recursive: true });
+  const s3Port = await serveS3(link, s3Store, [bucket], 9000);
+  await link.run(
+    'rclone',
+    ['copy', data, `UP:${bucket}`, '--transfers', '32', '--config', '/dev/null'],
+    s3rverRcloneEnv('UP', 'http://127.0.0.1:9000'),
+  );
+  const endpoint = (port: number) => `http://${link.nsAddress}:${port}`;
+  const httpUrl = `${endpoint(httpPort)}/`;
+  return {
+    httpServer,
+    httpUrl,
+    remotes: [
+      {
+        protocol: 'http',
+        parameters: { source: httpUrl },
+        secrets: {},
+        rcloneEnv: {
+          PATH: process.env.PATH ?? '/usr/bin:/bin',
+          RCLONE_CONFIG_U_TYPE: 'http',
+          RCLONE_CONFIG_U_URL: httpUrl,
+        },
+        rclonePath: '',
+      },
+      {
+        protocol: 's3',
+        parameters: { source: `s3://${bucket}` },
+        secrets: {
+          accessKeyId: 'S3RVER',
+          secretAccessKey: 'S3RVER',
+          endpoint: endpoint(s3Port),
+          region: 'us-east-1',
+        },
+        rcloneEnv: s3rverRcloneEnv('U', endpoint(s3Port)),
+        rclonePath: bucket,
+      },
+    ],
+  };
 }

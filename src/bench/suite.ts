@@ -10,13 +10,12 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import { timedRead, writeRandomFile } from '../demo/files.js';
-import { s3rverRcloneEnv } from '../demo/s3-server.js';
 import { MountTable } from '../kernel/mountinfo.js';
 import { sleep } from '../kernel/proc.js';
 import { ENGINE_SHARE } from '../supervisor/cache-volume.js';
 import { runClusterTier, type ClusterResult } from './cluster.js';
 import { Bench, log, MiB, type Remote } from './harness.js';
-import { EmulatedLink, serveS3 } from './link.js';
+import { EmulatedLink, serveDataset } from './link.js';
 import { renderReport, type BenchResult } from './report.js';
 import { runTogether, type TogetherResult } from './together.js';
 import { runWan, type WanResult } from './wan.js';
@@ -196,55 +195,17 @@ async function main(): Promise<number> {
     // The link, and the remotes behind it.
     const link = await EmulatedLink.create({ rateMbit, delayMs });
     bench.defer(() => link.close(), 'closing the link (its servers and namespace)');
-    const httpServer = link.spawn('rclone', [
-      'serve',
-      'http',
+    log('serving the dataset over HTTP and S3 behind the link (uploaded inside the namespace)');
+    const { remotes, httpServer, httpUrl } = await serveDataset(
+      link,
       data,
-      '--addr',
-      '127.0.0.1:8080',
-      '--config',
-      '/dev/null',
-    ]);
-    const httpPort = await link.expose(8080);
-    const s3Store = join(work, 's3');
-    await mkdir(s3Store);
-    const s3Port = await serveS3(link, s3Store, ['bench'], 9000);
-    log('uploading the dataset into the S3 server (inside the namespace, not through the link)');
-    await link.run(
-      'rclone',
-      ['copy', data, 'UP:bench', '--transfers', '32', '--config', '/dev/null'],
-      s3rverRcloneEnv('UP', 'http://127.0.0.1:9000'),
+      join(work, 's3'),
+      'bench',
     );
-    const nsEndpoint = (port: number) => `http://${link.nsAddress}:${port}`;
-    const remotes: Remote[] = [
-      {
-        protocol: 'http',
-        parameters: { source: `${nsEndpoint(httpPort)}/` },
-        secrets: {},
-        rcloneEnv: {
-          PATH: process.env.PATH ?? '/usr/bin:/bin',
-          RCLONE_CONFIG_U_TYPE: 'http',
-          RCLONE_CONFIG_U_URL: `${nsEndpoint(httpPort)}/`,
-        },
-        rclonePath: '',
-      },
-      {
-        protocol: 's3',
-        parameters: { source: 's3://bench' },
-        secrets: {
-          accessKeyId: 'S3RVER',
-          secretAccessKey: 'S3RVER',
-          endpoint: nsEndpoint(s3Port),
-          region: 'us-east-1',
-        },
-        rcloneEnv: s3rverRcloneEnv('U', nsEndpoint(s3Port)),
-        rclonePath: 'bench',
-      },
-    ];
 
     // What the link gives to one plain HTTP download.
     const linkStart = process.hrtime.bigint();
-    const response = await fetch(`${nsEndpoint(httpPort)}/big.bin`);
+    const response = await fetch(`${httpUrl}big.bin`);
     let linkBytes = 0;
     for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>)
       linkBytes += chunk.length;

@@ -2,9 +2,8 @@
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { s3rverRcloneEnv } from '../demo/s3-server.js';
-import { log, type Bench, type Remote } from './harness.js';
-import { EmulatedLink, serveS3 } from './link.js';
+import { log, type Bench } from './harness.js';
+import { EmulatedLink, serveDataset } from './link.js';
 import { readEpoch, writeSmallFiles } from './workload.js';
 
 export interface WanOptions {
@@ -57,50 +56,7 @@ export async function runWan(options: WanOptions): Promise<WanResult> {
     subnet: 204,
   });
   bench.defer(() => link.close(), 'closing the WAN link');
-  link.spawn('rclone', [
-    'serve',
-    'http',
-    data,
-    '--addr',
-    '127.0.0.1:8080',
-    '--config',
-    '/dev/null',
-  ]);
-  const httpPort = await link.expose(8080);
-  const store = join(work, 's3');
-  await mkdir(store);
-  const s3Port = await serveS3(link, store, ['wan'], 9000);
-  await link.run(
-    'rclone',
-    ['copy', data, 'UP:wan', '--transfers', '32', '--config', '/dev/null'],
-    s3rverRcloneEnv('UP', 'http://127.0.0.1:9000'),
-  );
-  const endpoint = (port: number) => `http://${link.nsAddress}:${port}`;
-  const remotes: Remote[] = [
-    {
-      protocol: 'http',
-      parameters: { source: `${endpoint(httpPort)}/` },
-      secrets: {},
-      rcloneEnv: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-        RCLONE_CONFIG_U_TYPE: 'http',
-        RCLONE_CONFIG_U_URL: `${endpoint(httpPort)}/`,
-      },
-      rclonePath: '',
-    },
-    {
-      protocol: 's3',
-      parameters: { source: 's3://wan' },
-      secrets: {
-        accessKeyId: 'S3RVER',
-        secretAccessKey: 'S3RVER',
-        endpoint: endpoint(s3Port),
-        region: 'us-east-1',
-      },
-      rcloneEnv: s3rverRcloneEnv('U', endpoint(s3Port)),
-      rclonePath: 'wan',
-    },
-  ];
+  const { remotes } = await serveDataset(link, data, join(work, 's3'), 'wan');
   const fileList = join(work, 'files');
   await writeFile(fileList, tree.paths.map((path) => `${TREE}/${path}\n`).join(''));
   const protocols: WanProtocol[] = [];

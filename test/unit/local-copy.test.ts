@@ -1,9 +1,10 @@
 /**
  * The local copy's decisions, with generated inputs (fast-check) beside hand-written ones: which
  * remote names may become paths, what to list for prefetch globs, which directories are complete,
- * what time rclone recorded, when a copied file counts as current.
+ * what time rclone recorded, when a copied file counts as current, which directories an outline
+ * makes.
  */
-import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import fc from 'fast-check';
 import picomatch from 'picomatch';
@@ -121,6 +122,29 @@ describe('LocalCopy.holds', () => {
       expect(copy.holds('d/f', { size: 3, mtimeMs: 2_000_000 })).toBe(false);
       expect(copy.holds('d/f', { size: 4, mtimeMs: NaN })).toBe(false);
       expect(copy.holds('d/g', { size: 3, mtimeMs: NaN })).toBe(false);
+    } finally {
+      await rm(cacheDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('LocalCopy.makeDirectories', () => {
+  it("makes the remote's directories with the dataset's modes, none outside the copy, and counts the new ones", async () => {
+    const cacheDir = await mkdtemp('/tmp/dcsi-copy-unit-');
+    try {
+      const copy = new LocalCopy(cacheDir, undefined, { dirMode: 0o750 });
+      await copy.prepare();
+      await mkdir(join(copyRoot(cacheDir), 'old'));
+      const made = copy.makeDirectories(['a', 'a/b/c', 'old', '../escape', 'x//y', 'd e/ü']);
+      // a, a/b/c (with a/b above it), d e/ü: three made; `old` was there; the unsafe names skipped.
+      expect(made).toBe(3);
+      for (const dir of ['a', 'a/b', 'a/b/c', 'd e', 'd e/ü']) {
+        expect((await stat(join(copyRoot(cacheDir), dir))).mode & 0o7777).toBe(0o750);
+      }
+      expect(await readdir(cacheDir)).not.toContain('escape');
+      expect(await readdir(copyRoot(cacheDir))).not.toContain('x');
+      // Asked again, nothing is new.
+      expect(copy.makeDirectories(['a/b/c', 'old'])).toBe(0);
     } finally {
       await rm(cacheDir, { recursive: true, force: true });
     }
