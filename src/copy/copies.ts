@@ -25,10 +25,11 @@ const PROMOTIONS_AT_ONCE = 16;
 const PROMOTION_SLICE_MS = 300;
 
 /**
- * How long attaching a copy (a stage) waits for the remote's directories to be made in it: long
- * enough for a tree of a few thousand directories; a bigger one goes on in the background.
+ * How long attaching a copy (a stage) waits, at most, for the remote's top STAGE_LEVELS levels of
+ * directories to be made in it; the levels below go on in the background.
  */
 const OUTLINE_WAIT_MS = 1000;
+const STAGE_LEVELS = 2;
 /** Directories made at once as the listing finds them. */
 const OUTLINE_BATCH = 64;
 
@@ -106,8 +107,17 @@ export class LocalCopies {
     this.attached.set(host.key, entry);
     const { files, bytes } = copy.current();
     this.log.info({ dataset: host.key, files, bytes }, 'local copy attached');
-    const outlined = this.outline(entry);
-    await Promise.race([outlined, sleep(OUTLINE_WAIT_MS, undefined, { ref: false })]);
+    // The stage waits for the top levels only (the last level of a walk lists every directory to
+    // find none below): a path a pod opens goes through one of them, held as long as any file
+    // below it is open. A deeper directory looked up before the outline made it is held only
+    // while a file right below it is, and a remount makes the overlay look it up again, in the
+    // copy as well (measured on a shuffled epoch of 5,000 files in 50 directories below one:
+    // 41 of 2,732 files the copy held were read through the engine when the stage waited for one
+    // level, none of 2,796 when it waited for two).
+    const topLevels = new Promise<void>((resolve) => {
+      void this.outline(entry, resolve).finally(resolve);
+    });
+    await Promise.race([topLevels, sleep(OUTLINE_WAIT_MS, undefined, { ref: false })]);
     return copy;
   }
 
@@ -120,7 +130,7 @@ export class LocalCopies {
    * directories while a sweep fill ran: without the directories, all 2,790 files the copy held
    * when a pod opened them were read through the engine again; with them, none.
    */
-  private async outline(entry: Attached): Promise<void> {
+  private async outline(entry: Attached, onTopLevels: () => void): Promise<void> {
     const started = Date.now();
     const batch: string[] = [];
     let made = 0;
@@ -128,10 +138,20 @@ export class LocalCopies {
       made += entry.copy.makeDirectories(batch.splice(0));
     };
     try {
-      await this.transfers.listDirectories(entry.host.source, entry.outlining.signal, (dir) => {
-        batch.push(dir);
-        if (batch.length >= OUTLINE_BATCH) flush();
-      });
+      await this.transfers.listDirectories(
+        entry.host.source,
+        entry.outlining.signal,
+        (dir) => {
+          batch.push(dir);
+          if (batch.length >= OUTLINE_BATCH) flush();
+        },
+        (depth) => {
+          flush();
+          // Names the overlay looked up before are looked up again at the next remount.
+          if (made > 0) entry.changed = true;
+          if (depth === STAGE_LEVELS) onTopLevels();
+        },
+      );
       flush();
       if (made > 0) entry.changed = true;
       if (entry.outlining.signal.aborted) return;

@@ -142,23 +142,35 @@ export class RcloneTransfers {
   }
 
   /**
-   * Every directory below the dataset root, as rclone's listing finds it (an object store's are
-   * the prefixes of its keys). An HTTP server is asked for its index pages only, no HEAD a file.
+   * Every directory below the dataset root (an object store's are the prefixes of its keys), level
+   * by level: `rclone lsf -R` prints nothing before its whole walk ends (16 s for 50,000 objects on
+   * s3rver), while the levels above the files take a few requests; each level is listed to its
+   * depth again until one has no directory. An HTTP server is asked for its index pages only.
    */
   async listDirectories(
     source: TransferSource,
     signal: AbortSignal | undefined,
     onDirectory: (relative: string) => void,
+    /** Told when every directory of a level (1: the root's) was told. */
+    onLevel?: (depth: number) => void,
   ): Promise<void> {
     const { fs, env } = this.remote(source);
-    const args = ['lsf', '-R', '--dirs-only', '--dir-slash=false'];
-    // One request a directory: many at once, as a pod is about to start.
-    args.push('--checkers', '32', ...(source.source.kind === 'http' ? ['--http-no-head'] : []));
-    const stderr = await this.lines(args, fs, env, signal, (line) => {
-      if (line !== '') onDirectory(line);
-    });
-    if (stderr !== undefined && !signal?.aborted) {
-      throw new Error(`listing the remote's directories failed: ${lastLine(stderr)}`);
+    for (let depth = 1; !signal?.aborted; depth += 1) {
+      const args = ['lsf', '-R', '--max-depth', String(depth), '--dirs-only', '--dir-slash=false'];
+      // One request a directory: many at once, as a pod is about to start.
+      args.push('--checkers', '32', ...(source.source.kind === 'http' ? ['--http-no-head'] : []));
+      let found = 0;
+      const stderr = await this.lines(args, fs, env, signal, (line) => {
+        // The levels above were told by the listings before.
+        if (line === '' || line.split('/').length !== depth) return;
+        found += 1;
+        onDirectory(line);
+      });
+      if (stderr !== undefined && !signal?.aborted) {
+        throw new Error(`listing the remote's directories failed: ${lastLine(stderr)}`);
+      }
+      onLevel?.(depth);
+      if (found === 0) return;
     }
   }
 
