@@ -6,19 +6,23 @@ import { parseSource } from '../../src/dataset/source.js';
 import { RcloneTransfers } from '../../src/engines/rclone-transfer.js';
 
 /**
- * Bytes the server sends for one outline of the dataset at `url` (over HTTP, its index pages):
- * what a stage adds to a fill's own cost (see LocalCopies.outline).
+ * What one outline of the dataset at `url` costs its server, as `measure` counts it (bytes sent,
+ * requests): what a stage adds to a fill's own cost (see LocalCopies.outline).
  */
-export async function outlineCost(url: string, sentBytes: () => Promise<number>): Promise<number> {
+export async function outlineCost(
+  url: string,
+  measure: () => Promise<number>,
+  secrets: Record<string, string> = {},
+): Promise<number> {
   const home = await mkdtemp(join(tmpdir(), 'dcsi-outline-'));
   try {
-    const before = await sentBytes();
+    const before = await measure();
     await new RcloneTransfers().listDirectories(
-      { source: parseSource(url), secrets: {}, runtimeDir: home },
+      { source: parseSource(url), secrets, runtimeDir: home },
       undefined,
       () => undefined,
     );
-    return (await sentBytes()) - before;
+    return (await measure()) - before;
   } finally {
     await rm(home, { recursive: true, force: true });
   }
