@@ -1,5 +1,5 @@
 // The benchmarks' driver harness: one driver process on a scratch directory, the CSI calls made of it, and cleanup.
-import { mkdir, readFile, rmdir, statfs } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, rmdir, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
@@ -333,4 +333,41 @@ export class Bench {
     this.defer(close, `unmounting the uncached ${remote.protocol} mount`);
     return { path, close };
   }
+}
+
+/**
+ * `rclone copy` alone (no driver, no copy layer) of the files `fileList` names, from the remote
+ * into `into`, `transfers` at a time: the ceiling a link and its servers leave to any bulk fill.
+ * Returns its seconds and what it wrote (`into` is removed after): files, and every entry.
+ */
+export async function rcloneCopyAlone(
+  remote: Remote,
+  fileList: string,
+  into: string,
+  transfers: string,
+): Promise<{ seconds: number; files: number; entries: number }> {
+  const started = process.hrtime.bigint();
+  await execa(
+    'rclone',
+    [
+      'copy',
+      `U:${remote.rclonePath === '' ? '' : `${remote.rclonePath}/`}`,
+      into,
+      '--files-from-raw',
+      fileList,
+      '--transfers',
+      transfers,
+      '--checkers',
+      transfers,
+      '--multi-thread-streams',
+      '0',
+      '--config',
+      '/dev/null',
+    ],
+    { env: remote.rcloneEnv, extendEnv: false },
+  );
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const written = await readdir(into, { recursive: true, withFileTypes: true });
+  await rm(into, { recursive: true, force: true });
+  return { seconds, files: written.filter((e) => e.isFile()).length, entries: written.length };
 }

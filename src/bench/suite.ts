@@ -4,7 +4,7 @@
  * limit (the same files on tmpfs), measured in one run. Writes bench/results/<date>.json and
  * .svg, prints a table, and prints one JSON object as its very last line.
  */
-import { copyFile, cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -14,7 +14,7 @@ import { MountTable } from '../kernel/mountinfo.js';
 import { sleep } from '../kernel/proc.js';
 import { ENGINE_SHARE } from '../supervisor/cache-volume.js';
 import { runClusterTier, type ClusterResult } from './cluster.js';
-import { Bench, log, MiB, type Remote } from './harness.js';
+import { Bench, log, MiB, rcloneCopyAlone, type Remote } from './harness.js';
 import { EmulatedLink, serveDataset } from './link.js';
 import { renderReport, type BenchResult } from './report.js';
 import { runTogether, type TogetherResult } from './together.js';
@@ -380,34 +380,16 @@ async function main(): Promise<number> {
       log(`${remote.protocol}: rclone copy of the small files alone (the tool's ceiling here)`);
       const ceilingDir = join(bench.memCacheDir, `rclone-copy-${remote.protocol}`);
       const fileList = join(work, `files-${remote.protocol}`);
-      const prefix = remote.rclonePath === '' ? '' : `${remote.rclonePath}/`;
       await writeFile(fileList, small.paths.map((path) => `small/${path}\n`).join(''));
-      const ceilingStarted = process.hrtime.bigint();
-      await execa(
-        'rclone',
-        [
-          'copy',
-          `U:${prefix}`,
-          ceilingDir,
-          '--files-from-raw',
-          fileList,
-          '--transfers',
-          values['prefetch-concurrency'],
-          '--checkers',
-          values['prefetch-concurrency'],
-          '--multi-thread-streams',
-          '0',
-          '--config',
-          '/dev/null',
-        ],
-        { env: remote.rcloneEnv, extendEnv: false },
+      const ceiling = await rcloneCopyAlone(
+        remote,
+        fileList,
+        ceilingDir,
+        values['prefetch-concurrency'],
       );
-      const ceilingSeconds = Number(process.hrtime.bigint() - ceilingStarted) / 1e9;
-      const rcloneCopyMBps = small.bytes / 1e6 / ceilingSeconds;
-      const rcloneCopyFilesPerSec = small.paths.length / ceilingSeconds;
-      const ceilingFiles = (await readdir(ceilingDir, { recursive: true, withFileTypes: true }))
-        .length;
-      await rm(ceilingDir, { recursive: true, force: true });
+      const rcloneCopyMBps = small.bytes / 1e6 / ceiling.seconds;
+      const rcloneCopyFilesPerSec = small.paths.length / ceiling.seconds;
+      const ceilingFiles = ceiling.entries;
       // Every file and its directory: a copy that fetched less would flatter the ceiling.
       if (ceilingFiles !== small.paths.length + sizes.smallDirs + 1) {
         throw new Error(`rclone copy alone wrote ${ceilingFiles} entries, not every file`);
@@ -495,30 +477,28 @@ async function main(): Promise<number> {
     let cluster: ClusterResult | undefined;
     let together: TogetherResult | undefined;
     if (!values['node-only']) {
-      cluster = await runClusterTier({
+      // Both cluster scenarios read the HTTP remote's big file and small-file tree.
+      const shared = {
         parent: bench,
-        work: join(work, 'cluster'),
-        nodes: sizes.clusterNodes,
         remote: remotes[0] as Remote,
         remotePid: httpServer.pid as number,
         cacheQuota: copyQuota,
         prefetchConcurrency: values['prefetch-concurrency'],
         big: { path: 'big.bin', bytes: bigBytes },
         small: { dir: 'small', paths: small.paths, bytes: small.bytes },
+      };
+      cluster = await runClusterTier({
+        ...shared,
+        work: join(work, 'cluster'),
+        nodes: sizes.clusterNodes,
       });
       log(`cluster tier: ${JSON.stringify(cluster.ratios)}`);
       together = await runTogether({
-        parent: bench,
+        ...shared,
         work: join(work, 'together'),
         nodes: sizes.togetherNodes,
-        remote: remotes[0] as Remote,
-        remotePid: httpServer.pid as number,
         wan: link,
         source: data,
-        cacheQuota: copyQuota,
-        prefetchConcurrency: values['prefetch-concurrency'],
-        big: { path: 'big.bin', bytes: bigBytes },
-        small: { dir: 'small', paths: small.paths, bytes: small.bytes },
       });
       log(`together: ${JSON.stringify(together.ratios)}`);
     }

@@ -1,8 +1,7 @@
 // The first epoch without prefetch on a high-latency link (a bucket a region away): with sweep fills, without, and rclone copy alone of the same files, over HTTP and S3.
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
-import { log, type Bench } from './harness.js';
+import { log, rcloneCopyAlone, type Bench } from './harness.js';
 import { EmulatedLink, serveDataset } from './link.js';
 import { readEpoch, writeSmallFiles } from './workload.js';
 
@@ -63,32 +62,14 @@ export async function runWan(options: WanOptions): Promise<WanResult> {
   for (const remote of remotes) {
     log(`WAN (${options.delayMs} ms each way), ${remote.protocol}: rclone copy of the tree alone`);
     const ceilingDir = join(work, `rclone-copy-${remote.protocol}`);
-    const started = process.hrtime.bigint();
-    await execa(
-      'rclone',
-      [
-        'copy',
-        `U:${remote.rclonePath === '' ? '' : `${remote.rclonePath}/`}`,
-        ceilingDir,
-        '--files-from-raw',
-        fileList,
-        '--transfers',
-        options.prefetchConcurrency,
-        '--checkers',
-        options.prefetchConcurrency,
-        '--multi-thread-streams',
-        '0',
-        '--config',
-        '/dev/null',
-      ],
-      { env: remote.rcloneEnv, extendEnv: false },
+    const ceiling = await rcloneCopyAlone(
+      remote,
+      fileList,
+      ceilingDir,
+      options.prefetchConcurrency,
     );
-    const rcloneCopyFilesPerSec =
-      tree.paths.length / (Number(process.hrtime.bigint() - started) / 1e9);
-    const copied = (await readdir(ceilingDir, { recursive: true, withFileTypes: true })).filter(
-      (entry) => entry.isFile(),
-    ).length;
-    await rm(ceilingDir, { recursive: true, force: true });
+    const rcloneCopyFilesPerSec = tree.paths.length / ceiling.seconds;
+    const copied = ceiling.files;
     if (copied !== tree.paths.length) {
       throw new Error(`rclone copy alone wrote ${copied} files of ${tree.paths.length}`);
     }
