@@ -38,6 +38,23 @@ interface LsjsonEntry {
   Hashes?: { md5?: string };
 }
 
+/** How a copy ended. */
+export interface CopyResult {
+  /**
+   * Whether both ends answered for every file: rclone copied them all, or refused only files
+   * whose bytes were not what the source said they were (`corrupted`).
+   */
+  ok: boolean;
+  /** rclone's last error, the one that made `ok` false first. */
+  reason: string;
+  /**
+   * Files rclone refused since the bytes it read were not as listed (size or hash: an object
+   * written while it was read, or changed in place): not in the destination, not a failure of the
+   * source, which answered.
+   */
+  corrupted: string[];
+}
+
 interface JsonLogLine {
   level?: string;
   msg?: string;
@@ -317,7 +334,7 @@ export class RcloneTransfers {
        */
       onCopied: (relative: string) => void | Promise<void>;
     },
-  ): Promise<{ ok: boolean; reason: string }> {
+  ): Promise<CopyResult> {
     const { src, dst, env, remote } = this.ends(from, to);
     const { transfers, signal } = options;
     const child = execa(
@@ -364,6 +381,8 @@ export class RcloneTransfers {
     );
     if (child.pid !== undefined) await options.onStarted?.(child.pid);
     let lastError = '';
+    let otherError = '';
+    const corrupted = new Set<string>();
     let handled: Promise<void> = Promise.resolve();
     let handlerFailure: { error: unknown } | undefined;
     if (child.stderr) {
@@ -384,13 +403,17 @@ export class RcloneTransfers {
             });
         } else if (parsed.level === 'error') {
           lastError = [parsed.object, parsed.msg].filter((part) => part).join(': ');
+          // rclone's closing "Attempt 1/1 failed with N errors and: <last error>" repeats one.
+          if (!CORRUPTED.test(parsed.msg ?? '')) otherError = lastError;
+          else if (parsed.object !== undefined) corrupted.add(parsed.object);
         }
       });
     }
     const result = await child;
     await handled;
     if (handlerFailure) throw handlerFailure.error;
-    return { ok: result.exitCode === 0, reason: lastError };
+    const answered = result.exitCode === 0 || (otherError === '' && corrupted.size > 0);
+    return { ok: answered, reason: otherError || lastError, corrupted: [...corrupted] };
   }
 
   /**
@@ -483,5 +506,8 @@ const LISTED_HTTP = ['--no-traverse', '--http-no-head'];
 
 /** What rclone logs for a file it copied whole ("Copied (new)", "Multi-thread Copied (new)"…). */
 const COPIED = /^(Multi-thread )?Copied\b/;
+
+/** rclone's error for a file read whole whose size or hash differs from the source's. */
+const CORRUPTED = /corrupted on transfer/;
 
 const lastLine = (text: string): string => text.trim().split('\n').slice(-1)[0] ?? '';

@@ -243,6 +243,11 @@ export async function takeFromTier(
             },
           },
         );
+        // A pack read other than it was written (overwritten, or not yet whole on a store that
+        // shows objects early): its members are refused, and the tier is no less up.
+        for (const name of result.corrupted) {
+          outcome.rejected += wanted.get(name.replace(/\.data$/, ''))?.members.length ?? 0;
+        }
         if (!result.ok) fail(result.reason);
       }
     }
@@ -279,6 +284,7 @@ export async function takeFromTier(
           },
         },
       );
+      outcome.rejected += result.corrupted.length;
       if (!result.ok) fail(result.reason);
     }
   };

@@ -1,5 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import { CsiClient } from '../../src/csi/client.js';
@@ -99,7 +99,16 @@ export class DriverProcess {
       await this.child;
     }
     await cleanupUnder(this.work, this.stateDir, [this.memCacheDir]);
+    await this.keepLog();
     await rm(this.memCacheDir, { recursive: true, force: true });
     await rm(this.work, { recursive: true, force: true });
+  }
+
+  /** With DCSI_TEST_LOGS=<dir>, the driver's log outlives its work folder (to read a failure). */
+  private async keepLog(): Promise<void> {
+    const keep = process.env.DCSI_TEST_LOGS;
+    if (!keep) return;
+    await mkdir(keep, { recursive: true });
+    await copyFile(this.logFile, join(keep, `${basename(this.work)}.log`)).catch(() => undefined);
   }
 }

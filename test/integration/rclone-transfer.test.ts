@@ -2,11 +2,13 @@
  * `RcloneTransfers.copy` with a real rclone between two directories: the work its caller does per
  * copied file runs one file at a time and is all done when copy() returns; a failure in it does not
  * stop the other files' work, and copy() rejects with it. `listDirectories` names every directory
- * of a source, or says why it cannot.
+ * of a source, or says why it cannot. An object read other than the store says it is (s3rver on
+ * loopback) is refused and named, without the copy failing.
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { S3Server } from '../../src/demo/s3-server.js';
 import { parseSource } from '../../src/dataset/source.js';
 import { RcloneTransfers } from '../../src/engines/rclone-transfer.js';
 import { type TransferSource } from '../../src/engines/transfer-source.js';
@@ -93,4 +95,44 @@ it("listDirectories rejects with rclone's reason when the source cannot be liste
   await expect(
     new RcloneTransfers().listDirectories(missing, undefined, () => undefined),
   ).rejects.toThrow(/listing the remote's directories failed: .+/);
+}, 60_000);
+
+it('an object whose bytes are not what the store says is refused and named, and the copy counts as answered; a store that is down does not', async () => {
+  const store = await S3Server.start(join(work, 's3'), ['bucket']);
+  try {
+    await store.upload(join(work, 'src'), 'bucket/set');
+    const s3: TransferSource = {
+      source: parseSource('s3://bucket/set'),
+      secrets: store.secrets(),
+      runtimeDir: join(work, 'home'),
+    };
+    // Changed in place on the store's disk, size kept: its MD5 (the ETag) no longer matches.
+    const damaged = names[5] as string;
+    const onDisk = join(work, 's3', 'bucket', 'set', `${damaged}._S3rver_object`);
+    const bytes = await readFile(onDisk);
+    await writeFile(onDisk, bytes.map((b) => b ^ 0xff));
+    const copied: string[] = [];
+    const result = await new RcloneTransfers().copy(
+      s3,
+      { localDir: join(work, 'from-s3') },
+      { listFile: join(work, 'list') },
+      { transfers: 4, onCopied: (relative) => void copied.push(relative) },
+    );
+    expect(result).toEqual({ ok: true, reason: expect.any(String), corrupted: [damaged] });
+    expect(copied.sort()).toEqual(names.filter((n) => n !== damaged).sort());
+    await expect(readFile(join(work, 'from-s3', damaged))).rejects.toThrow(/ENOENT/);
+
+    await store.stop();
+    const down = await new RcloneTransfers().copy(
+      s3,
+      { localDir: join(work, 'from-down') },
+      { listFile: join(work, 'list') },
+      { transfers: 4, impatient: true, onCopied: () => undefined },
+    );
+    expect(down.ok).toBe(false);
+    expect(down.reason).toMatch(/connection refused/);
+    expect(down.corrupted).toEqual([]);
+  } finally {
+    await store.stop();
+  }
 }, 60_000);
