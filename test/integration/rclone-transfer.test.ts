@@ -110,7 +110,10 @@ it('an object whose bytes are not what the store says is refused and named, and 
     const damaged = names[5] as string;
     const onDisk = join(work, 's3', 'bucket', 'set', `${damaged}._S3rver_object`);
     const bytes = await readFile(onDisk);
-    await writeFile(onDisk, bytes.map((b) => b ^ 0xff));
+    await writeFile(
+      onDisk,
+      bytes.map((b) => b ^ 0xff),
+    );
     const copied: string[] = [];
     const result = await new RcloneTransfers().copy(
       s3,
