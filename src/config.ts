@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { totalmem } from 'node:os';
 import { parseDuration, parseQuantity } from './dataset/quantity.js';
 import { parseSource } from './dataset/source.js';
+import { messageOf } from './util/errors.js';
 
 const DRIVER_NAME = /^[a-zA-Z][A-Za-z0-9-._]{0,61}[a-zA-Z]$/;
 
@@ -196,7 +197,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       },
     }));
   } catch (err) {
-    throw new ConfigError((err as Error).message);
+    throw new ConfigError(messageOf(err));
   }
   const str = (key: string): string | undefined => values[key] as string | undefined;
   const tierOption = Object.keys(values).find(

@@ -4,6 +4,7 @@ import { ConfigError, parseConfig, USAGE } from './config.js';
 import { startDriver } from './driver.js';
 import { createLogger } from './log.js';
 import { packageVersion } from './version.js';
+import { messageOf } from './util/errors.js';
 
 /** Commands besides the driver itself, loaded only when asked for. */
 const SUBCOMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<number>>> = {
@@ -64,9 +65,7 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(
-      `dataset-cache-csi: ${err instanceof Error ? err.message : String(err)}\n`,
-    );
+    process.stderr.write(`dataset-cache-csi: ${messageOf(err)}\n`);
     process.exitCode = 1;
   },
 );

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { CsiClient } from '../csi/client.js';
+import { messageOf } from '../util/errors.js';
 
 export const CTL_USAGE = `usage: dataset-cache-csi ctl COMMAND [options]   (talks to a driver socket, like csc)
   identity                                  plugin info, capabilities, probe
@@ -71,7 +72,7 @@ export async function runCtl(
       },
     });
   } catch (err) {
-    process.stderr.write(`dataset-cache-csi ctl: ${(err as Error).message}\n${CTL_USAGE}\n`);
+    process.stderr.write(`dataset-cache-csi ctl: ${messageOf(err)}\n${CTL_USAGE}\n`);
     return 2;
   }
   const { values, positionals } = parsed;

@@ -1,6 +1,7 @@
 // Calls to a cache client's rclone remote-control API on loopback.
 import { request } from 'node:http';
 import { ControlUnreachableError, type ControlEndpoint } from './engine.js';
+import { messageOf } from '../util/errors.js';
 
 /**
  * One POST on a connection of its own. Not fetch: its global dispatcher keeps a connection pool
@@ -67,9 +68,7 @@ export async function rcCall<T>(
       timeoutMs,
     );
   } catch (err) {
-    throw new ControlUnreachableError(
-      `control API did not answer ${command}: ${err instanceof Error ? err.message : String(err)}`,
-    );
+    throw new ControlUnreachableError(`control API did not answer ${command}: ${messageOf(err)}`);
   }
   if (response.status < 200 || response.status >= 300) {
     // rclone answers errors as JSON with the backend's reason in "error".

@@ -33,6 +33,7 @@ import {
 } from './client-layout.js';
 import { logTail, type ClientProcesses, type Spawned } from './client-processes.js';
 import type { ClientRecord, MountIdentity } from './client-record.js';
+import { messageOf } from '../util/errors.js';
 
 export interface StackParts {
   engineOf(spec: DatasetSpec): Engine;
@@ -70,8 +71,6 @@ async function newControlEndpoint(engine: Engine): Promise<ControlEndpoint | und
     password: randomBytes(24).toString('base64url'),
   };
 }
-
-const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /**
  * A start that failed before the remote was checked, with the remote's own answer to one request

@@ -4,6 +4,7 @@ import { ControlUnreachableError, type Engine } from '../engines/engine.js';
 import { isSameProcess, processIo } from '../kernel/proc.js';
 import { clientCredentials } from './client-credentials.js';
 import type { ClientRecord, ClientStats, RemoteProblem } from './client-record.js';
+import { messageOf } from '../util/errors.js';
 
 /** Use and room of the cache's own file system (tmpfs or ext4: local, safe to ask directly). */
 export async function cacheUsage(
@@ -52,7 +53,7 @@ export async function remoteProblem(
     });
     return undefined;
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
+    const reason = messageOf(err);
     return { clientSilent: err instanceof ControlUnreachableError, reason };
   }
 }

@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { createLogger } from '../log.js';
 import { DEFAULT_LAUNCHABLE, startLauncher } from './launcher.js';
+import { messageOf } from '../util/errors.js';
 
 const USAGE = `usage: dataset-cache-csi launcher --socket PATH [--allow PROGRAM]... [--log-level LEVEL]
   Starts cache clients for the driver (--launcher-socket), in this process's container.`;
@@ -19,7 +20,7 @@ export async function runLauncherCommand(argv: string[]): Promise<number> {
       },
     }));
   } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
+    process.stderr.write(`${messageOf(err)}\n${USAGE}\n`);
     return 2;
   }
   if (!values.socket?.startsWith('/')) {

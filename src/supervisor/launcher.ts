@@ -11,6 +11,7 @@ import {
   type ProcessRunner,
   type SpawnOptions,
 } from '../kernel/runner.js';
+import { messageOf } from '../util/errors.js';
 
 /** How long the exit code of a launched child can still be waited for. */
 const EXIT_KEPT_MS = 60_000;
@@ -102,7 +103,7 @@ export async function startLauncher(
         })
         .catch((err: unknown) => {
           log.error({ err }, 'spawn failed');
-          reply(res, 500, { error: err instanceof Error ? err.message : String(err) });
+          reply(res, 500, { error: messageOf(err) });
         });
       return;
     }

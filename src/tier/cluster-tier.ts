@@ -17,6 +17,7 @@ import {
   type TierTransferOptions,
 } from './layout.js';
 import { FillGroup } from './members.js';
+import { messageOf } from '../util/errors.js';
 
 /** Where the tier is and how to reach it: set by the node's administrator only. */
 export interface TierSettings {
@@ -321,7 +322,7 @@ export class ClusterTier {
       this.answeredAt = Date.now();
       return true;
     } catch (err) {
-      this.fail(key, (err as Error).message);
+      this.fail(key, messageOf(err));
       return false;
     }
   }

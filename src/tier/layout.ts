@@ -21,6 +21,7 @@ import {
   type PackIndex,
   type PackMember,
 } from './packs.js';
+import { messageOf } from '../util/errors.js';
 
 const FILES = 'files';
 const PACKS = 'packs';
@@ -115,7 +116,7 @@ export async function uploadToTier(
           await transfers.upload(packsFolder, `${id}.json`, text.length, [text], signal);
           uploaded.push(...index.files.map((f) => f.path));
         } catch (err) {
-          failure = (err as Error).message;
+          failure = messageOf(err);
         }
       },
       { concurrency: Math.min(PACK_UPLOADS, options.transfers) },

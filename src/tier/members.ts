@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { RcloneTransfers, StoreObject } from '../engines/rclone-transfer.js';
 import type { TransferSource } from '../engines/transfer-source.js';
 import { processIo } from '../kernel/proc.js';
+import { messageOf } from '../util/errors.js';
 
 /** How often a member with nothing of its own left looks for the others' uploads, at most. */
 const LOOK_MS = 1000;
@@ -162,7 +163,7 @@ export class FillGroup {
       this.refreshing = this.refresh().then(
         () => this.schedule(started),
         (err: unknown) => {
-          this.onError((err as Error).message);
+          this.onError(messageOf(err));
           this.schedule(started);
         },
       );
