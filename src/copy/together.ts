@@ -3,8 +3,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { RemoteEntry } from '../engines/rclone-transfer.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import type { Room } from '../tier/layout.js';
-import { lookIntervalMs } from '../tier/members.js';
-import { nextChunk, ownerOf } from '../tier/split.js';
+import { claimOf, lookIntervalMs, MAX_CLAIMS } from '../tier/members.js';
+import { claimed, nextChunk, ownerOf } from '../tier/split.js';
+import { messageOf } from '../util/errors.js';
 import { canBeTold, fromRemote, fromTier } from './fetch.js';
 import type { FillOptions, FillProgress } from './fill.js';
 
@@ -60,6 +61,8 @@ export async function fetchTogether(
   const seen = new Set<string>();
   /** Files of others' shares looked for in the tier before this node fetches them itself. */
   const askedTier = new Set<string>();
+  /** Claims other members held during this fill: their files are looked for in the tier first. */
+  const claimedElsewhere = new Set<string>();
   /** Takes from the tier what it holds of the admitted files, one take at a time. */
   let taking: Promise<void> = Promise.resolve();
   let takes = 0;
@@ -83,7 +86,10 @@ export async function fetchTogether(
       seconds[part] += (performance.now() - began) / 1000;
     }
   };
-  const remote = async (batch: Map<string, RemoteEntry>, share: boolean) => {
+  const remote = async (batch: Map<string, RemoteEntry>, share: boolean, claim?: string) => {
+    const release = () => {
+      if (claim !== undefined) group.release(claim);
+    };
     for (const relative of batch.keys()) admitted.delete(relative);
     let fetching: number | undefined;
     const installed = await timed('fetch', () =>
@@ -97,13 +103,18 @@ export async function fetchTogether(
     );
     if (fetching !== undefined) group.unwatch(fetching);
     figures.remoteFiles += installed.length;
-    if (!share || installed.length === 0) return;
+    if (!share || installed.length === 0) {
+      release();
+      return;
+    }
     group.noteWork();
     const files = installed.map((e) => ({ relative: e.relative, size: e.size }));
     const uploaded = group.uploading();
+    // A claimed file is held until it is in the tier: the others wait for it there.
     uploads = uploads
       .then(() => timed('upload', () => tier.together.share(files, signal)))
-      .then(uploaded, uploaded);
+      .then(uploaded, uploaded)
+      .finally(release);
   };
   try {
     // Files the tier cannot stand for (no time, no hash) are nobody's share: fetched here first.
@@ -142,11 +153,17 @@ export async function fetchTogether(
         const view = group.members;
         figures.members = Math.max(figures.members, view.members.length);
         for (const member of view.members) seen.add(member);
+        for (const claim of view.claims?.keys() ?? []) claimedElsewhere.add(claim);
         const { chunk } = nextChunk([...admitted.values()].sort(byPath), view);
         // Files of a member gone or stalled: it may have uploaded them just before (a member
-        // leaves once its uploads are in): the tier is asked first, once for each file.
+        // leaves once its uploads are in): the tier is asked first, once for each file. So are
+        // files another member claimed (it may have let them go once they were in the tier).
         const everyone = [...seen];
-        const others = chunk.filter((e) => ownerOf(e.relative, everyone) !== view.self);
+        const others = chunk.filter(
+          (e) =>
+            ownerOf(e.relative, everyone) !== view.self ||
+            (claimed(e) && claimedElsewhere.has(claimOf(e.relative))),
+        );
         const unasked = others.filter((e) => !askedTier.has(e.relative));
         if (unasked.length > 0 || (others.length > 0 && takes > 0)) {
           // (A take the other worker asked for may hold them: its end is awaited as well.)
@@ -162,10 +179,32 @@ export async function fetchTogether(
           if (worker === 0) figures.waitSeconds += (performance.now() - waiting) / 1000;
           continue;
         }
+        // A file bigger than a chunk is claimed first: it goes to the tier if another member
+        // started on it (the split changes as members appear).
+        const [first] = chunk;
+        const claim = chunk.length === 1 && first && claimed(first) ? first.relative : undefined;
+        if (claim !== undefined && group.claimsHeld >= MAX_CLAIMS) {
+          // Uploads lag far behind: claims wait for them.
+          await pause();
+          continue;
+        }
+        if (claim !== undefined && first) {
+          // Out of the other worker's sight while the claim is made.
+          admitted.delete(claim);
+          const mine = await group.claim(claim).catch((err: unknown) => {
+            tier.failed(messageOf(err));
+            tierDown = true;
+            return false;
+          });
+          if (!mine) {
+            admitted.set(claim, first);
+            continue;
+          }
+        }
         // Whose each file was among every member seen: one gone since is still its first owner.
         figures.takenOverFiles += others.length;
         figures.ownFiles += chunk.length - others.length;
-        await remote(new Map(chunk.map((e) => [e.relative, e])), true);
+        await remote(new Map(chunk.map((e) => [e.relative, e])), true, claim);
       }
     };
     const taker = async () => {

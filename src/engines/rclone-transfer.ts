@@ -4,6 +4,7 @@ import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
 import { baseEnvironment } from './engine.js';
+import { CopyLog, type CopyResult } from './rclone-copy-log.js';
 import { PROBE_NAME, REMOTE, remoteConfig } from './rclone.js';
 import type { TransferSource } from './transfer-source.js';
 
@@ -36,29 +37,6 @@ interface LsjsonEntry {
   ModTime: string;
   IsDir: boolean;
   Hashes?: { md5?: string };
-}
-
-/** How a copy ended. */
-export interface CopyResult {
-  /**
-   * Whether both ends answered for every file: rclone copied them all, or refused only files
-   * whose bytes were not what the source said they were (`corrupted`).
-   */
-  ok: boolean;
-  /** rclone's last error, the one that made `ok` false first. */
-  reason: string;
-  /**
-   * Files rclone refused since the bytes it read were not as listed (size or hash: an object
-   * written while it was read, or changed in place): not in the destination, not a failure of the
-   * source, which answered.
-   */
-  corrupted: string[];
-}
-
-interface JsonLogLine {
-  level?: string;
-  msg?: string;
-  object?: string;
 }
 
 /**
@@ -380,40 +358,10 @@ export class RcloneTransfers {
       },
     );
     if (child.pid !== undefined) await options.onStarted?.(child.pid);
-    let lastError = '';
-    let otherError = '';
-    const corrupted = new Set<string>();
-    let handled: Promise<void> = Promise.resolve();
-    let handlerFailure: { error: unknown } | undefined;
-    if (child.stderr) {
-      createInterface({ input: child.stderr }).on('line', (line) => {
-        let parsed: JsonLogLine;
-        try {
-          parsed = JSON.parse(line) as JsonLogLine;
-        } catch {
-          return;
-        }
-        // rclone writes the destination in place and logs "Copied" once the file is whole.
-        const copied = parsed.object;
-        if (copied !== undefined && COPIED.test(parsed.msg ?? '')) {
-          handled = handled
-            .then(() => options.onCopied(copied))
-            .catch((error: unknown) => {
-              handlerFailure ??= { error };
-            });
-        } else if (parsed.level === 'error') {
-          lastError = [parsed.object, parsed.msg].filter((part) => part).join(': ');
-          // rclone's closing "Attempt 1/1 failed with N errors and: <last error>" repeats one.
-          if (!CORRUPTED.test(parsed.msg ?? '')) otherError = lastError;
-          else if (parsed.object !== undefined) corrupted.add(parsed.object);
-        }
-      });
-    }
+    const log = new CopyLog(options.onCopied);
+    if (child.stderr) createInterface({ input: child.stderr }).on('line', (line) => log.read(line));
     const result = await child;
-    await handled;
-    if (handlerFailure) throw handlerFailure.error;
-    const answered = result.exitCode === 0 || (otherError === '' && corrupted.size > 0);
-    return { ok: answered, reason: otherError || lastError, corrupted: [...corrupted] };
+    return log.result(result.exitCode === 0);
   }
 
   /**
@@ -503,11 +451,5 @@ const IMPATIENT = [
  * which costs more than a listing holding many names.)
  */
 const LISTED_HTTP = ['--no-traverse', '--http-no-head'];
-
-/** What rclone logs for a file it copied whole ("Copied (new)", "Multi-thread Copied (new)"…). */
-const COPIED = /^(Multi-thread )?Copied\b/;
-
-/** rclone's error for a file read whole whose size or hash differs from the source's. */
-const CORRUPTED = /corrupted on transfer/;
 
 const lastLine = (text: string): string => text.trim().split('\n').slice(-1)[0] ?? '';

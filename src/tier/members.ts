@@ -29,16 +29,38 @@ export interface MemberView {
   members: string[];
   /** Fresh members whose progress has not moved for two refresh intervals (the store's clock). */
   stalled: Set<string>;
+  /**
+   * Files bigger than a chunk that other fresh members said they fetch now (claimOf -> member):
+   * theirs, whoever rendezvous hashing names (see FillGroup.claim).
+   */
+  claims?: Map<string, string>;
 }
+
+/** How a file is named in a claim: the same on every node, short enough for many in a name. */
+export const claimOf = (relative: string): string =>
+  createHash('sha256').update(relative).digest('hex').slice(0, 16);
 
 /** A node's member name in the tier: the same for the same node (a restarted driver is the same member). */
 export const memberName = (node: string): string =>
   createHash('sha256').update(node).digest('hex').slice(0, 16);
 
-/** `<member>~<files uploaded so far>`; undefined for another object. */
-export function parseMemberObject(name: string): { member: string; progress: number } | undefined {
-  const match = /^([0-9a-f]{16})~(\d{1,12})$/.exec(name);
-  return match ? { member: match[1]!, progress: Number(match[2]) } : undefined;
+/**
+ * The claims one member object carries at most (each 17 characters; a key has 1,024): a node
+ * whose uploads lag this far behind its fetches waits before it claims more.
+ */
+export const MAX_CLAIMS = 16;
+
+/**
+ * `<member>~<progress>`, then `~<claim>` per file bigger than a chunk the member fetches now;
+ * undefined for another object.
+ */
+export function parseMemberObject(
+  name: string,
+): { member: string; progress: number; claims: string[] } | undefined {
+  const match = /^([0-9a-f]{16})~(\d{1,12})((?:~[0-9a-f]{16})*)$/.exec(name);
+  if (!match) return undefined;
+  const claims = match[3] ? match[3].slice(1).split('~') : [];
+  return { member: match[1]!, progress: Number(match[2]), claims };
 }
 
 /**
@@ -49,17 +71,52 @@ export function freshMembers(
   objects: StoreObject[],
   now: number,
   refreshMs: number,
-): Map<string, { progress: number; at: number }> {
-  const latest = new Map<string, { progress: number; at: number }>();
+): Map<string, { progress: number; at: number; claims: Map<string, number> }> {
+  const latest = new Map<string, { progress: number; at: number; claims: Map<string, number> }>();
+  /** Per member and claim, its oldest object carrying it: when the claim was made. */
+  const claimedAt = new Map<string, number>();
   for (const object of objects) {
     const parsed = parseMemberObject(object.name);
     if (!parsed || now - object.storedAtMs > 2 * refreshMs) continue;
+    for (const claim of parsed.claims) {
+      const key = `${parsed.member}~${claim}`;
+      claimedAt.set(key, Math.min(claimedAt.get(key) ?? object.storedAtMs, object.storedAtMs));
+    }
     const known = latest.get(parsed.member);
     if (!known || object.storedAtMs > known.at) {
-      latest.set(parsed.member, { progress: parsed.progress, at: object.storedAtMs });
+      latest.set(parsed.member, {
+        progress: parsed.progress,
+        at: object.storedAtMs,
+        claims: new Map(parsed.claims.map((claim) => [claim, 0])),
+      });
     }
   }
+  for (const [member, { claims }] of latest) {
+    for (const claim of claims.keys()) claims.set(claim, claimedAt.get(`${member}~${claim}`) ?? 0);
+  }
   return latest;
+}
+
+/**
+ * Who holds each claim among `members` (fresh, not stalled): the earliest made (the store's
+ * times), ties to the lower name. A node that saw no other claim before it made its own goes
+ * ahead; one that sees an earlier claim after making its own leaves the file to it.
+ */
+export function claimHolders(
+  fresh: Map<string, { claims: Map<string, number> }>,
+  members: ReadonlySet<string>,
+): Map<string, { member: string; at: number }> {
+  const holders = new Map<string, { member: string; at: number }>();
+  for (const [member, { claims }] of fresh) {
+    if (!members.has(member)) continue;
+    for (const [claim, at] of claims) {
+      const held = holders.get(claim);
+      if (!held || at < held.at || (at === held.at && member < held.member)) {
+        holders.set(claim, { member, at });
+      }
+    }
+  }
+  return holders;
 }
 
 /**
@@ -81,7 +138,10 @@ export class FillGroup {
   /** Per other member, its progress and the store's time when this node first saw it there. */
   private readonly progressSeen = new Map<string, { progress: number; since: number }>();
   private timer: NodeJS.Timeout | undefined;
+  /** Refreshes and claims, one at a time: each writes this node's object and lists the folder. */
   private refreshing: Promise<void> = Promise.resolve();
+  /** Files bigger than a chunk this node fetches now (claimOf): named in its member object. */
+  private readonly claims = new Set<string>();
   private stopped = false;
 
   constructor(
@@ -141,6 +201,48 @@ export class FillGroup {
     };
   }
 
+  /**
+   * Claims a file bigger than a chunk before this node fetches it from the remote: a node that
+   * staged a moment before the others (its listing was faster) may have started on a file their
+   * split gives to one of them, which would fetch it whole again (a chunk's waste at most, but a
+   * big file is a chunk alone). The folder is listed first (a claim seen then is its holder's),
+   * then this node's object names the claim and the folder is listed again: a claim made earlier
+   * wins. False when another member holds it: its file, for the tier. Four requests a big file.
+   */
+  async claim(relative: string): Promise<boolean> {
+    const claim = claimOf(relative);
+    return this.serially(async () => {
+      if (this.stopped) return false;
+      await this.look();
+      if (this.view.claims?.has(claim)) return false;
+      this.claims.add(claim);
+      await this.refresh();
+      if (!this.view.claims?.has(claim)) return true;
+      this.claims.delete(claim);
+      await this.refresh();
+      return false;
+    });
+  }
+
+  /** Claims this node holds now (see MAX_CLAIMS). */
+  get claimsHeld(): number {
+    return this.claims.size;
+  }
+
+  /** The claimed file is in the tier (or given up): the claim goes at the next refresh. */
+  release(relative: string): void {
+    this.claims.delete(claimOf(relative));
+  }
+
+  private serially(work: () => Promise<boolean>): Promise<boolean> {
+    const done = this.refreshing.then(work);
+    this.refreshing = done.then(
+      () => undefined,
+      () => undefined,
+    );
+    return done;
+  }
+
   /** This node no longer fills: the others stop counting on it at once. */
   async leave(): Promise<void> {
     this.stopped = true;
@@ -160,7 +262,7 @@ export class FillGroup {
     const delay = Math.max(0, startedAt + this.refreshMs - performance.now());
     this.timer = setTimeout(() => {
       const started = performance.now();
-      this.refreshing = this.refresh().then(
+      void this.serially(() => this.refresh().then(() => true)).then(
         () => this.schedule(started),
         (err: unknown) => {
           this.onError(messageOf(err));
@@ -184,10 +286,11 @@ export class FillGroup {
     return moved;
   }
 
+  /** Writes this node's object (its progress and claims) and lists the folder. */
   private async refresh(): Promise<void> {
     if (await this.moved()) this.progress += 1;
     const { self } = this.view;
-    const name = `${self}~${this.progress}`;
+    const name = [`${self}~${this.progress}`, ...this.claims].join('~');
     const body = Buffer.from(`${this.progress}\n`);
     await this.transfers.upload(this.membersFolder, name, body.length, [body]);
     if (this.written !== undefined && this.written !== name) {
@@ -195,11 +298,17 @@ export class FillGroup {
     }
     this.written = name;
     if (this.stopped) return;
+    await this.look();
+  }
+
+  /** Lists the folder: who is fresh, who stalled, who holds which claim. */
+  private async look(): Promise<void> {
+    const { self } = this.view;
     const objects = await this.transfers.listObjects(this.membersFolder);
-    const own = objects.find((o) => o.name === name);
+    const own = objects.find((o) => o.name === this.written);
     const now = own?.storedAtMs ?? Math.max(0, ...objects.map((o) => o.storedAtMs));
     const fresh = freshMembers(objects, now, this.refreshMs);
-    fresh.set(self, { progress: this.progress, at: now });
+    if (!fresh.has(self)) fresh.set(self, { progress: this.progress, at: now, claims: new Map() });
     const stalled = new Set<string>();
     for (const [member, { progress }] of fresh) {
       if (member === self) continue;
@@ -217,7 +326,12 @@ export class FillGroup {
         await this.transfers.remove(this.membersFolder, object.name).catch(() => undefined);
       }
     }
-    this.view = { self, members: [...fresh.keys()].sort(), stalled };
+    const working = new Set([...fresh.keys()].filter((m) => !stalled.has(m)));
+    const claims = new Map<string, string>();
+    for (const [claim, { member }] of claimHolders(fresh, working)) {
+      if (member !== self) claims.set(claim, member);
+    }
+    this.view = { self, members: [...fresh.keys()].sort(), stalled, claims };
   }
 }
 

@@ -1,6 +1,6 @@
 // How nodes filling one dataset together split its files: rendezvous hashing over the fresh members gives each file one fetcher; an idle node takes over a stalled member's files, and the far end of a slow member's.
 import type { RemoteEntry } from '../engines/rclone-transfer.js';
-import type { MemberView } from './members.js';
+import { claimOf, type MemberView } from './members.js';
 
 /**
  * What one turn of a fetch from the remote takes at most, uploaded while the next one runs: small
@@ -50,7 +50,13 @@ export function ownerOf(relative: string, members: readonly string[]): string {
   return best;
 }
 
-/** The files still wanted, by the member that fetches each (stalled members own nothing). */
+/** Files bigger than this are claimed by their fetcher (see FillGroup.claim): a chunk alone. */
+export const claimed = (entry: RemoteEntry): boolean => entry.size > CHUNK_BYTES;
+
+/**
+ * The files still wanted, by the member that fetches each (stalled members own nothing): a file
+ * another member claimed is its claimer's.
+ */
 export function shares(
   wanted: readonly RemoteEntry[],
   view: MemberView,
@@ -58,7 +64,8 @@ export function shares(
   const working = view.members.filter((m) => !view.stalled.has(m) || m === view.self);
   const byOwner = new Map<string, RemoteEntry[]>();
   for (const entry of wanted) {
-    const owner = ownerOf(entry.relative, working);
+    const claimer = claimed(entry) ? view.claims?.get(claimOf(entry.relative)) : undefined;
+    const owner = claimer ?? ownerOf(entry.relative, working);
     const list = byOwner.get(owner) ?? [];
     list.push(entry);
     byOwner.set(owner, list);

@@ -7,6 +7,8 @@
 import fc from 'fast-check';
 import type { RemoteEntry } from '../../src/engines/rclone-transfer.js';
 import {
+  claimHolders,
+  claimOf,
   freshMembers,
   memberName,
   parseMemberObject,
@@ -129,8 +131,8 @@ it("members are fresh by the store's times: within two refresh intervals of this
     5000,
   );
   expect([...fresh.keys()].sort()).toEqual([a, b].sort());
-  expect(fresh.get(b)).toEqual({ progress: 2, at: now - 1_000 });
-  expect(parseMemberObject(`${a}~12`)).toEqual({ member: a, progress: 12 });
+  expect(fresh.get(b)).toEqual({ progress: 2, at: now - 1_000, claims: new Map() });
+  expect(parseMemberObject(`${a}~12`)).toEqual({ member: a, progress: 12, claims: [] });
   expect(parseMemberObject('x~1')).toBeUndefined();
 });
 
@@ -155,4 +157,58 @@ it("members look for each other's uploads less often as they grow: the tier's li
   );
   expect(lookIntervalMs(3, 5000)).toBe(1000);
   expect(lookIntervalMs(100, 5000)).toBe(4000);
+});
+
+it("a claim is its member's from the oldest object that names it; the earliest claim wins, ties to the lower name; stalled members hold none", () => {
+  const [a, b, c] = ['node-a', 'node-b', 'node-c'].map(memberName) as [string, string, string];
+  const big = claimOf('big/shard-0.bin');
+  const other = claimOf('big/shard-1.bin');
+  expect(parseMemberObject(`${a}~4~${big}~${other}`)).toEqual({
+    member: a,
+    progress: 4,
+    claims: [big, other],
+  });
+  expect(parseMemberObject(`${a}~4~${big}~x`)).toBeUndefined();
+  const now = 1_000_000;
+  const fresh = freshMembers(
+    [
+      // a claimed it at now - 3000 and rewrote its object since (its progress moved).
+      { name: `${a}~1~${big}`, size: 2, storedAtMs: now - 3_000 },
+      { name: `${a}~2~${big}`, size: 2, storedAtMs: now - 500 },
+      { name: `${b}~7~${big}~${other}`, size: 2, storedAtMs: now - 1_000 },
+      { name: `${c}~3~${other}`, size: 2, storedAtMs: now - 1_000 },
+    ],
+    now,
+    5000,
+  );
+  expect(fresh.get(a)).toEqual({
+    progress: 2,
+    at: now - 500,
+    claims: new Map([[big, now - 3_000]]),
+  });
+  const holders = claimHolders(fresh, new Set([a, b, c]));
+  expect(holders.get(big)).toEqual({ member: a, at: now - 3_000 });
+  expect(holders.get(other)).toEqual({ member: b < c ? b : c, at: now - 1_000 });
+  // a stalled: its claim is nobody's, b's is next.
+  expect(claimHolders(fresh, new Set([b, c])).get(big)).toEqual({ member: b, at: now - 1_000 });
+});
+
+it('a file bigger than a chunk that another working member claimed is its share, whoever rendezvous hashing names; small files are never claimed', () => {
+  fc.assert(
+    fc.property(members, fc.nat(), (group, pick) => {
+      const self = group[pick % group.length]!;
+      const claimer = group[(pick + 1) % group.length]!;
+      const big = entry('big/file.bin', CHUNK_BYTES + 1);
+      const small = entry('small/file.bin', CHUNK_BYTES);
+      const claims = new Map([
+        [claimOf(big.relative), claimer],
+        [claimOf(small.relative), claimer],
+      ]);
+      const split = shares([big, small], { ...view(self, group), claims });
+      expect(split.get(claimer)).toContainEqual(big);
+      expect(split.get(ownerOf(small.relative, group))).toContainEqual(small);
+      if (claimer !== self)
+        expect(nextChunk([big], { ...view(self, group), claims }).chunk).toEqual([]);
+    }),
+  );
 });

@@ -1,0 +1,80 @@
+// What rclone copy's JSON log says, line by line: files written whole (handed on at once), files refused as corrupted, and the errors that decide how the copy ended.
+
+/** How a copy ended. */
+export interface CopyResult {
+  /**
+   * Whether both ends answered for every file: rclone copied them all, or refused only files
+   * whose bytes were not what the source said they were (`corrupted`).
+   */
+  ok: boolean;
+  /** rclone's last error, the one that made `ok` false first. */
+  reason: string;
+  /**
+   * Files rclone refused since the bytes it read were not as listed (size or hash: an object
+   * written while it was read, or changed in place): not in the destination, not a failure of the
+   * source, which answered.
+   */
+  corrupted: string[];
+}
+
+interface JsonLogLine {
+  level?: string;
+  msg?: string;
+  object?: string;
+}
+
+/** What rclone logs for a file it copied whole ("Copied (new)", "Multi-thread Copied (new)"…). */
+const COPIED = /^(Multi-thread )?Copied\b/;
+
+/** rclone's error for a file read whole whose size or hash differs from the source's. */
+const CORRUPTED = /corrupted on transfer/;
+
+/**
+ * Reads one copy's log (`--use-json-log`). The work `onCopied` returns for each file runs one file
+ * at a time in rclone's order; a failure does not stop the rest, and the first one is what
+ * result() rejects with once all of it is done.
+ */
+export class CopyLog {
+  private lastError = '';
+  private otherError = '';
+  private readonly corrupted = new Set<string>();
+  private handled: Promise<void> = Promise.resolve();
+  private handlerFailure: { error: unknown } | undefined;
+
+  constructor(private readonly onCopied: (relative: string) => void | Promise<void>) {}
+
+  read(line: string): void {
+    let parsed: JsonLogLine;
+    try {
+      parsed = JSON.parse(line) as JsonLogLine;
+    } catch {
+      return;
+    }
+    // rclone writes the destination in place and logs "Copied" once the file is whole.
+    const copied = parsed.object;
+    if (copied !== undefined && COPIED.test(parsed.msg ?? '')) {
+      this.handled = this.handled
+        .then(() => this.onCopied(copied))
+        .catch((error: unknown) => {
+          this.handlerFailure ??= { error };
+        });
+    } else if (parsed.level === 'error') {
+      this.lastError = [parsed.object, parsed.msg].filter((part) => part).join(': ');
+      // rclone's closing "Attempt 1/1 failed with N errors and: <last error>" repeats one.
+      if (!CORRUPTED.test(parsed.msg ?? '')) this.otherError = this.lastError;
+      else if (parsed.object !== undefined) this.corrupted.add(parsed.object);
+    }
+  }
+
+  /** Once rclone exited (`succeeded`: with status 0) and its log was read to the end. */
+  async result(succeeded: boolean): Promise<CopyResult> {
+    await this.handled;
+    if (this.handlerFailure) throw this.handlerFailure.error;
+    const answered = succeeded || (this.otherError === '' && this.corrupted.size > 0);
+    return {
+      ok: answered,
+      reason: this.otherError || this.lastError,
+      corrupted: [...this.corrupted],
+    };
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * Claims on files bigger than a chunk, between two members of one fill (FillGroup, real rclone
+ * against s3rver on loopback): a claim seen first is its holder's; of two made at once exactly one
+ * holds; a released claim is gone at its holder's next refresh, and the file can be claimed again;
+ * a holder whose progress stopped (stalled) holds nothing.
+ */
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseSource } from '../../src/dataset/source.js';
+import { S3Server } from '../../src/demo/s3-server.js';
+import { RcloneTransfers } from '../../src/engines/rclone-transfer.js';
+import type { TransferSource } from '../../src/engines/transfer-source.js';
+import { claimOf, FillGroup } from '../../src/tier/members.js';
+import { until } from '../helpers/wait.js';
+
+const REFRESH_MS = 600;
+let work: string;
+let store: S3Server;
+let folder: TransferSource;
+const groups: FillGroup[] = [];
+
+beforeAll(async () => {
+  work = await mkdtemp('/tmp/dcsi-claims-');
+  await mkdir(join(work, 'home'));
+  store = await S3Server.start(join(work, 's3'), ['tier']);
+  folder = {
+    source: parseSource('s3://tier/members/fill'),
+    secrets: store.secrets(),
+    runtimeDir: join(work, 'home'),
+  };
+}, 60_000);
+
+afterAll(async () => {
+  await Promise.all(groups.map((group) => group.leave()));
+  await store?.stop();
+  await rm(work, { recursive: true, force: true });
+});
+
+async function joined(node: string): Promise<FillGroup> {
+  const group = new FillGroup(new RcloneTransfers(), folder, node, REFRESH_MS);
+  groups.push(group);
+  await group.join();
+  return group;
+}
+
+it('a claim seen first is its holder’s; two at once leave exactly one holder; a released claim can be made again; a stalled holder’s claim counts for nothing', async () => {
+  const a = await joined('node-a');
+  const b = await joined('node-b');
+  // Both at work, as fetchers are (a member whose progress stops is stalled).
+  const working = {
+    a: setInterval(() => a.noteWork(), 100),
+    b: setInterval(() => b.noteWork(), 100),
+  };
+  try {
+    await until('both members to see each other', async () =>
+      a.members.members.length === 2 && b.members.members.length === 2 ? true : undefined,
+    );
+
+    expect(await a.claim('big/first.bin')).toBe(true);
+    expect(await b.claim('big/first.bin')).toBe(false);
+    expect(b.members.claims?.get(claimOf('big/first.bin'))).toBe(a.members.self);
+
+    const both = await Promise.all([a.claim('big/second.bin'), b.claim('big/second.bin')]);
+    expect(both.filter((held) => held)).toHaveLength(1);
+
+    a.release('big/first.bin');
+    // Gone at a's next refresh; b sees it at its own.
+    await until('the released claim to be gone for b', async () =>
+      (await b.claim('big/first.bin')) ? true : undefined,
+    );
+    expect(await a.claim('big/first.bin')).toBe(false);
+
+    // b holds it but its progress stops: once a sees b stalled, the claim is nobody's.
+    clearInterval(working.b);
+    await until('a to see b stalled', async () =>
+      a.members.stalled.has(b.members.self) ? true : undefined,
+    );
+    expect(await a.claim('big/first.bin')).toBe(true);
+  } finally {
+    clearInterval(working.a);
+    clearInterval(working.b);
+  }
+}, 60_000);
