@@ -36,13 +36,15 @@ export interface MemberView {
   claims?: Map<string, string>;
 }
 
-/** How a file is named in a claim: the same on every node, short enough for many in a name. */
-export const claimOf = (relative: string): string =>
-  createHash('sha256').update(relative).digest('hex').slice(0, 16);
+/** 16 hex digits of a name's SHA-256: the same on every node, short enough for many in a key. */
+const shortDigest = (text: string): string =>
+  createHash('sha256').update(text).digest('hex').slice(0, 16);
+
+/** How a file is named in a claim. */
+export const claimOf = shortDigest;
 
 /** A node's member name in the tier: the same for the same node (a restarted driver is the same member). */
-export const memberName = (node: string): string =>
-  createHash('sha256').update(node).digest('hex').slice(0, 16);
+export const memberName = shortDigest;
 
 /**
  * The claims one member object carries at most (each 17 characters; a key has 1,024): a node
