@@ -181,30 +181,29 @@ export async function fetchTogether(
         }
         // A file bigger than a chunk is claimed first: it goes to the tier if another member
         // started on it (the split changes as members appear).
-        const [first] = chunk;
-        const claim = chunk.length === 1 && first && claimed(first) ? first.relative : undefined;
-        if (claim !== undefined && group.claimsHeld >= MAX_CLAIMS) {
-          // Uploads lag far behind: claims wait for them.
-          await pause();
-          continue;
-        }
-        if (claim !== undefined && first) {
+        const big = chunk.length === 1 && chunk[0] && claimed(chunk[0]) ? chunk[0] : undefined;
+        if (big) {
+          if (group.claimsHeld >= MAX_CLAIMS) {
+            // Uploads lag far behind: claims wait for them.
+            await pause();
+            continue;
+          }
           // Out of the other worker's sight while the claim is made.
-          admitted.delete(claim);
-          const mine = await group.claim(claim).catch((err: unknown) => {
+          admitted.delete(big.relative);
+          const mine = await group.claim(big.relative).catch((err: unknown) => {
             tier.failed(messageOf(err));
             tierDown = true;
             return false;
           });
           if (!mine) {
-            admitted.set(claim, first);
+            admitted.set(big.relative, big);
             continue;
           }
         }
         // Whose each file was among every member seen: one gone since is still its first owner.
         figures.takenOverFiles += others.length;
         figures.ownFiles += chunk.length - others.length;
-        await remote(new Map(chunk.map((e) => [e.relative, e])), true, claim);
+        await remote(new Map(chunk.map((e) => [e.relative, e])), true, big?.relative);
       }
     };
     const taker = async () => {

@@ -219,6 +219,8 @@ export async function takeFromTier(
       if (wanted.size > 0) {
         const dir = join(workspace, 'packs');
         await mkdir(dir, { recursive: true });
+        /** The wanted pack a copied object name (`<pack>.data`) stands for. */
+        const packOf = (name: string) => wanted.get(name.replace(/\.data$/, ''));
         const list = join(workspace, 'pack-list');
         await writeFile(list, [...wanted.keys()].map((id) => `${id}.data\n`).join(''), {
           mode: 0o600,
@@ -232,7 +234,7 @@ export async function takeFromTier(
             ...options,
             impatient: true,
             onCopied: async (name) => {
-              const pack = wanted.get(name.replace(/\.data$/, ''));
+              const pack = packOf(name);
               if (!pack) return;
               const file = join(dir, name);
               try {
@@ -246,9 +248,7 @@ export async function takeFromTier(
         );
         // A pack read other than it was written (overwritten, or not yet whole on a store that
         // shows objects early): its members are refused, and the tier is no less up.
-        for (const name of result.corrupted) {
-          outcome.rejected += wanted.get(name.replace(/\.data$/, ''))?.members.length ?? 0;
-        }
+        for (const name of result.corrupted) outcome.rejected += packOf(name)?.members.length ?? 0;
         if (!result.ok) fail(result.reason);
       }
     }

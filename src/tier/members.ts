@@ -74,7 +74,7 @@ export function freshMembers(
   now: number,
   refreshMs: number,
 ): Map<string, { progress: number; at: number; claims: Map<string, number> }> {
-  const latest = new Map<string, { progress: number; at: number; claims: Map<string, number> }>();
+  const latest = new Map<string, { progress: number; at: number; claims: string[] }>();
   /** Per member and claim, its oldest object carrying it: when the claim was made. */
   const claimedAt = new Map<string, number>();
   for (const object of objects) {
@@ -86,17 +86,19 @@ export function freshMembers(
     }
     const known = latest.get(parsed.member);
     if (!known || object.storedAtMs > known.at) {
-      latest.set(parsed.member, {
-        progress: parsed.progress,
-        at: object.storedAtMs,
-        claims: new Map(parsed.claims.map((claim) => [claim, 0])),
-      });
+      latest.set(parsed.member, { ...parsed, at: object.storedAtMs });
     }
   }
-  for (const [member, { claims }] of latest) {
-    for (const claim of claims.keys()) claims.set(claim, claimedAt.get(`${member}~${claim}`) ?? 0);
-  }
-  return latest;
+  return new Map(
+    [...latest].map(([member, { progress, at, claims }]) => [
+      member,
+      {
+        progress,
+        at,
+        claims: new Map(claims.map((c) => [c, claimedAt.get(`${member}~${c}`) ?? at])),
+      },
+    ]),
+  );
 }
 
 /**
