@@ -179,7 +179,7 @@ export async function fetchTogether(
           if (worker === 0) figures.waitSeconds += (performance.now() - waiting) / 1000;
           continue;
         }
-        // A file bigger than a chunk is claimed first: it goes to the tier if another member
+        // A file making a chunk alone is claimed first: it goes to the tier if another member
         // started on it (the split changes as members appear).
         const big = chunk.length === 1 && chunk[0] && claimed(chunk[0]) ? chunk[0] : undefined;
         if (big) {

@@ -30,7 +30,7 @@ export interface MemberView {
   /** Fresh members whose progress has not moved for two refresh intervals (the store's clock). */
   stalled: Set<string>;
   /**
-   * Files bigger than a chunk that other fresh members said they fetch now (claimOf -> member):
+   * Files making a chunk alone that other fresh members said they fetch now (claimOf -> member):
    * theirs, whoever rendezvous hashing names (see FillGroup.claim).
    */
   claims?: Map<string, string>;
@@ -53,7 +53,7 @@ export const memberName = shortDigest;
 export const MAX_CLAIMS = 16;
 
 /**
- * `<member>~<progress>`, then `~<claim>` per file bigger than a chunk the member fetches now;
+ * `<member>~<progress>`, then `~<claim>` per file making a chunk alone the member fetches now;
  * undefined for another object.
  */
 export function parseMemberObject(
@@ -144,7 +144,7 @@ export class FillGroup {
   private timer: NodeJS.Timeout | undefined;
   /** Refreshes and claims, one at a time: each writes this node's object and lists the folder. */
   private refreshing: Promise<void> = Promise.resolve();
-  /** Files bigger than a chunk this node fetches now (claimOf): named in its member object. */
+  /** Files making a chunk alone this node fetches now (claimOf): named in its member object. */
   private readonly claims = new Set<string>();
   private stopped = false;
 
@@ -206,7 +206,7 @@ export class FillGroup {
   }
 
   /**
-   * Claims a file bigger than a chunk before this node fetches it from the remote: a node that
+   * Claims a file that makes a chunk alone (see claimed in split.ts) before this node fetches it from the remote: a node that
    * staged a moment before the others (its listing was faster) may have started on a file their
    * split gives to one of them, which would fetch it whole again (a chunk's waste at most, but a
    * big file is a chunk alone). The folder is listed first (a claim seen then is its holder's),

@@ -10,7 +10,7 @@ import { claimOf, type MemberView } from './members.js';
 export const CHUNK_BYTES = 64 << 20;
 export const CHUNK_FILES = 2000;
 /** A share goes in four chunks at least, down to chunks of this size (a big file is one alone). */
-const CHUNK_MIN_BYTES = 2 << 20;
+export const CHUNK_MIN_BYTES = 2 << 20;
 
 /**
  * A member's score for a file: FNV-1a over both names, then murmur3's finalizer to spread it. Cheap
@@ -50,8 +50,11 @@ export function ownerOf(relative: string, members: readonly string[]): string {
   return best;
 }
 
-/** Files bigger than this are claimed by their fetcher (see FillGroup.claim): a chunk alone. */
-export const claimed = (entry: RemoteEntry): boolean => entry.size > CHUNK_BYTES;
+/**
+ * Files that may make a chunk alone (a chunk is at least CHUNK_MIN_BYTES): claimed by their
+ * fetcher (see FillGroup.claim), since one fetched twice is a whole chunk.
+ */
+export const claimed = (entry: RemoteEntry): boolean => entry.size >= CHUNK_MIN_BYTES;
 
 /**
  * The files still wanted, by the member that fetches each (stalled members own nothing): a file

@@ -15,7 +15,14 @@ import {
   type MemberView,
   lookIntervalMs,
 } from '../../src/tier/members.js';
-import { CHUNK_BYTES, headChunk, nextChunk, ownerOf, shares } from '../../src/tier/split.js';
+import {
+  CHUNK_BYTES,
+  CHUNK_MIN_BYTES,
+  headChunk,
+  nextChunk,
+  ownerOf,
+  shares,
+} from '../../src/tier/split.js';
 
 const entry = (relative: string, size = 1000): RemoteEntry => ({ relative, size, mtimeMs: 1 });
 const view = (self: string, members: string[], stalled: string[] = []): MemberView => ({
@@ -193,13 +200,13 @@ it("a claim is its member's from the oldest object that names it; the earliest c
   expect(claimHolders(fresh, new Set([b, c])).get(big)).toEqual({ member: b, at: now - 1_000 });
 });
 
-it('a file bigger than a chunk that another working member claimed is its share, whoever rendezvous hashing names; small files are never claimed', () => {
+it('a file that may make a chunk alone, claimed by another working member, is its share, whoever rendezvous hashing names; files under the least chunk are never claimed', () => {
   fc.assert(
     fc.property(members, fc.nat(), (group, pick) => {
       const self = group[pick % group.length]!;
       const claimer = group[(pick + 1) % group.length]!;
       const big = entry('big/file.bin', CHUNK_BYTES + 1);
-      const small = entry('small/file.bin', CHUNK_BYTES);
+      const small = entry('small/file.bin', CHUNK_MIN_BYTES - 1);
       const claims = new Map([
         [claimOf(big.relative), claimer],
         [claimOf(small.relative), claimer],
