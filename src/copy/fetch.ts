@@ -27,6 +27,7 @@ export async function fromTier(
   progress: FillProgress,
   held: Set<string>,
   room?: Room,
+  onStarted?: (pid: number) => void,
 ): Promise<void> {
   if (!(await tier.check())) return;
   const eligible = [...admitted.values()].filter(canBeTold);
@@ -55,7 +56,10 @@ export async function fromTier(
       {
         transfers: options.concurrency,
         signal: options.signal,
-        onStarted: (pid) => recordOwner(copy, workspace, pid),
+        onStarted: (pid) => {
+          onStarted?.(pid);
+          return recordOwner(copy, workspace, pid);
+        },
       },
       room,
     );

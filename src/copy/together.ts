@@ -4,7 +4,7 @@ import type { RemoteEntry } from '../engines/rclone-transfer.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import type { Room } from '../tier/layout.js';
 import { claimOf, lookIntervalMs, MAX_CLAIMS } from '../tier/members.js';
-import { claimed, nextChunk, ownerOf } from '../tier/split.js';
+import { claimed, inOthersHands, nextChunk, ownerOf, UPLOAD_LAG } from '../tier/split.js';
 import { messageOf } from '../util/errors.js';
 import { canBeTold, fromRemote, fromTier } from './fetch.js';
 import type { FillOptions, FillProgress } from './fill.js';
@@ -66,16 +66,29 @@ export async function fetchTogether(
   /** Takes from the tier what it holds of the admitted files, one take at a time. */
   let taking: Promise<void> = Promise.resolve();
   let takes = 0;
-  const take = (): Promise<void> => {
+  /** With `working`, the take's processes show this node at work to the others (see join). */
+  const take = (working = false): Promise<void> => {
     takes += 1;
+    const pids: number[] = [];
+    const watch = working
+      ? (pid: number) => {
+          pids.push(pid);
+          group.watch(pid);
+        }
+      : undefined;
     taking = taking
-      .then(() => timed('take', () => fromTier(options, tier, admitted, progress, held)))
+      .then(() =>
+        timed('take', () => fromTier(options, tier, admitted, progress, held, undefined, watch)),
+      )
       .finally(() => {
         takes -= 1;
+        for (const pid of pids) group.unwatch(pid);
       });
     return taking;
   };
   let uploads: Promise<void> = Promise.resolve();
+  /** Uploads queued or under way, oldest first (they run one after the other). */
+  const lagging: Promise<void>[] = [];
   /** Seconds spent fetching from the remote, uploading for the others, taking from the tier. */
   const seconds = { fetch: 0, upload: 0, take: 0 };
   const timed = async <T>(part: keyof typeof seconds, work: () => Promise<T>): Promise<T> => {
@@ -111,19 +124,26 @@ export async function fetchTogether(
     const files = installed.map((e) => ({ relative: e.relative, size: e.size }));
     const uploaded = group.uploading();
     // A claimed file is held until it is in the tier: the others wait for it there.
-    uploads = uploads
+    const upload = uploads
       .then(() => timed('upload', () => tier.together.share(files, signal)))
       .then(uploaded, uploaded)
-      .finally(release);
+      .finally(() => {
+        release();
+        lagging.splice(lagging.indexOf(upload), 1);
+      });
+    uploads = upload;
+    lagging.push(upload);
   };
   try {
     // Files the tier cannot stand for (no time, no hash) are nobody's share: fetched here first.
     const untold = [...admitted.values()].filter((e) => !canBeTold(e));
     if (untold.length > 0) await remote(new Map(untold.map((e) => [e.relative, e])), false);
-    // What the tier holds already comes first: a node that finds everything there (it came after
-    // the others) never joins.
-    if (!gatherWithin) await take();
     if (admitted.size === 0) return;
+    // What the tier holds already comes first, and the node joins meanwhile: staged while others
+    // are mid-fill, it is left its share at once (a take of what they uploaded lasts seconds, in
+    // which they would fetch it all). Its take shows it at work, not stalled; its fetches start
+    // once the take is done (the take may hold them). One that finds everything there leaves.
+    const firstTake = gatherWithin ? undefined : take(true);
     let tierDown = await group.join().then(
       () => false,
       (err: Error) => {
@@ -131,6 +151,19 @@ export async function fetchTogether(
         return true;
       },
     );
+    await firstTake;
+    if (admitted.size === 0) return;
+    // Files of this node's share the members filling before it may hold: fetched last, once two
+    // refresh intervals pass with none of them arriving (a look for uploads comes once in each).
+    const inHand = inOthersHands([...admitted.values()].sort(byPath), group.members);
+    const arriving = { left: inHand.size, at: performance.now() };
+    const stillArriving = (): boolean => {
+      const left = [...inHand].filter((relative) => admitted.has(relative)).length;
+      if (left < arriving.left) Object.assign(arriving, { left, at: performance.now() });
+      if (left > 0 && performance.now() - arriving.at < 2 * group.refreshMs) return true;
+      inHand.clear();
+      return false;
+    };
     const pause = (ms = Math.min(POLL_MS, group.refreshMs / 2)) =>
       sleep(ms, undefined, { signal }).catch(() => undefined);
     if (gatherWithin && !tierDown) {
@@ -151,10 +184,17 @@ export async function fetchTogether(
           return;
         }
         const view = group.members;
+        // Fetched files not yet in the tier are still wanted by the others (one joining now may
+        // be given them): with others, fetches wait for uploads. One uploading and one waiting
+        // keep the tier's link busy; a node alone is not held back (uploads follow its fill).
+        if (view.members.length > 1 && lagging.length >= UPLOAD_LAG) {
+          await lagging[0];
+          continue;
+        }
         figures.members = Math.max(figures.members, view.members.length);
         for (const member of view.members) seen.add(member);
         for (const claim of view.claims?.keys() ?? []) claimedElsewhere.add(claim);
-        const { chunk } = nextChunk([...admitted.values()].sort(byPath), view);
+        const { chunk } = nextChunk([...admitted.values()].sort(byPath), view, inHand);
         // Files of a member gone or stalled: it may have uploaded them just before (a member
         // leaves once its uploads are in): the tier is asked first, once for each file. So are
         // files another member claimed (it may have let them go once they were in the tier).
@@ -171,7 +211,8 @@ export async function fetchTogether(
           await (unasked.length > 0 ? take() : taking);
           continue;
         }
-        if (chunk.length === 0) {
+        const onlyInHand = chunk.length > 0 && chunk.every((e) => inHand.has(e.relative));
+        if (chunk.length === 0 || (onlyInHand && stillArriving())) {
           if (admitted.size === 0) return;
           const waiting = performance.now();
           await pause();

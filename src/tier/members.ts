@@ -30,6 +30,11 @@ export interface MemberView {
   /** Fresh members whose progress has not moved for two refresh intervals (the store's clock). */
   stalled: Set<string>;
   /**
+   * Members that had been filling for a refresh interval at least when this node joined (their
+   * progress had moved twice): they may hold files of its share, fetched before they saw it.
+   */
+  earlier?: Set<string>;
+  /**
    * Files making a chunk alone that other fresh members said they fetch now (claimOf -> member):
    * theirs, whoever rendezvous hashing names (see FillGroup.claim).
    */
@@ -147,6 +152,9 @@ export class FillGroup {
   /** Files making a chunk alone this node fetches now (claimOf): named in its member object. */
   private readonly claims = new Set<string>();
   private stopped = false;
+  /** Set once the join's second look is done: `earlier` is decided then. */
+  private joined = false;
+  private earlier = new Set<string>();
 
   constructor(
     private readonly transfers: RcloneTransfers,
@@ -175,6 +183,7 @@ export class FillGroup {
     await sleep(Math.min(GATHER_MS, this.refreshMs));
     const started = performance.now();
     await this.refresh();
+    this.joined = true;
     this.schedule(started);
     return this.view;
   }
@@ -335,7 +344,13 @@ export class FillGroup {
     for (const [claim, { member }] of claimHolders(fresh, working)) {
       if (member !== self) claims.set(claim, member);
     }
-    this.view = { self, members: [...fresh.keys()].sort(), stalled, claims };
+    if (!this.joined) {
+      // Progress moves once a refresh at most: twice, and the member filled before this node came.
+      const before = [...fresh].filter(([m, { progress }]) => m !== self && progress >= 2);
+      this.earlier = new Set(before.map(([member]) => member));
+    }
+    const earlier = new Set([...this.earlier].filter((m) => fresh.has(m)));
+    this.view = { self, members: [...fresh.keys()].sort(), stalled, earlier, claims };
   }
 }
 

@@ -76,6 +76,42 @@ export function shares(
   return byOwner;
 }
 
+/**
+ * Chunks of its share a member fetched and has not uploaded yet, at most, while others fill with
+ * it (fetchTogether waits beyond): the others see those files still wanted.
+ */
+export const UPLOAD_LAG = 2;
+/** Chunks a member may hold that are not in the tier yet: two in flight, UPLOAD_LAG to upload. */
+const IN_HAND_CHUNKS = 2 + UPLOAD_LAG;
+
+/** Small chunks while a share is small: a node killed mid-fill loses little of it. */
+const chunkLimit = (share: readonly RemoteEntry[]): number =>
+  Math.min(CHUNK_BYTES, Math.max(CHUNK_MIN_BYTES, bytesOf(share) / 4));
+
+/**
+ * Files of this node's share that members filling before it came may hold already, fetched and
+ * not yet in the tier (they fetched from their shares without it until they saw it): the first
+ * chunks of each one's share in the split without this node. A node joining a fill in progress
+ * fetches those last, once they stop arriving in the tier.
+ */
+export function inOthersHands(wanted: readonly RemoteEntry[], view: MemberView): Set<string> {
+  const earlier = view.members.filter((m) => m !== view.self && view.earlier?.has(m));
+  const inHand = new Set<string>();
+  if (earlier.length === 0) return inHand;
+  const without = shares(wanted, { ...view, members: view.members.filter((m) => m !== view.self) });
+  const own = new Set((shares(wanted, view).get(view.self) ?? []).map((e) => e.relative));
+  for (const member of earlier) {
+    let rest = without.get(member) ?? [];
+    const limit = chunkLimit(rest);
+    for (let chunks = 0; chunks < IN_HAND_CHUNKS && rest.length > 0; chunks += 1) {
+      const chunk = headChunk(rest, limit);
+      for (const entry of chunk) if (own.has(entry.relative)) inHand.add(entry.relative);
+      rest = rest.slice(chunk.length);
+    }
+  }
+  return inHand;
+}
+
 /** The first files of `list` up to `limit` bytes or CHUNK_FILES (one file at least). */
 export function headChunk(list: readonly RemoteEntry[], limit = CHUNK_BYTES): RemoteEntry[] {
   const chunk: RemoteEntry[] = [];
@@ -92,20 +128,21 @@ const bytesOf = (list: readonly RemoteEntry[]): number => list.reduce((n, e) => 
 
 /**
  * What this node fetches from the remote next, in path order within each share: a chunk of its own
- * share; when that is done, the last chunk of the biggest share left to another member, if that
+ * share (the files of `last` after the others: see inOthersHands); when that is done, the last chunk of the biggest share left to another member, if that
  * share is more than two chunks (its owner works from the front, so the two meet at most one chunk
  * apart); else nothing (wait for the others' uploads).
  */
 export function nextChunk(
   wanted: readonly RemoteEntry[],
   view: MemberView,
+  last: ReadonlySet<string> = new Set(),
 ): { chunk: RemoteEntry[]; takenFrom?: string } {
   const byOwner = shares(wanted, view);
   const own = byOwner.get(view.self) ?? [];
   if (own.length > 0) {
-    // Small chunks while a share is small: a node killed mid-fill loses little of it.
-    const limit = Math.min(CHUNK_BYTES, Math.max(CHUNK_MIN_BYTES, bytesOf(own) / 4));
-    return { chunk: headChunk(own, limit) };
+    const later = (e: RemoteEntry) => last.has(e.relative);
+    const ordered = last.size === 0 ? own : [...own.filter((e) => !later(e)), ...own.filter(later)];
+    return { chunk: headChunk(ordered, chunkLimit(own)) };
   }
   let biggest: { owner: string; list: RemoteEntry[]; bytes: number } | undefined;
   for (const [owner, list] of byOwner) {

@@ -2,7 +2,8 @@
  * Claims on files bigger than a chunk, between two members of one fill (FillGroup, real rclone
  * against s3rver on loopback): a claim seen first is its holder's; of two made at once exactly one
  * holds; a released claim is gone at its holder's next refresh, and the file can be claimed again;
- * a holder whose progress stopped (stalled) holds nothing.
+ * a holder whose progress stopped (stalled) holds nothing. Members that join together are none of
+ * them earlier than the others; one that had filled a while before another joined is earlier for it.
  */
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -36,8 +37,8 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-async function joined(node: string): Promise<FillGroup> {
-  const group = new FillGroup(new RcloneTransfers(), folder, node, REFRESH_MS);
+async function joined(node: string, where = folder): Promise<FillGroup> {
+  const group = new FillGroup(new RcloneTransfers(), where, node, REFRESH_MS);
   groups.push(group);
   await group.join();
   return group;
@@ -79,5 +80,35 @@ it('a claim seen first is its holder’s; two at once leave exactly one holder; 
   } finally {
     clearInterval(working.a);
     clearInterval(working.b);
+  }
+}, 60_000);
+
+it('members joining together are not earlier than each other; members filling for a while before a node joins are earlier for it', async () => {
+  const late = { ...folder, source: parseSource('s3://tier/members/late') };
+  const [c, d] = await Promise.all([joined('node-c', late), joined('node-d', late)]);
+  const working = setInterval(() => {
+    c.noteWork();
+    d.noteWork();
+  }, 100);
+  try {
+    expect([...(c.members.earlier ?? [])]).toEqual([]);
+    expect([...(d.members.earlier ?? [])]).toEqual([]);
+    // Progress moves once a refresh at most: a node joining once both moved twice finds them earlier.
+    const e = await until('a node joining now to find both earlier', async () => {
+      const joiner = await joined('node-e', late);
+      if (joiner.members.earlier?.size === 2) return joiner;
+      await joiner.leave();
+      return undefined;
+    });
+    expect([...e.members.earlier!].sort()).toEqual([c.members.self, d.members.self].sort());
+    expect(e.members.members).toHaveLength(3);
+    // Decided at the join: the members that came first never count the joiner as earlier.
+    await until('c and d to see e', async () =>
+      c.members.members.length === 3 && d.members.members.length === 3 ? true : undefined,
+    );
+    expect([...(c.members.earlier ?? [])]).toEqual([]);
+    expect([...(d.members.earlier ?? [])]).toEqual([]);
+  } finally {
+    clearInterval(working);
   }
 }, 60_000);

@@ -1,8 +1,9 @@
 /**
  * How nodes filling a dataset together split it: every file has exactly one fetcher, the same on
  * every node; a member leaving moves only its own files; stalled members own nothing; an idle node
- * takes only the far end of a share big enough that its owner will not reach it first; members are
- * fresh by the store's clock alone.
+ * takes only the far end of a share big enough that its owner will not reach it first; a node joining
+ * a fill in progress fetches last what the earlier members may hold; members are fresh by the
+ * store's clock alone.
  */
 import fc from 'fast-check';
 import type { RemoteEntry } from '../../src/engines/rclone-transfer.js';
@@ -19,6 +20,7 @@ import {
   CHUNK_BYTES,
   CHUNK_MIN_BYTES,
   headChunk,
+  inOthersHands,
   nextChunk,
   ownerOf,
   shares,
@@ -216,6 +218,36 @@ it('a file that may make a chunk alone, claimed by another working member, is it
       expect(split.get(ownerOf(small.relative, group))).toContainEqual(small);
       if (claimer !== self)
         expect(nextChunk([big], { ...view(self, group), claims }).chunk).toEqual([]);
+    }),
+  );
+});
+
+it('a node joining a fill in progress fetches last the files of its share the earlier members fetched first (their shares without it); nobody earlier, nothing held back', () => {
+  fc.assert(
+    fc.property(names, members, fc.nat(), (paths, group, pick) => {
+      fc.pre(group.length >= 2);
+      const wanted = [...paths].sort().map((p) => entry(p, CHUNK_MIN_BYTES / 8));
+      const self = group[pick % group.length]!;
+      const others = group.filter((m) => m !== self);
+      const joiner: MemberView = { ...view(self, group), earlier: new Set(others) };
+      const own = shares(wanted, joiner).get(self) ?? [];
+      const inHand = inOthersHands(wanted, joiner);
+      const ownNames = new Set(own.map((e) => e.relative));
+      for (const relative of inHand) expect(ownNames.has(relative)).toBe(true);
+      expect(inOthersHands(wanted, view(self, group)).size).toBe(0);
+      // What each earlier member fetched first without this node (its first chunk at least).
+      const without = shares(wanted, view(others[0]!, others));
+      for (const member of others) {
+        for (const e of headChunk(without.get(member) ?? [], CHUNK_MIN_BYTES)) {
+          if (ownNames.has(e.relative)) expect(inHand.has(e.relative)).toBe(true);
+        }
+      }
+      // The files nobody else can hold come first, in path order.
+      const { chunk } = nextChunk(wanted, joiner, inHand);
+      const fresh = own.filter((e) => !inHand.has(e.relative));
+      const firstHeld = chunk.findIndex((e) => inHand.has(e.relative));
+      if (firstHeld >= 0) expect(chunk.slice(0, firstHeld)).toEqual(fresh);
+      else expect(chunk).toEqual(fresh.slice(0, chunk.length));
     }),
   );
 });
