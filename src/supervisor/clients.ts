@@ -237,7 +237,8 @@ export class CacheClients {
     if (!(await isSameProcess(record.pid, record.startTime))) return false;
     const deadline = Date.now() + this.timings.flushTimeoutMs;
     let logged = false;
-    while (Date.now() < deadline) {
+    let emptyBefore = false;
+    while (Date.now() < deadline || emptyBefore) {
       let pending: number;
       try {
         pending = await engine.pendingWrites(record.control);
@@ -248,10 +249,13 @@ export class CacheClients {
         );
         return false;
       }
-      if (pending === 0) return true;
-      if (!logged)
+      // A file closed a moment ago enters the upload queue when the client handles its release,
+      // which the kernel sends after close() returns: the queue must be empty twice in a row.
+      if (pending === 0 && emptyBefore) return true;
+      emptyBefore = pending === 0;
+      if (pending > 0 && !logged)
         this.log.info({ dataset: record.key, pending }, 'waiting for writes to reach the remote');
-      logged = true;
+      logged ||= pending > 0;
       await sleep(200);
     }
     return false;
