@@ -35,7 +35,7 @@ export async function fromTier(
   const { copy } = options;
   const taken = { files: 0, bytes: 0 };
   const workspace = await copy.workspace();
-  let rejected: string[] = [];
+  const rejected: string[] = [];
   try {
     const result = await tier.take(
       eligible,
@@ -64,7 +64,7 @@ export async function fromTier(
       },
       room,
     );
-    rejected = result.rejected;
+    rejected.push(...result.rejected);
     tier.rejected(rejected.length);
     progress.noRoom += result.noRoom;
     for (let i = 0; i < result.noRoom; i += 1) copy.countNoRoom();
