@@ -35,7 +35,7 @@ export async function fromTier(
   const { copy } = options;
   const taken = { files: 0, bytes: 0 };
   const workspace = await copy.workspace();
-  const rejected: string[] = [];
+  let rejected: string[] = [];
   try {
     const result = await tier.take(
       eligible,
@@ -64,7 +64,7 @@ export async function fromTier(
       },
       room,
     );
-    rejected.push(...result.rejected);
+    rejected = result.rejected;
     tier.rejected(rejected.length);
     progress.noRoom += result.noRoom;
     for (let i = 0; i < result.noRoom; i += 1) copy.countNoRoom();
