@@ -18,7 +18,7 @@ export const canBeTold = (entry: RemoteEntry): boolean =>
 /**
  * Takes from the cluster tier what it holds of the admitted files, each checked against the
  * remote's listing before it is installed; the rest stays admitted, for the remote. A tier file
- * that is not the remote's is no error of the fill: the remote has it. Returns those refused.
+ * that is not the remote's is no error of the fill: the remote has it.
  */
 export async function fromTier(
   options: FillOptions,
@@ -28,14 +28,13 @@ export async function fromTier(
   held: Set<string>,
   room?: Room,
   onStarted?: (pid: number) => void,
-): Promise<string[]> {
-  if (!(await tier.check())) return [];
+): Promise<void> {
+  if (!(await tier.check())) return;
   const eligible = [...admitted.values()].filter(canBeTold);
-  if (eligible.length === 0) return [];
+  if (eligible.length === 0) return;
   const { copy } = options;
   const taken = { files: 0, bytes: 0 };
   const workspace = await copy.workspace();
-  let rejected: string[] = [];
   try {
     const result = await tier.take(
       eligible,
@@ -64,8 +63,7 @@ export async function fromTier(
       },
       room,
     );
-    rejected = result.rejected;
-    tier.rejected(rejected.length);
+    tier.rejected(result.rejected);
     progress.noRoom += result.noRoom;
     for (let i = 0; i < result.noRoom; i += 1) copy.countNoRoom();
     if (!result.ok && !options.signal?.aborted) tier.failed(result.reason);
@@ -75,7 +73,6 @@ export async function fromTier(
   progress.tierFiles += taken.files;
   progress.tierBytes += taken.bytes;
   tier.read(taken.files, taken.bytes);
-  return rejected;
 }
 
 /** Names the process writing into a workspace, so a restarted driver can end it by PID. */

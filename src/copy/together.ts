@@ -9,13 +9,6 @@ import { messageOf } from '../util/errors.js';
 import { canBeTold, fromRemote, fromTier } from './fetch.js';
 import type { FillOptions, FillProgress } from './fill.js';
 
-/**
- * Refusals of a file's tier object after which this node fetches the file itself: once may be a
- * read of an object still being written (a store may list it early); twice, the object is not the
- * remote's file, and each look would read it again.
- */
-const TIER_REFUSALS = 2;
-
 /** How often a node waiting for the others sees again who fills what (no request: its view). */
 const POLL_MS = 1000;
 
@@ -70,8 +63,6 @@ export async function fetchTogether(
   const askedTier = new Set<string>();
   /** Claims other members held during this fill: their files are looked for in the tier first. */
   const claimedElsewhere = new Set<string>();
-  /** Per file, the times the tier's object was refused (see TIER_REFUSALS). */
-  const refused = new Map<string, number>();
   /** Takes from the tier what it holds of the admitted files, one take at a time. */
   let taking: Promise<void> = Promise.resolve();
   let takes = 0;
@@ -86,12 +77,9 @@ export async function fetchTogether(
         }
       : undefined;
     taking = taking
-      .then(async () => {
-        const rejected = await timed('take', () =>
-          fromTier(options, tier, admitted, progress, held, undefined, watch),
-        );
-        for (const relative of rejected) refused.set(relative, (refused.get(relative) ?? 0) + 1);
-      })
+      .then(() =>
+        timed('take', () => fromTier(options, tier, admitted, progress, held, undefined, watch)),
+      )
       .finally(() => {
         takes -= 1;
         for (const pid of pids) group.unwatch(pid);
@@ -141,8 +129,7 @@ export async function fetchTogether(
       .then(uploaded, uploaded)
       .finally(() => {
         release();
-        const at = lagging.indexOf(upload);
-        if (at >= 0) lagging.splice(at, 1);
+        lagging.splice(lagging.indexOf(upload), 1);
       });
     uploads = upload;
     lagging.push(upload);
@@ -195,14 +182,6 @@ export async function fetchTogether(
           // The tier failed: the rest comes from the remote, as without a tier.
           if (admitted.size > 0) await remote(new Map(admitted), false);
           return;
-        }
-        const refusedByTier = [...admitted.values()].filter(
-          (e) => (refused.get(e.relative) ?? 0) >= TIER_REFUSALS,
-        );
-        if (refusedByTier.length > 0) {
-          // Uploaded again from here: the others refuse the tier's object too.
-          await remote(new Map(refusedByTier.map((e) => [e.relative, e])), true);
-          continue;
         }
         const view = group.members;
         // Fetched files not yet in the tier are still wanted by the others (one joining now may

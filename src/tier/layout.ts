@@ -41,7 +41,7 @@ export interface TakeResult {
   ok: boolean;
   reason: string;
   /** Tier files that were there but not the remote's file (refused at install, or a cut pack). */
-  rejected: string[];
+  rejected: number;
   /** Files the tier holds that were left there: the copy's room (`room`) did not have theirs. */
   noRoom: number;
 }
@@ -146,7 +146,7 @@ export async function takeFromTier(
   known: PackIndexes = new PackIndexes(),
   room: Room = { left: Number.POSITIVE_INFINITY },
 ): Promise<TakeResult> {
-  const outcome: TakeResult = { ok: true, reason: '', rejected: [], noRoom: 0 };
+  const outcome: TakeResult = { ok: true, reason: '', rejected: 0, noRoom: 0 };
   /** Whether a file the tier holds fits in what is left of the room (which it then takes). */
   const fits = (entry: RemoteEntry): boolean => {
     if (entry.size > room.left) {
@@ -161,7 +161,7 @@ export async function takeFromTier(
     outcome.reason = reason || 'transfer from the tier failed';
   };
   const installOne = async (written: string, entry: RemoteEntry) => {
-    if (!(await install(written, entry))) outcome.rejected.push(entry.relative);
+    if (!(await install(written, entry))) outcome.rejected += 1;
   };
 
   const buffer = Buffer.allocUnsafe(PACK_MEMBER_MAX);
@@ -173,7 +173,7 @@ export async function takeFromTier(
     members: [PackMember, RemoteEntry][],
   ): Promise<void> => {
     if (!(await packIsWhole(file, index))) {
-      outcome.rejected.push(...members.map(([, entry]) => entry.relative));
+      outcome.rejected += members.length;
       return;
     }
     const pack = openSync(file, 'r');
@@ -248,9 +248,7 @@ export async function takeFromTier(
         );
         // A pack read other than it was written (overwritten, or not yet whole on a store that
         // shows objects early): its members are refused, and the tier is no less up.
-        for (const name of result.corrupted) {
-          outcome.rejected.push(...(packOf(name)?.members ?? []).map(([, e]) => e.relative));
-        }
+        for (const name of result.corrupted) outcome.rejected += packOf(name)?.members.length ?? 0;
         if (!result.ok) fail(result.reason);
       }
     }
@@ -267,7 +265,7 @@ export async function takeFromTier(
           });
     // An object of another size (cut short, or of another version) is refused unread.
     const cut = wantedBig.filter((e) => (stored.get(e.relative) ?? e.size) !== e.size);
-    outcome.rejected.push(...cut.map((e) => e.relative));
+    outcome.rejected += cut.length;
     const big = wantedBig.filter((e) => stored.get(e.relative) === e.size && fits(e));
     if (big.length > 0) {
       const byPath = new Map(big.map((e) => [e.relative, e]));
@@ -287,7 +285,7 @@ export async function takeFromTier(
           },
         },
       );
-      outcome.rejected.push(...result.corrupted);
+      outcome.rejected += result.corrupted.length;
       if (!result.ok) fail(result.reason);
     }
   };
