@@ -55,7 +55,15 @@ export async function fetchTogether(
   const { signal } = options;
   const started = performance.now();
   const group = tier.together.group(scope, (reason) => tier.failed(reason));
-  const figures = { members: 1, ownFiles: 0, takenOverFiles: 0, waitSeconds: 0, remoteFiles: 0 };
+  const figures = {
+    members: 1,
+    ownFiles: 0,
+    takenOverFiles: 0,
+    waitSeconds: 0,
+    remoteFiles: 0,
+    heldBackFiles: 0,
+    heldBackFetched: 0,
+  };
   const tierFilesBefore = progress.tierFiles;
   /** Every member seen during this fill, this node included. */
   const seen = new Set<string>();
@@ -66,14 +74,19 @@ export async function fetchTogether(
   /** Takes from the tier what it holds of the admitted files, one take at a time. */
   let taking: Promise<void> = Promise.resolve();
   let takes = 0;
-  /** With `working`, the take's processes show this node at work to the others (see join). */
+  /**
+   * Processes of the first take (`working`): they show this node at work to the others once it has
+   * joined, not before (members joining together see each other's progress unmoved: none of them
+   * is earlier than the others, see MemberView.earlier).
+   */
+  const firstTake = { pids: new Set<number>(), joined: false };
   const take = (working = false): Promise<void> => {
     takes += 1;
-    const pids: number[] = [];
+    const pids = working ? firstTake.pids : new Set<number>();
     const watch = working
       ? (pid: number) => {
-          pids.push(pid);
-          group.watch(pid);
+          pids.add(pid);
+          if (firstTake.joined) group.watch(pid);
         }
       : undefined;
     taking = taking
@@ -83,6 +96,7 @@ export async function fetchTogether(
       .finally(() => {
         takes -= 1;
         for (const pid of pids) group.unwatch(pid);
+        pids.clear();
       });
     return taking;
   };
@@ -141,9 +155,10 @@ export async function fetchTogether(
     if (admitted.size === 0) return;
     // What the tier holds already comes first, and the node joins meanwhile: staged while others
     // are mid-fill, it is left its share at once (a take of what they uploaded lasts seconds, in
-    // which they would fetch it all). Its take shows it at work, not stalled; its fetches start
-    // once the take is done (the take may hold them). One that finds everything there leaves.
-    const firstTake = gatherWithin ? undefined : take(true);
+    // which they would fetch it all). Its take shows it at work once joined, not stalled; its
+    // fetches start once the take is done (the take may hold them). One that finds everything
+    // there leaves.
+    const taken = gatherWithin ? undefined : take(true);
     let tierDown = await group.join().then(
       () => false,
       (err: Error) => {
@@ -151,11 +166,15 @@ export async function fetchTogether(
         return true;
       },
     );
-    await firstTake;
+    firstTake.joined = true;
+    for (const pid of firstTake.pids) group.watch(pid);
+    await taken;
     if (admitted.size === 0) return;
     // Files of this node's share the members filling before it may hold: fetched last, once two
     // refresh intervals pass with none of them arriving (a look for uploads comes once in each).
     const inHand = inOthersHands([...admitted.values()].sort(byPath), group.members);
+    const heldBack = new Set(inHand);
+    figures.heldBackFiles = heldBack.size;
     const arriving = { left: inHand.size, at: performance.now() };
     const stillArriving = (): boolean => {
       const left = [...inHand].filter((relative) => admitted.has(relative)).length;
@@ -244,6 +263,7 @@ export async function fetchTogether(
         // Whose each file was among every member seen: one gone since is still its first owner.
         figures.takenOverFiles += others.length;
         figures.ownFiles += chunk.length - others.length;
+        figures.heldBackFetched += chunk.filter((e) => heldBack.has(e.relative)).length;
         await remote(new Map(chunk.map((e) => [e.relative, e])), true, big?.relative);
       }
     };

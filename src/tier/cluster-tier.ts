@@ -67,6 +67,10 @@ export interface SharedFillFigures {
   takenOverFiles: number;
   /** All files it fetched from the remote (with those nobody could share: no time, no hash). */
   remoteFiles: number;
+  /** Files of its share that members filling before it came may have held (fetched last). */
+  heldBackFiles: number;
+  /** Of those, the files it fetched from the remote after all. */
+  heldBackFetched: number;
   tierFiles: number;
   waitSeconds: number;
   durationSeconds: number;
@@ -253,6 +257,9 @@ export class ClusterTier {
               takenOver: fill.takenOverFiles,
               tierFiles: fill.tierFiles,
               remoteFiles: fill.remoteFiles,
+              ...(fill.heldBackFiles > 0
+                ? { heldBack: fill.heldBackFiles, heldBackFetched: fill.heldBackFetched }
+                : {}),
               waitedSeconds: Number(fill.waitSeconds.toFixed(2)),
               fetchSeconds: Number(fill.fetchSeconds.toFixed(2)),
               uploadSeconds: Number(fill.uploadSeconds.toFixed(2)),

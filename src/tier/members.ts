@@ -30,8 +30,9 @@ export interface MemberView {
   /** Fresh members whose progress has not moved for two refresh intervals (the store's clock). */
   stalled: Set<string>;
   /**
-   * Members that had been filling for a refresh interval at least when this node joined (their
-   * progress had moved twice): they may hold files of its share, fetched before they saw it.
+   * Members that had been at work for a refresh interval when this node joined (their progress had
+   * moved twice; it moves once a refresh at most, and only after a member's join): they may hold
+   * files of its share, fetched before they saw it. Nodes staged a moment apart count none.
    */
   earlier?: Set<string>;
   /**
@@ -345,7 +346,6 @@ export class FillGroup {
       if (member !== self) claims.set(claim, member);
     }
     if (!this.joined) {
-      // Progress moves once a refresh at most: twice, and the member filled before this node came.
       const before = [...fresh].filter(([m, { progress }]) => m !== self && progress >= 2);
       this.earlier = new Set(before.map(([member]) => member));
     }

@@ -1,4 +1,4 @@
-// How nodes filling one dataset together split its files: rendezvous hashing over the fresh members gives each file one fetcher; an idle node takes over a stalled member's files, and the far end of a slow member's.
+// How nodes filling one dataset together split its files: rendezvous hashing over the fresh members gives each file one fetcher; an idle node takes over a stalled member's files, and the far end of a slow member's; a late joiner fetches last what the earlier members may hold.
 import type { RemoteEntry } from '../engines/rclone-transfer.js';
 import { claimOf, type MemberView } from './members.js';
 

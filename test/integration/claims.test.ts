@@ -93,7 +93,7 @@ it('members joining together are not earlier than each other; members filling fo
   try {
     expect([...(c.members.earlier ?? [])]).toEqual([]);
     expect([...(d.members.earlier ?? [])]).toEqual([]);
-    // Progress moves once a refresh at most: a node joining once both moved twice finds them earlier.
+    // Both at work now: a node joining once their progress moved twice finds them earlier.
     const e = await until('a node joining now to find both earlier', async () => {
       const joiner = await joined('node-e', late);
       if (joiner.members.earlier?.size === 2) return joiner;
