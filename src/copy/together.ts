@@ -167,6 +167,7 @@ export async function fetchTogether(
       },
     );
     firstTake.joined = true;
+    const joinedAt = performance.now();
     for (const pid of firstTake.pids) group.watch(pid);
     await taken;
     if (admitted.size === 0) return;
@@ -213,7 +214,8 @@ export async function fetchTogether(
         figures.members = Math.max(figures.members, view.members.length);
         for (const member of view.members) seen.add(member);
         for (const claim of view.claims?.keys() ?? []) claimedElsewhere.add(claim);
-        const { chunk } = nextChunk([...admitted.values()].sort(byPath), view, inHand);
+        const early = performance.now() - joinedAt < 2 * group.refreshMs;
+        const { chunk } = nextChunk([...admitted.values()].sort(byPath), view, inHand, early);
         // Files of a member gone or stalled: it may have uploaded them just before (a member
         // leaves once its uploads are in): the tier is asked first, once for each file. So are
         // files another member claimed (it may have let them go once they were in the tier).

@@ -100,6 +100,14 @@ it('a chunk is at most CHUNK_BYTES, one file at least; own files first, in order
   const { chunk, takenFrom } = nextChunk(wanted, view(group[0]!, group));
   expect(takenFrom).toBeUndefined();
   expect(chunk).toEqual(own.slice(0, chunk.length));
+  // Early in a fill (others may still join and cut the share), chunks of 8 MiB at most.
+  const early = nextChunk(wanted, view(group[0]!, group), new Set(), true).chunk;
+  expect(chunk.length).toBeGreaterThan(1);
+  expect(early).toEqual(own.slice(0, 1));
+  const mib = own.map((e) => ({ ...e, size: CHUNK_MIN_BYTES / 2 }));
+  expect(mib.length).toBeGreaterThanOrEqual(40);
+  expect(nextChunk(mib, view(group[0]!, group), new Set(), true).chunk).toEqual(mib.slice(0, 8));
+  expect(nextChunk(mib, view(group[0]!, group)).chunk.length).toBeGreaterThan(8);
 });
 
 it("an idle node takes the far end of another's share only when it is over two chunks", () => {
