@@ -143,7 +143,8 @@ export async function fetchTogether(
       .then(uploaded, uploaded)
       .finally(() => {
         release();
-        lagging.splice(lagging.indexOf(upload), 1);
+        const at = lagging.indexOf(upload);
+        if (at >= 0) lagging.splice(at, 1);
       });
     uploads = upload;
     lagging.push(upload);
