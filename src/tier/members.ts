@@ -248,7 +248,7 @@ export class FillGroup {
     this.claims.delete(claimOf(relative));
   }
 
-  private serially(work: () => Promise<boolean>): Promise<boolean> {
+  private serially<T>(work: () => Promise<T>): Promise<T> {
     const done = this.refreshing.then(work);
     this.refreshing = done.then(
       () => undefined,
@@ -276,7 +276,7 @@ export class FillGroup {
     const delay = Math.max(0, startedAt + this.refreshMs - performance.now());
     this.timer = setTimeout(() => {
       const started = performance.now();
-      void this.serially(() => this.refresh().then(() => true)).then(
+      void this.serially(() => this.refresh()).then(
         () => this.schedule(started),
         (err: unknown) => {
           this.onError(messageOf(err));
