@@ -1,6 +1,6 @@
 // The node's local copies: one per read-only dataset with a copy layer, kept growing by promotion and made visible to the overlay.
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate, setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { DatasetSpec } from '../dataset/params.js';
 import { RcloneCacheIndex } from '../engines/rclone-cache.js';
@@ -10,6 +10,7 @@ import type { Mounter } from '../kernel/mounter.js';
 import { dropCachedPages } from '../kernel/page-cache.js';
 import type { ProcessRunner } from '../kernel/runner.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
+import { DirectoryMaker } from './directory-maker.js';
 import { LocalCopy } from './local-copy.js';
 import { promoteComplete } from './promote.js';
 import { DEFAULT_SWEEP_RULE, SweepDetector, type Sweep, type SweepRule } from './sweeps.js';
@@ -30,8 +31,6 @@ const PROMOTION_SLICE_MS = 300;
  */
 const OUTLINE_WAIT_MS = 1000;
 const STAGE_LEVELS = 2;
-/** Directories made at once as the listing finds them. */
-const OUTLINE_BATCH = 64;
 
 /** What the copies need of a dataset's client: where its cache and its overlay are. */
 export interface CopyHost {
@@ -132,41 +131,53 @@ export class LocalCopies {
    */
   private async outline(entry: Attached, onTopLevels: () => void): Promise<void> {
     const started = Date.now();
-    const batch: string[] = [];
-    let made = 0;
-    const flush = () => {
-      made += entry.copy.makeDirectories(batch.splice(0));
-    };
+    const directories = new DirectoryMaker(entry.copy);
     try {
       await this.transfers.listDirectories(
         entry.host.source,
         entry.outlining.signal,
-        (dir) => {
-          batch.push(dir);
-          if (batch.length >= OUTLINE_BATCH) flush();
-        },
-        (depth) => {
-          flush();
-          // Names the overlay looked up before are looked up again at the next remount.
-          if (made > 0) entry.changed = true;
-          if (depth === STAGE_LEVELS) onTopLevels();
+        (dir) => directories.add(dir),
+        {
+          firstDepth: STAGE_LEVELS,
+          onLevel: (depth) => {
+            directories.flush();
+            if (depth === STAGE_LEVELS) onTopLevels();
+          },
+          // Below the stage's levels, what a fill lists whole is left to it: a second reading of
+          // those directories would cost the remote as much again (an HTTP server's index pages of
+          // a tree of small files: 2% of its bytes). The fill a stage starts is told to the copy
+          // once the stage has its top levels; a turn of the event loop lets it.
+          leaveOut: async (depth) => {
+            if (depth <= STAGE_LEVELS) return [];
+            await setImmediate();
+            return [...entry.copy.listedWhole];
+          },
         },
       );
-      flush();
-      if (made > 0) entry.changed = true;
+      directories.flush();
       if (entry.outlining.signal.aborted) return;
       this.log.info(
-        { dataset: entry.host.key, directories: made, durationMs: Date.now() - started },
+        {
+          dataset: entry.host.key,
+          directories: directories.made,
+          leftToFills: [...entry.copy.listedWhole],
+          durationMs: Date.now() - started,
+        },
         'local copy outlined',
       );
     } catch (err) {
-      flush();
+      directories.flush();
       if (entry.outlining.signal.aborted) return;
       this.log.warn(
         { dataset: entry.host.key, err: String(err), durationMs: Date.now() - started },
         'local copy not outlined: directories the copy gains later may be read through the engine',
       );
     }
+  }
+
+  /** A sweep of the directory may be seen again (its fill failed). */
+  forgetSweep(key: string, directory: string): void {
+    this.attached.get(key)?.sweeps.forget(directory);
   }
 
   /** Whether pods opened the file through the dataset's engine (see RcloneCacheIndex.hasItem). */

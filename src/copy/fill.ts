@@ -7,6 +7,7 @@ import { globBase } from '../dataset/patterns.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import type { Room } from '../tier/layout.js';
 import { BatchPipeline, type BatchShape } from './batches.js';
+import { DirectoryMaker } from './directory-maker.js';
 import { canBeTold, fromRemote, fromTier } from './fetch.js';
 import { fetchTogether } from './together.js';
 import { isSafeRelativePath, type LocalCopy } from './local-copy.js';
@@ -185,12 +186,16 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   };
   const listStarted = Date.now();
   const report = () => options.onProgress?.({ ...progress });
-  if (options.refresh) progress.stale = await dropStale(copy, transfers, source, options.signal);
-
-  const matches = options.globs.length > 0 ? picomatch(options.globs, { dot: true }) : () => false;
   const listings = listingsFor(options.globs);
   /** Listings of whole trees: only they can prove a directory complete. */
   const bases = listings.filter((l) => l.maxDepth === undefined).map((l) => l.base);
+  // Their directories are made here, as listed: the copy's outline leaves them out (told at once,
+  // before the outline's levels below a stage's).
+  for (const base of bases) copy.listedWhole.add(base);
+  const directories = new DirectoryMaker(copy);
+  if (options.refresh) progress.stale = await dropStale(copy, transfers, source, options.signal);
+
+  const matches = options.globs.length > 0 ? picomatch(options.globs, { dot: true }) : () => false;
   /** Every file listed under those bases, matched or not: what makes a directory complete. */
   const listed: string[] = [];
   /** A limited listing may overlap a whole-tree one below it: each file is taken once. */
@@ -222,7 +227,10 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
     for (const { base, maxDepth } of listings) {
       const listing = { dir: base, maxDepth, checkers: options.concurrency };
       await transfers.list(source, listing, options.signal, (entry) => {
-        if (maxDepth === undefined) listed.push(entry.relative);
+        if (maxDepth === undefined) {
+          listed.push(entry.relative);
+          directories.holding(entry.relative);
+        }
         if (seen.has(entry.relative)) return;
         seen.add(entry.relative);
         if (!matches(entry.relative)) return;
@@ -251,6 +259,7 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
       });
     }
   } finally {
+    directories.flush();
     progress.listSeconds = (Date.now() - listStarted) / 1000;
     report();
     // What was handed over is fetched (or given up) before the fill ends, listed whole or not.

@@ -110,6 +110,11 @@ export class LocalCopy {
   private readonly refusedLinks = new Set<string>();
   /** Called after files were installed: the overlay must drop names it cached from the engine. */
   onChanged: () => void = () => undefined;
+  /**
+   * Directories of the dataset a fill lists whole, making the directories below them as it finds
+   * them (see fillCopy): an outline of the copy need not read them again (see LocalCopies.outline).
+   */
+  readonly listedWhole = new Set<string>();
 
   constructor(
     readonly cacheDir: string,
@@ -386,7 +391,7 @@ export class LocalCopy {
 
   /**
    * Makes these directories of the dataset in the copy (and those above them) before pods look
-   * them up (see LocalCopies.outline); returns how many were new.
+   * them up (see LocalCopies.outline and fillCopy); returns how many were new.
    */
   makeDirectories(relatives: string[]): number {
     let made = 0;

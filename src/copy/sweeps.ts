@@ -86,6 +86,12 @@ export class SweepDetector {
     return found;
   }
 
+  /** The directory's sweep was not filled: new evidence makes a new sweep of it. */
+  forget(directory: string): void {
+    const at = this.swept.indexOf(directory);
+    if (at >= 0) this.swept.splice(at, 1);
+  }
+
   /** Whether a sweep of this directory or of one above it was already seen. */
   private covered(directory: string): boolean {
     return this.swept.some(

@@ -146,25 +146,43 @@ export class RcloneTransfers {
     source: TransferSource,
     signal: AbortSignal | undefined,
     onDirectory: (relative: string) => void,
-    /** Told when every directory of a level (1: the root's) was told. */
-    onLevel?: (depth: number) => void,
+    {
+      onLevel,
+      leaveOut,
+      firstDepth = 1,
+    }: {
+      /** Told when every directory of a level (1: the root's) was told. */
+      onLevel?: (depth: number) => void;
+      /** Levels the first listing takes at once (those a caller waits for: one process). */
+      firstDepth?: number;
+      /**
+       * Asked before each level: directories whose contents that level's listing does not read
+       * (nor are they told); '' among them ends the walk.
+       */
+      leaveOut?: (depth: number) => Promise<readonly string[]>;
+    } = {},
   ): Promise<void> {
     const { fs, env } = this.remote(source);
-    for (let depth = 1; !signal?.aborted; depth += 1) {
+    for (let depth = firstDepth; !signal?.aborted; depth += 1) {
+      /** The levels above were told by the listings before. */
+      const told = depth === firstDepth ? 0 : depth - 1;
+      const left = (await leaveOut?.(depth)) ?? [];
+      if (left.includes('')) return;
       const args = ['lsf', '-R', '--max-depth', String(depth), '--dirs-only', '--dir-slash=false'];
+      for (const dir of left) args.push('--exclude', `/${filterLiteral(dir)}/**`);
       // One request a directory: many at once, as a pod is about to start.
       args.push('--checkers', '32', ...(source.source.kind === 'http' ? ['--http-no-head'] : []));
       let found = 0;
       const stderr = await this.lines(args, fs, env, signal, (line) => {
-        // The levels above were told by the listings before.
-        if (line === '' || line.split('/').length !== depth) return;
-        found += 1;
+        const level = line.split('/').length;
+        if (line === '' || level <= told) return;
+        if (level === depth) found += 1;
         onDirectory(line);
       });
       if (stderr !== undefined && !signal?.aborted) {
         throw new Error(`listing the remote's directories failed: ${lastLine(stderr)}`);
       }
-      onLevel?.(depth);
+      for (let level = told + 1; level <= depth; level += 1) onLevel?.(level);
       if (found === 0) return;
     }
   }
@@ -451,5 +469,8 @@ const IMPATIENT = [
  * which costs more than a listing holding many names.)
  */
 const LISTED_HTTP = ['--no-traverse', '--http-no-head'];
+
+/** A path as an rclone filter pattern that matches only itself (its glob characters escaped). */
+const filterLiteral = (path: string): string => path.replace(/[\\*?[\]{}]/g, (c) => `\\${c}`);
 
 const lastLine = (text: string): string => text.trim().split('\n').slice(-1)[0] ?? '';

@@ -42,6 +42,7 @@ export async function fillTarget(
       source,
       tier,
       openedOnDemand: (relative) => copies.openedOnDemand(client.key, relative),
+      forgetSweep: (directory) => copies.forgetSweep(client.key, directory),
     };
   }
   return target;

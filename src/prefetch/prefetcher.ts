@@ -44,6 +44,8 @@ export interface PrefetchTarget {
     tier?: TierAccess | undefined;
     /** Whether pods opened the file on demand (the engine fetches it: a sweep fill leaves it). */
     openedOnDemand?: (relative: string) => boolean;
+    /** A sweep of the directory failed to fill: pods sweeping it again make a new sweep. */
+    forgetSweep?: (directory: string) => void;
   };
 }
 
@@ -198,6 +200,14 @@ export class Prefetcher {
     });
     job.onEnd = () => {
       const { files, bytes, noRoom, errors, done, readOnDemand } = job.progress;
+      // A fill that failed (the remote down, say) is tried again at the next sweep of its
+      // directory: pods reading it whole on demand again say the remote answers. A dataset whose
+      // volumes are gone (its jobs dropped) is not.
+      const again = !done && this.datasets.get(target.key)?.get(signature) === job;
+      if (again) {
+        jobs.delete(signature);
+        target.copy?.forgetSweep?.(sweep.directory);
+      }
       this.log.info(
         {
           dataset: target.key,
@@ -208,6 +218,7 @@ export class Prefetcher {
           readOnDemand,
           errors,
           done,
+          ...(again ? { again: 'at the next sweep of the directory' } : {}),
           durationMs: Date.now() - started,
         },
         'sweep fill ended',

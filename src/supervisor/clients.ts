@@ -116,7 +116,8 @@ export class CacheClients {
     return (await this.state(record)) === 'healthy';
   }
 
-  private probeOnce(path: string): Promise<boolean> {
+  /** Whether the path answers a stat in time; callers asking at once share one probe. */
+  probeOnce(path: string): Promise<boolean> {
     const pending = this.probes.get(path);
     if (pending) return pending;
     const probe = this.probe.answers(path).finally(() => this.probes.delete(path));

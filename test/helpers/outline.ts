@@ -7,12 +7,14 @@ import { RcloneTransfers } from '../../src/engines/rclone-transfer.js';
 
 /**
  * What one outline of the dataset at `url` costs its server, as `measure` counts it (bytes sent,
- * requests): what a stage adds to a fill's own cost (see LocalCopies.outline).
+ * requests): what a stage adds to a fill's own cost (see LocalCopies.outline). With `levels`, the
+ * outline of that many levels only (what a stage's outline reads where its fill lists everything).
  */
 export async function outlineCost(
   url: string,
   measure: () => Promise<number>,
   secrets: Record<string, string> = {},
+  levels?: number,
 ): Promise<number> {
   const home = await mkdtemp(join(tmpdir(), 'dcsi-outline-'));
   try {
@@ -21,6 +23,9 @@ export async function outlineCost(
       { source: parseSource(url), secrets, runtimeDir: home },
       undefined,
       () => undefined,
+      {
+        leaveOut: (depth) => Promise.resolve(levels !== undefined && depth > levels ? [''] : []),
+      },
     );
     return (await measure()) - before;
   } finally {

@@ -2,7 +2,7 @@
  * `RcloneTransfers.copy` with a real rclone between two directories: the work its caller does per
  * copied file runs one file at a time and is all done when copy() returns; a failure in it does not
  * stop the other files' work, and copy() rejects with it. `listDirectories` names every directory
- * of a source, or says why it cannot. An object read other than the store says it is (s3rver on
+ * of a source but those it is told to leave out, or says why it cannot. An object read other than the store says it is (s3rver on
  * loopback) is refused and named, without the copy failing.
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -85,6 +85,40 @@ it('listDirectories names every directory of the source, nested ones included, a
   const found: string[] = [];
   await new RcloneTransfers().listDirectories(from, undefined, (dir) => found.push(dir));
   expect(found.sort()).toEqual(['d0', 'd1', 'd1/deeper', 'd1/deeper/deepest', 'd2']);
+  // The first two levels from one listing: the same directories, every level told in order.
+  const again: string[] = [];
+  const levels: number[] = [];
+  const asked: number[] = [];
+  await new RcloneTransfers().listDirectories(from, undefined, (dir) => again.push(dir), {
+    firstDepth: 2,
+    onLevel: (depth) => levels.push(depth),
+    leaveOut: (depth) => {
+      asked.push(depth);
+      return Promise.resolve([]);
+    },
+  });
+  expect(again.sort()).toEqual(found);
+  expect(levels).toEqual([1, 2, 3, 4]);
+  expect(asked).toEqual([2, 3, 4]);
+});
+
+it('listDirectories leaves out what it is told to, glob characters included, and ends where told', async () => {
+  for (const dir of ['d[1]*/inner', 'd0/sub/below']) {
+    await mkdir(join(work, 'src', dir), { recursive: true });
+    await writeFile(join(work, 'src', dir, 'leaf.txt'), 'leaf\n');
+  }
+  const asked: number[] = [];
+  const found: string[] = [];
+  await new RcloneTransfers().listDirectories(from, undefined, (dir) => found.push(dir), {
+    leaveOut: (depth) => {
+      asked.push(depth);
+      return Promise.resolve(depth === 1 ? [] : depth === 2 ? ['d1', 'd[1]*'] : ['']);
+    },
+  });
+  // Level 2 read neither d1 nor the directory whose name is a glob; level 3 was not listed.
+  expect(found.sort()).toEqual(['d0', 'd0/sub', 'd1', 'd2', 'd[1]*']);
+  expect(asked).toEqual([1, 2, 3]);
+  for (const dir of ['d[1]*', 'd0/sub']) await rm(join(work, 'src', dir), { recursive: true });
 });
 
 it("listDirectories rejects with rclone's reason when the source cannot be listed", async () => {

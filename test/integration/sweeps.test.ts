@@ -9,6 +9,8 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile } from 'node:fs/promises';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { fileURLToPath } from 'node:url';
@@ -45,7 +47,7 @@ beforeAll(async () => {
   driver = await startTestDriver({ metricsAddress: '127.0.0.1:0' });
   kubelet = new Kubelet(driver.work, () => driver.client, cap);
   data = join(driver.work, 'data');
-  for (const tree of ['off', 'listed', 'walked'])
+  for (const tree of ['off', 'listed', 'walked', 'retried'])
     await writeTree(join(data, tree), DIRS, FILES_PER_DIR);
   // Files big enough that their bytes, not the requests' headers, make what the server sends.
   for (let d = 0; d < DIRS; d += 1) {
@@ -217,6 +219,92 @@ it('a shuffled read of a tree without prefetch starts a fill; the server sends e
   const again = await sentByServer();
   await readEpoch('swept', root);
   expect((await sentByServer()) - again).toBeLessThan(64 * 1024);
+}, 180_000);
+
+/**
+ * An HTTP proxy in front of `port` that answers the listings of directories (paths ending in '/')
+ * with 403 while `refusing` is set: a remote whose listings fail while reads by name still work.
+ */
+async function listingGate(port: number) {
+  const gate = {
+    port: 0,
+    refusing: false,
+    close: () =>
+      new Promise<void>((resolve) => {
+        proxy.close(() => resolve());
+        proxy.closeAllConnections();
+      }),
+  };
+  const proxy = createServer((request, response) => {
+    if (gate.refusing && (request.url ?? '').split('?')[0]?.endsWith('/')) {
+      response.writeHead(403).end('listings refused');
+      return;
+    }
+    const upstream = httpRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        method: request.method,
+        path: request.url,
+        headers: request.headers,
+      },
+      (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    upstream.on('error', () => response.destroy());
+    request.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  gate.port = (proxy.address() as AddressInfo).port;
+  return gate;
+}
+
+it('a sweep fill that failed (the remote refused its listing) is tried again at the next sweep of its directory', async () => {
+  const gate = await listingGate(server!.port);
+  try {
+    const { key, cacheDir, root } = await podOn('retried', {}, gate.port);
+    // The pod's engine lists every directory once (rclone keeps listings for minutes): its reads
+    // by name go on while the remote refuses listings.
+    await readdir(root, { recursive: true });
+    gate.refusing = true;
+    const order = shuffledFiles('retried');
+    let next = 0;
+    const readSome = async (count: number) => {
+      for (let n = 0; n < count && next < order.length; n += 1) {
+        const file = order[next++] as string;
+        const content = await readFile(join(root, file));
+        expect(createHash('sha256').update(content).digest('hex')).toBe(digests[`retried/${file}`]);
+      }
+    };
+    const failed = (log: string) =>
+      log.split('\n').find((line) => line.includes('"sweep fill ended"') && line.includes(key));
+    const ended = await until('the first sweep fill to fail', async () => {
+      await readSome(4);
+      return failed(await driver.log());
+    });
+    expect(JSON.parse(ended)).toMatchObject({ done: false, again: expect.any(String) });
+    gate.refusing = false;
+    // Pods read on: a new sweep of the directory, whose fill completes.
+    await until('a second sweep fill to finish', async () => {
+      await readSome(4);
+      const now = await scrape();
+      return (now.dataset('sweeps_total', key) ?? 0) >= 2 &&
+        (now.dataset('prefetch_running', key) ?? 1) === 0
+        ? true
+        : undefined;
+    });
+    await readSome(order.length);
+    // Every file is in the copy: filled, or promoted once read on demand.
+    const copyDir = join(cacheDir, 'copy');
+    await until('every file in the copy', async () =>
+      order.every((file) => existsSync(join(copyDir, file))) ? true : undefined,
+    );
+    expect((await scrape()).dataset('sweep_fill_files_total', key)).toBeGreaterThan(0);
+  } finally {
+    await gate.close();
+  }
 }, 180_000);
 
 /** Bytes of the tree's files on the source. */

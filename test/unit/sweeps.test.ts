@@ -20,6 +20,17 @@ describe('SweepDetector', () => {
     expect(detector.observe(files.slice(16), 2)).toEqual([]);
   });
 
+  it('sees a forgotten sweep again, from new evidence only', () => {
+    const detector = new SweepDetector(RULE);
+    const files = Array.from({ length: 40 }, (_, i) => `d${i % 2}/f${Math.floor(i / 2)}`);
+    expect(detector.observe(files.slice(0, 16), 0).map((s) => s.directory)).toEqual(['']);
+    expect(detector.observe(files.slice(16, 30), 1)).toEqual([]);
+    detector.forget('');
+    // What was read while the sweep stood is no evidence for the next one.
+    expect(detector.observe(files.slice(30, 40), 2)).toEqual([]);
+    expect(detector.observe(files.slice(0, 6), 3).map((s) => s.files)).toEqual([16]);
+  });
+
   it('sees reads confined to train/ as a sweep of train/, not of the dataset', () => {
     const detector = new SweepDetector(RULE);
     const sweeps = detector.observe(tree(['train/a', 'train/b'], 10), 0);
