@@ -137,10 +137,12 @@ export class RcloneTransfers {
   }
 
   /**
-   * Every directory below the dataset root (an object store's are the prefixes of its keys), level
-   * by level: `rclone lsf -R` prints nothing before its whole walk ends (16 s for 50,000 objects on
-   * s3rver), while the levels above the files take a few requests; each level is listed to its
-   * depth again until one has no directory. An HTTP server is asked for its index pages only.
+   * Every directory below the dataset root (an object store's are the prefixes of its keys): the
+   * first levels at once (`--max-depth`: a few requests, told as they come), then every level below
+   * them in one more walk. `rclone lsf -R` of a bucket prints nothing before its whole walk ends
+   * (16 s for 50,000 objects on s3rver); a walk per level below would list the levels above again
+   * each time (s3rver reads every object's metadata for a listing of its prefix). An HTTP server
+   * is asked for its index pages only.
    */
   async listDirectories(
     source: TransferSource,
@@ -151,39 +153,41 @@ export class RcloneTransfers {
       leaveOut,
       firstDepth = 1,
     }: {
-      /** Told when every directory of a level (1: the root's) was told. */
+      /** Told when every directory down to a level (1: the root's) was told. */
       onLevel?: (depth: number) => void;
-      /** Levels the first listing takes at once (those a caller waits for: one process). */
+      /** Levels the first listing takes (those a caller waits for). */
       firstDepth?: number;
       /**
-       * Asked before each level: directories whose contents that level's listing does not read
-       * (nor are they told); '' among them ends the walk.
+       * Asked before each listing (with the first level it tells): directories whose contents it
+       * does not read (nor are they told); '' among them ends the walk.
        */
       leaveOut?: (depth: number) => Promise<readonly string[]>;
     } = {},
   ): Promise<void> {
     const { fs, env } = this.remote(source);
-    for (let depth = firstDepth; !signal?.aborted; depth += 1) {
-      /** The levels above were told by the listings before. */
-      const told = depth === firstDepth ? 0 : depth - 1;
-      const left = (await leaveOut?.(depth)) ?? [];
-      if (left.includes('')) return;
-      const args = ['lsf', '-R', '--max-depth', String(depth), '--dirs-only', '--dir-slash=false'];
+    for (const below of [0, firstDepth]) {
+      const left = (await leaveOut?.(below + 1)) ?? [];
+      if (signal?.aborted || left.includes('')) return;
+      const args = ['lsf', '-R', '--dirs-only', '--dir-slash=false'];
+      if (below === 0) args.push('--max-depth', String(firstDepth));
       for (const dir of left) args.push('--exclude', `/${filterLiteral(dir)}/**`);
       // One request a directory: many at once, as a pod is about to start.
       args.push('--checkers', '32', ...(source.source.kind === 'http' ? ['--http-no-head'] : []));
-      let found = 0;
+      let deepest = below;
       const stderr = await this.lines(args, fs, env, signal, (line) => {
         const level = line.split('/').length;
-        if (line === '' || level <= told) return;
-        if (level === depth) found += 1;
+        // The levels above were told by the listing before.
+        if (line === '' || level <= below) return;
+        deepest = Math.max(deepest, level);
         onDirectory(line);
       });
       if (stderr !== undefined && !signal?.aborted) {
         throw new Error(`listing the remote's directories failed: ${lastLine(stderr)}`);
       }
-      for (let level = told + 1; level <= depth; level += 1) onLevel?.(level);
-      if (found === 0) return;
+      const told = below === 0 ? Math.max(deepest, firstDepth) : deepest;
+      for (let level = below + 1; level <= told; level += 1) onLevel?.(level);
+      // No directory at the first listing's last level: there is none below.
+      if (deepest < firstDepth) return;
     }
   }
 

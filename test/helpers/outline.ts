@@ -24,6 +24,8 @@ export async function outlineCost(
       undefined,
       () => undefined,
       {
+        // As a stage outlines: its two levels first.
+        firstDepth: 2,
         leaveOut: (depth) => Promise.resolve(levels !== undefined && depth > levels ? [''] : []),
       },
     );
