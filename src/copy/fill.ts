@@ -1,5 +1,6 @@
 // Prefetch into the local copy: list the remote, pick what the globs match, take what the cluster tier holds, copy the rest in bulk, install each file whole.
 import { createHash } from 'node:crypto';
+import { dirname } from 'node:path';
 import picomatch from 'picomatch';
 import type { RcloneTransfers, RemoteEntry } from '../engines/rclone-transfer.js';
 import type { TransferSource } from '../engines/transfer-source.js';
@@ -7,7 +8,7 @@ import { globBase } from '../dataset/patterns.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import type { Room } from '../tier/layout.js';
 import { BatchPipeline, type BatchShape } from './batches.js';
-import { DirectoryMaker } from './directory-maker.js';
+import { DirectoryMaker, removeEmptyDirectories } from './directory-maker.js';
 import { canBeTold, fromRemote, fromTier } from './fetch.js';
 import { fetchTogether } from './together.js';
 import { isSafeRelativePath, type LocalCopy } from './local-copy.js';
@@ -363,6 +364,12 @@ async function dropStale(
   });
   await copy.unmarkAbove(stale);
   for (const relative of stale) await copy.remove(relative);
-  if (stale.length > 0) copy.onChanged();
+  // Directories the remote no longer has (none of its files is below them) go too.
+  const remoteDirectories = new Set<string>();
+  for (const relative of remote.keys()) {
+    for (let dir = dirname(relative); dir !== '.'; dir = dirname(dir)) remoteDirectories.add(dir);
+  }
+  const gone = await removeEmptyDirectories(copy, (dir) => remoteDirectories.has(dir));
+  if (stale.length > 0 || gone > 0) copy.onChanged();
   return stale.length;
 }

@@ -104,7 +104,7 @@ export class LocalCopy {
     unsafeNames: 0,
     promoted: 0,
   };
-  /** Directories of the copy known to exist (it never removes one while this object lives). */
+  /** Directories of the copy known to exist (see removeEmptyDirectories, the one that removes any). */
   private readonly directories = new Set<string>();
   /** Files the engine holds that were refused for room once (counted once each). */
   private readonly refusedLinks = new Set<string>();
@@ -328,6 +328,11 @@ export class LocalCopy {
     }
     this.onChanged();
     return changed;
+  }
+
+  /** A directory about to be removed (see removeEmptyDirectories): made again when needed. */
+  forgetDirectory(relative: string): void {
+    this.directories.delete(join(this.root, relative));
   }
 
   /** Removes a file from the copy (it changed or vanished on the remote). */

@@ -5,7 +5,8 @@
  * refused, and a refresh replaces files that changed on the remote.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, readdir, stat, writeFile, utimes } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, readdir, rm, stat, writeFile, utimes } from 'node:fs/promises';
 import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { status as GrpcStatus } from '@grpc/grpc-js';
@@ -548,12 +549,14 @@ it('a disk cache keeps its copy for the next client, which first drops what chan
   await mkdir(tree, { recursive: true });
   await writeFile(join(tree, 'weights.bin'), 'epoch 1 weights\n');
   await writeFile(join(tree, 'labels.csv'), 'unchanged\n');
+  await mkdir(join(tree, 'old', 'shard'), { recursive: true });
+  await writeFile(join(tree, 'old', 'shard', 'a.txt'), 'removed before the next client\n');
   const parameters = {
     source: `local://${tree}`,
     readOnly: 'true',
     cacheMedium: 'SSD',
     cacheQuota: '64Mi',
-    prefetch: '*',
+    prefetch: '*,old/**',
   };
   const first = await volume('kept-1', parameters);
   await kubelet.run(first, ['k1'], true);
@@ -561,12 +564,15 @@ it('a disk cache keeps its copy for the next client, which first drops what chan
   await until('the first prefetch', async () =>
     ((await scrape()).dataset('prefetch_completed', key) ?? 0) >= 1 ? true : undefined,
   );
+  expect(existsSync(join(copy.root, 'old', 'shard', 'a.txt'))).toBe(true);
   await kubelet.stop(first.volume_id, ['k1']);
   // The client is gone; its disk image (and the copy in it) stays, unmounted.
   expect((await MountTable.read()).at(cacheDir)).toBeUndefined();
   expect((await stat(`${cacheDir}.img`)).size).toBe(64 * MiB);
   await writeFile(join(tree, 'weights.bin'), 'epoch 2 weights, longer\n');
   await utimes(join(tree, 'weights.bin'), new Date(), new Date(Date.now() + 5000));
+  // A directory removed from the remote: the copy must not keep showing it, empty.
+  await rm(join(tree, 'old'), { recursive: true });
 
   const second = await volume('kept-2', parameters);
   await kubelet.run(second, ['k2'], true);
@@ -579,7 +585,11 @@ it('a disk cache keeps its copy for the next client, which first drops what chan
   expect(await readFile(join(copy.root, 'weights.bin'), 'utf8')).toBe('epoch 2 weights, longer\n');
   expect(await readFile(join(target, 'labels.csv'), 'utf8')).toBe('unchanged\n');
   expect(await driver.log()).toMatch(
-    new RegExp(`"dataset":"${key}","stale":1,.*checked against the remote`),
+    new RegExp(`"dataset":"${key}","stale":2,.*checked against the remote`),
+  );
+  expect(existsSync(join(copy.root, 'old'))).toBe(false);
+  await until('the pod to stop seeing the removed directory', async () =>
+    (await readdir(target)).includes('old') ? undefined : true,
   );
   await kubelet.stop(second.volume_id, ['k2']);
 });
