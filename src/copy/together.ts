@@ -82,10 +82,9 @@ export async function fetchTogether(
   const firstTake = { pids: new Set<number>(), joined: false };
   const take = (working = false): Promise<void> => {
     takes += 1;
-    const pids = working ? firstTake.pids : new Set<number>();
     const watch = working
       ? (pid: number) => {
-          pids.add(pid);
+          firstTake.pids.add(pid);
           if (firstTake.joined) group.watch(pid);
         }
       : undefined;
@@ -95,8 +94,9 @@ export async function fetchTogether(
       )
       .finally(() => {
         takes -= 1;
-        for (const pid of pids) group.unwatch(pid);
-        pids.clear();
+        if (!working) return;
+        for (const pid of firstTake.pids) group.unwatch(pid);
+        firstTake.pids.clear();
       });
     return taking;
   };
