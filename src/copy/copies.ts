@@ -4,7 +4,7 @@ import { setImmediate, setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { DatasetSpec } from '../dataset/params.js';
 import { RcloneCacheIndex } from '../engines/rclone-cache.js';
-import type { RcloneTransfers } from '../engines/rclone-transfer.js';
+import type { DirectoryWalk, RcloneTransfers } from '../engines/rclone-transfer.js';
 import type { TransferSource } from '../engines/transfer-source.js';
 import type { Mounter } from '../kernel/mounter.js';
 import { dropCachedPages } from '../kernel/page-cache.js';
@@ -58,6 +58,8 @@ interface Attached {
   changed: boolean;
   /** Ends the listing of the remote's directories (see outline) when the copy is detached. */
   outlining: AbortController;
+  /** What the outline left to fills below the stage's levels, once it walked them. */
+  leftOut?: ReadonlySet<string>;
   remountedAt: number;
 }
 
@@ -103,6 +105,10 @@ export class LocalCopies {
     copy.onChanged = () => {
       entry.changed = true;
     };
+    // A fill that gave up a tree the outline had left to it: the outline takes it back.
+    copy.onUnlisted = (base) => {
+      if (entry.leftOut?.has(base)) void this.outline(entry, { under: base });
+    };
     this.attached.set(host.key, entry);
     const { files, bytes } = copy.current();
     this.log.info({ dataset: host.key, files, bytes }, 'local copy attached');
@@ -114,7 +120,7 @@ export class LocalCopies {
     // 41 of 2,732 files the copy held were read through the engine when the stage waited for one
     // level, none of 2,796 when it waited for two).
     const topLevels = new Promise<void>((resolve) => {
-      void this.outline(entry, resolve).finally(resolve);
+      void this.outline(entry, { onTopLevels: resolve }).finally(resolve);
     });
     await Promise.race([topLevels, sleep(OUTLINE_WAIT_MS, undefined, { ref: false })]);
     return copy;
@@ -127,40 +133,32 @@ export class LocalCopies {
    * the copy gains below it included, until the kernel forgets its name, which never happens
    * while pods keep files below it open. Measured on a shuffled epoch of 5,000 files in 50
    * directories while a sweep fill ran: without the directories, all 2,790 files the copy held
-   * when a pod opened them were read through the engine again; with them, none.
+   * when a pod opened them were read through the engine again; with them, none. `under`: the
+   * directories below one the outline left to a fill that gave up listing it (see
+   * LocalCopy.fillGaveUp), in one walk.
    */
-  private async outline(entry: Attached, onTopLevels: () => void): Promise<void> {
+  private async outline(
+    entry: Attached,
+    { onTopLevels, under }: { onTopLevels?: () => void; under?: string },
+  ): Promise<void> {
     const started = Date.now();
     const directories = new DirectoryMaker(entry.copy);
+    const walk = under === undefined ? this.stageWalk(entry, directories, onTopLevels) : { under };
+    const fields = { dataset: entry.host.key, ...(under === undefined ? {} : { below: under }) };
     try {
       await this.transfers.listDirectories(
         entry.host.source,
         entry.outlining.signal,
         (dir) => directories.add(dir),
-        {
-          firstDepth: STAGE_LEVELS,
-          onLevel: (depth) => {
-            directories.flush();
-            if (depth === STAGE_LEVELS) onTopLevels();
-          },
-          // Below the stage's levels, what a fill lists whole is left to it: a second reading of
-          // those directories would cost the remote as much again (an HTTP server's index pages of
-          // a tree of small files: 2% of its bytes). The fill a stage starts is told to the copy
-          // once the stage has its top levels; a turn of the event loop lets it.
-          leaveOut: async (depth) => {
-            if (depth <= STAGE_LEVELS) return [];
-            await setImmediate();
-            return [...entry.copy.listedWhole];
-          },
-        },
+        { firstDepth: Number.POSITIVE_INFINITY, ...walk },
       );
       directories.flush();
       if (entry.outlining.signal.aborted) return;
       this.log.info(
         {
-          dataset: entry.host.key,
+          ...fields,
           directories: directories.made,
-          leftToFills: [...entry.copy.listedWhole],
+          ...(under === undefined ? { leftToFills: entry.copy.leftToFills() } : {}),
           durationMs: Date.now() - started,
         },
         'local copy outlined',
@@ -169,10 +167,35 @@ export class LocalCopies {
       directories.flush();
       if (entry.outlining.signal.aborted) return;
       this.log.warn(
-        { dataset: entry.host.key, err: String(err), durationMs: Date.now() - started },
+        { ...fields, err: String(err), durationMs: Date.now() - started },
         'local copy not outlined: directories the copy gains later may be read through the engine',
       );
     }
+  }
+
+  /** How a stage's outline walks: its top levels first, then what fills do not list below them. */
+  private stageWalk(
+    entry: Attached,
+    directories: DirectoryMaker,
+    onTopLevels?: () => void,
+  ): DirectoryWalk {
+    return {
+      firstDepth: STAGE_LEVELS,
+      onLevel: (depth) => {
+        directories.flush();
+        if (depth === STAGE_LEVELS) onTopLevels?.();
+      },
+      // Below the stage's levels, what a fill lists whole is left to it: a second reading of
+      // those directories would cost the remote as much again (an HTTP server's index pages of
+      // a tree of small files: 2% of its bytes). The fill a stage starts is told to the copy
+      // once the stage has its top levels; a turn of the event loop lets it.
+      leaveOut: async (depth) => {
+        if (depth <= STAGE_LEVELS) return [];
+        await setImmediate();
+        entry.leftOut = new Set(entry.copy.leftToFills());
+        return [...entry.leftOut];
+      },
+    };
   }
 
   /** A sweep of the directory may be seen again (its fill failed). */

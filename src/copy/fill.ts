@@ -192,9 +192,8 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   const bases = listings.filter((l) => l.maxDepth === undefined).map((l) => l.base);
   // Their directories are made here, as listed: the copy's outline leaves them out (told at once,
   // before the outline's levels below a stage's).
-  for (const base of bases) copy.listedWhole.add(base);
+  for (const base of bases) copy.leaveToFill(base);
   const directories = new DirectoryMaker(copy);
-  if (options.refresh) progress.stale = await dropStale(copy, transfers, source, options.signal);
 
   const matches = options.globs.length > 0 ? picomatch(options.globs, { dot: true }) : () => false;
   /** Every file listed under those bases, matched or not: what makes a directory complete. */
@@ -204,8 +203,9 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   const held = new Set<string>();
   /** Files the copy held already, as listed: offered to the tier again where it lacks them. */
   const heldBefore: RemoteEntry[] = [];
-  // A fill from the tier alone takes room only for what the tier holds (see takeFromTier).
-  const room: Room = { left: await copy.room() };
+  // The copy's room, measured once stale copies are gone. A fill from the tier alone takes room
+  // only for what the tier holds (see takeFromTier).
+  const room: Room = { left: 0 };
   let transferStarted: number | undefined;
   // Without a tier, files go to the remote's transfer while the listing goes on. With one, the
   // whole listing first: the tier's packs are taken once each, for every file they hold.
@@ -224,7 +224,11 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
       });
     },
   );
+  /** Whole-tree listings that ran to their end: the others' directories may be unmade. */
+  const listedToEnd = new Set<string>();
   try {
+    if (options.refresh) progress.stale = await dropStale(copy, transfers, source, options.signal);
+    room.left = await copy.room();
     for (const { base, maxDepth } of listings) {
       const listing = { dir: base, maxDepth, checkers: options.concurrency };
       await transfers.list(source, listing, options.signal, (entry) => {
@@ -258,9 +262,11 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
           batches.add(entry);
         }
       });
+      if (maxDepth === undefined) listedToEnd.add(base);
     }
   } finally {
     directories.flush();
+    for (const base of bases) if (!listedToEnd.has(base)) copy.fillGaveUp(base);
     progress.listSeconds = (Date.now() - listStarted) / 1000;
     report();
     // What was handed over is fetched (or given up) before the fill ends, listed whole or not.

@@ -114,7 +114,9 @@ export class LocalCopy {
    * Directories of the dataset a fill lists whole, making the directories below them as it finds
    * them (see fillCopy): an outline of the copy need not read them again (see LocalCopies.outline).
    */
-  readonly listedWhole = new Set<string>();
+  private readonly listedByFills = new Set<string>();
+  /** Called when a fill gave up listing a directory it had taken over from the outline. */
+  onUnlisted: (base: string) => void = () => undefined;
 
   constructor(
     readonly cacheDir: string,
@@ -392,6 +394,24 @@ export class LocalCopy {
     }
     this.figures.bytes += stats.size;
     this.onChanged();
+  }
+
+  /** A fill lists `base` whole and makes its directories (see LocalCopies.outline). */
+  leaveToFill(base: string): void {
+    this.listedByFills.add(base);
+  }
+
+  /** Directories fills list whole: the outline leaves them out. */
+  leftToFills(): string[] {
+    return [...this.listedByFills];
+  }
+
+  /**
+   * A fill's listing of `base` ended before its end (the remote refused it, say): the directories
+   * below it that the outline left out are nobody's to make unless the outline takes them back.
+   */
+  fillGaveUp(base: string): void {
+    if (this.listedByFills.delete(base)) this.onUnlisted(base);
   }
 
   /**

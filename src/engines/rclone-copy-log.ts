@@ -38,6 +38,7 @@ export class CopyLog {
   private lastError = '';
   private otherError = '';
   private readonly corrupted = new Set<string>();
+  private readonly reported = new Set<string>();
   private handled: Promise<void> = Promise.resolve();
   private handlerFailure: { error: unknown } | undefined;
 
@@ -53,6 +54,10 @@ export class CopyLog {
     // rclone writes the destination in place and logs "Copied" once the file is whole.
     const copied = parsed.object;
     if (copied !== undefined && COPIED.test(parsed.msg ?? '')) {
+      // A small file fetched without its size known (HTTP without HEAD) is logged twice: copied
+      // from memory, then "Copied (Rcat, new)". It is handed on once.
+      if (this.reported.has(copied)) return;
+      this.reported.add(copied);
       this.handled = this.handled
         .then(() => this.onCopied(copied))
         .catch((error: unknown) => {

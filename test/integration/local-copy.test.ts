@@ -25,6 +25,7 @@ import { treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
 import { outlineCost } from '../helpers/outline.js';
 import { until, untilHolds } from '../helpers/wait.js';
 import { Kubelet } from '../helpers/kubelet.js';
+import { listingGate } from '../helpers/listing-gate.js';
 import { Scrape } from '../helpers/metrics.js';
 
 const MiB = 1 << 20;
@@ -43,6 +44,8 @@ beforeAll(async () => {
     await writeTree(join(data, tree), 10, 40);
   // Files two levels down, as in most datasets (a split, then classes): below a stage's outline.
   await writeTree(join(data, 'lean', 'train'), 10, 40);
+  // Directories three levels down, below what a stage outlines itself.
+  for (let g = 0; g < 4; g += 1) await writeTree(join(data, 'gaps', 'split', `g${g}`), 2, 3);
   await writeRandomFile(join(data, 'hammer', 'big.bin'), 24 * MiB);
   // More than the copy's share of an 8 MiB cache once the small files are in, less than the cache.
   await writeRandomFile(join(data, 'quota', 'big.bin'), 7 * MiB);
@@ -297,6 +300,35 @@ it('a prefetch over HTTP costs the server no more than one rclone copy of the fi
     expect(await sha256(join(copy.root, name))).toBe(digests[`lean/${name}`]);
   }
   await kubelet.stop(vol.volume_id, ['reader']);
+});
+
+it('directories a failed fill left unmade are outlined after all, ahead of the pods that will look them up', async () => {
+  // The fill's listing of one directory is refused once: the fill fails with the directories
+  // below it unmade, which the stage's outline had left to it (prefetch '**' lists everything).
+  const gate = await listingGate(server.port);
+  try {
+    gate.refuses = (path) => path === '/gaps/split/g2/' && gate.refused === 0;
+    const vol = await volume('gaps', {
+      source: `http://127.0.0.1:${gate.port}/gaps/`,
+      prefetch: '**',
+    });
+    await kubelet.run(vol, ['reader'], true);
+    const { key, copy } = await datasetAt('/gaps');
+    await until('the prefetch to fail', async () =>
+      ((await scrape()).dataset('prefetch_errors_total', key) ?? 0) >= 1 ? true : undefined,
+    );
+    expect(gate.refused).toBe(1);
+    const deep = ['split/g2/d0', 'split/g2/d1'];
+    await untilHolds(
+      'the directories below the refused listing in the copy',
+      async () => deep.filter((dir) => !existsSync(join(copy.root, dir))),
+      (missing) => missing.length === 0,
+      30_000,
+    );
+    await kubelet.stop(vol.volume_id, ['reader']);
+  } finally {
+    await gate.close();
+  }
 });
 
 it('files read on demand are promoted: the second epoch never crosses FUSE nor the network', async () => {

@@ -8,6 +8,7 @@
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { LoopbackServer } from '../../src/demo/loopback-server.js';
 import { S3Server } from '../../src/demo/s3-server.js';
 import { parseSource } from '../../src/dataset/source.js';
 import { RcloneTransfers } from '../../src/engines/rclone-transfer.js';
@@ -79,6 +80,35 @@ it('a failing piece of work leaves the others done, and copy() rejects with it',
   expect(done.sort()).toEqual(names.filter((n) => n !== failing).sort());
 });
 
+it('a named file that fails does not make rclone fetch again the files already handed over', async () => {
+  // Each file leaves the destination as soon as it is reported (a fill installs it): a second
+  // attempt of the whole copy would find none of them there and fetch every one again.
+  const server = await LoopbackServer.start(join(work, 'src'), 'http');
+  try {
+    const list = join(work, 'list-with-a-gap');
+    await writeFile(list, [...names, 'd0/gone.txt'].map((n) => `${n}\n`).join(''));
+    const destination = join(work, 'moved-away');
+    const reported: string[] = [];
+    const result = await new RcloneTransfers().copy(
+      { ...from, source: parseSource(`http://127.0.0.1:${server.port}/`) },
+      { localDir: destination },
+      { listFile: list },
+      {
+        transfers: 4,
+        listed: true,
+        onCopied: async (relative) => {
+          reported.push(relative);
+          await rm(join(destination, relative), { force: true });
+        },
+      },
+    );
+    expect(result.ok).toBe(false);
+    expect(reported.sort()).toEqual([...names].sort());
+  } finally {
+    await server.stop();
+  }
+});
+
 it('listDirectories names every directory of the source, nested ones included, and no file', async () => {
   await mkdir(join(work, 'src', 'd1', 'deeper', 'deepest'), { recursive: true });
   await writeFile(join(work, 'src', 'd1', 'deeper', 'deepest', 'leaf.txt'), 'leaf\n');
@@ -101,6 +131,16 @@ it('listDirectories names every directory of the source, nested ones included, a
   expect(levels).toEqual([1, 2, 3]);
   // Every level below the first two from one more listing.
   expect(asked).toEqual([1, 3]);
+  // Below one directory, in one walk: named from the root, as the others.
+  const below: string[] = [];
+  await new RcloneTransfers().listDirectories(from, undefined, (dir) => below.push(dir), {
+    under: 'd1',
+    firstDepth: Number.POSITIVE_INFINITY,
+    onLevel: (depth) => levels.push(depth),
+  });
+  expect(below.sort()).toEqual(['d1/deeper', 'd1/deeper/deepest']);
+  // Its levels counted from that directory, each told once.
+  expect(levels.slice(3)).toEqual([1, 2]);
 });
 
 it('listDirectories leaves out what it is told to, glob characters included, and ends where told', async () => {

@@ -9,8 +9,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile } from 'node:fs/promises';
-import { createServer, request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +24,7 @@ import {
 } from '../helpers/driver.js';
 import { treeDigest, writeRandomFile, writeTree } from '../helpers/files.js';
 import { Kubelet } from '../helpers/kubelet.js';
+import { listingGate } from '../helpers/listing-gate.js';
 import { Scrape } from '../helpers/metrics.js';
 import { until, untilHolds } from '../helpers/wait.js';
 
@@ -221,46 +220,6 @@ it('a shuffled read of a tree without prefetch starts a fill; the server sends e
   expect((await sentByServer()) - again).toBeLessThan(64 * 1024);
 }, 180_000);
 
-/**
- * An HTTP proxy in front of `port` that answers the listings of directories (paths ending in '/')
- * with 403 while `refusing` is set: a remote whose listings fail while reads by name still work.
- */
-async function listingGate(port: number) {
-  const gate = {
-    port: 0,
-    refusing: false,
-    close: () =>
-      new Promise<void>((resolve) => {
-        proxy.close(() => resolve());
-        proxy.closeAllConnections();
-      }),
-  };
-  const proxy = createServer((request, response) => {
-    if (gate.refusing && (request.url ?? '').split('?')[0]?.endsWith('/')) {
-      response.writeHead(403).end('listings refused');
-      return;
-    }
-    const upstream = httpRequest(
-      {
-        host: '127.0.0.1',
-        port,
-        method: request.method,
-        path: request.url,
-        headers: request.headers,
-      },
-      (answer) => {
-        response.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(response);
-      },
-    );
-    upstream.on('error', () => response.destroy());
-    request.pipe(upstream);
-  });
-  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-  gate.port = (proxy.address() as AddressInfo).port;
-  return gate;
-}
-
 it('a sweep fill that failed (the remote refused its listing) is tried again at the next sweep of its directory', async () => {
   const gate = await listingGate(server!.port);
   try {
@@ -268,7 +227,7 @@ it('a sweep fill that failed (the remote refused its listing) is tried again at 
     // The pod's engine lists every directory once (rclone keeps listings for minutes): its reads
     // by name go on while the remote refuses listings.
     await readdir(root, { recursive: true });
-    gate.refusing = true;
+    gate.refuses = () => true;
     const order = shuffledFiles('retried');
     let next = 0;
     const readSome = async (count: number) => {
@@ -285,7 +244,7 @@ it('a sweep fill that failed (the remote refused its listing) is tried again at 
       return failed(await driver.log());
     });
     expect(JSON.parse(ended)).toMatchObject({ done: false, again: expect.any(String) });
-    gate.refusing = false;
+    gate.refuses = () => false;
     // Pods read on: a new sweep of the directory, whose fill completes.
     await until('a second sweep fill to finish', async () => {
       await readSome(4);

@@ -1,0 +1,52 @@
+// An HTTP proxy on loopback that refuses chosen directory listings: a remote whose listings fail while reads by name still work.
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface ListingGate {
+  port: number;
+  /** Whether the listing of this path (ending in '/') is answered with 403. */
+  refuses: (path: string) => boolean;
+  /** Listings refused so far. */
+  refused: number;
+  close(): Promise<void>;
+}
+
+/** A proxy in front of the HTTP server on `port`; it refuses nothing until told. */
+export async function listingGate(port: number): Promise<ListingGate> {
+  const proxy = createServer((request, response) => {
+    const path = (request.url ?? '').split('?')[0] ?? '';
+    if (path.endsWith('/') && gate.refuses(path)) {
+      gate.refused += 1;
+      response.writeHead(403).end('listings refused');
+      return;
+    }
+    const upstream = httpRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        method: request.method,
+        path: request.url,
+        headers: request.headers,
+      },
+      (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    upstream.on('error', () => response.destroy());
+    request.pipe(upstream);
+  });
+  const gate: ListingGate = {
+    port: 0,
+    refuses: () => false,
+    refused: 0,
+    close: () =>
+      new Promise<void>((resolve) => {
+        proxy.close(() => resolve());
+        proxy.closeAllConnections();
+      }),
+  };
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  gate.port = (proxy.address() as AddressInfo).port;
+  return gate;
+}
