@@ -58,8 +58,8 @@ interface Attached {
   changed: boolean;
   /** Ends the listing of the remote's directories (see outline) when the copy is detached. */
   outlining: AbortController;
-  /** What the outline left to fills below the stage's levels, once it walked them. */
-  leftOut?: ReadonlySet<string>;
+  /** What the outline left to fills below the stage's levels (once it walked them) and still does. */
+  leftOut?: Set<string>;
   remountedAt: number;
 }
 
@@ -105,9 +105,9 @@ export class LocalCopies {
     copy.onChanged = () => {
       entry.changed = true;
     };
-    // A fill that gave up a tree the outline had left to it: the outline takes it back.
+    // A fill that gave up a tree the outline had left to it: the outline takes it back, once.
     copy.onUnlisted = (base) => {
-      if (entry.leftOut?.has(base)) void this.outline(entry, { under: base });
+      if (entry.leftOut?.delete(base)) void this.outline(entry, { under: base });
     };
     this.attached.set(host.key, entry);
     const { files, bytes } = copy.current();
@@ -143,7 +143,11 @@ export class LocalCopies {
   ): Promise<void> {
     const started = Date.now();
     const directories = new DirectoryMaker(entry.copy);
-    const walk = under === undefined ? this.stageWalk(entry, directories, onTopLevels) : { under };
+    // A tree taken back is walked but for what other fills list.
+    const walk =
+      under === undefined
+        ? this.stageWalk(entry, directories, onTopLevels)
+        : { under, leaveOut: () => Promise.resolve(entry.copy.leftToFills()) };
     const fields = { dataset: entry.host.key, ...(under === undefined ? {} : { below: under }) };
     try {
       await this.transfers.listDirectories(

@@ -152,7 +152,13 @@ export async function fromRemote(
   held: Set<string>,
   { offer = true, onStarted }: { offer?: boolean; onStarted?: (pid: number) => void } = {},
 ): Promise<RemoteEntry[]> {
-  const fetched = await transfer(options, admitted, progress, held, onStarted);
+  let fetched = await transfer(options, admitted, progress, held, onStarted);
+  // rclone makes one attempt (see ONE_ATTEMPT): a second one of its own would fetch again every
+  // file already taken away, so the second asks only for what is still missing.
+  if (!fetched.ok && admitted.size > 0 && !options.signal?.aborted) {
+    const again = await transfer(options, admitted, progress, held, onStarted);
+    fetched = { ...again, installed: [...fetched.installed, ...again.installed] };
+  }
   // Whatever rclone did not report copied is not in the copy; the engine still serves it.
   progress.errors += admitted.size;
   if (!fetched.ok && admitted.size === 0 && progress.errors === 0) progress.errors += 1;

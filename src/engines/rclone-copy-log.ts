@@ -26,6 +26,9 @@ interface JsonLogLine {
 /** What rclone logs for a file it copied whole ("Copied (new)", "Multi-thread Copied (new)"…). */
 const COPIED = /^(Multi-thread )?Copied\b/;
 
+/** The line rclone adds for a file it streamed without knowing its size. */
+const RCAT = /\(Rcat\b/;
+
 /** rclone's error for a file read whole whose size or hash differs from the source's. */
 const CORRUPTED = /corrupted on transfer/;
 
@@ -55,8 +58,9 @@ export class CopyLog {
     const copied = parsed.object;
     if (copied !== undefined && COPIED.test(parsed.msg ?? '')) {
       // A small file fetched without its size known (HTTP without HEAD) is logged twice: copied
-      // from memory, then "Copied (Rcat, new)". It is handed on once.
-      if (this.reported.has(copied)) return;
+      // from memory, then "Copied (Rcat, new)". It is handed on once; a file copied again is not
+      // (big files of unknown size are logged by the second line only).
+      if (RCAT.test(parsed.msg ?? '') && this.reported.has(copied)) return;
       this.reported.add(copied);
       this.handled = this.handled
         .then(() => this.onCopied(copied))

@@ -6,6 +6,7 @@ import { execa } from 'execa';
 import { baseEnvironment } from './engine.js';
 import { CopyLog, type CopyResult } from './rclone-copy-log.js';
 import { PROBE_NAME, REMOTE, remoteConfig } from './rclone.js';
+import { IMPATIENT, LISTED_HTTP, NO_PREALLOCATION, ONE_ATTEMPT } from './rclone-flags.js';
 import type { TransferSource } from './transfer-source.js';
 
 export interface RemoteEntry {
@@ -48,8 +49,8 @@ export interface DirectoryWalk {
   /** The directory whose directories are told (relative to the root, as they are); '': all. */
   under?: string;
   /**
-   * Asked before each listing (with the first level it tells): directories whose contents it
-   * does not read (nor are they told), relative to `under`; '' among them ends the walk.
+   * Asked before each listing (with the first level it tells): directories (from the root) whose
+   * contents it does not read (nor are they told); one holding `under` ends the walk.
    */
   leaveOut?: (depth: number) => Promise<readonly string[]>;
 }
@@ -167,7 +168,7 @@ export class RcloneTransfers {
   ): Promise<void> {
     const { fs, env } = this.remote(source, under);
     for (const below of [0, firstDepth]) {
-      const left = (await leaveOut?.(below + 1)) ?? [];
+      const left = ((await leaveOut?.(below + 1)) ?? []).flatMap((dir) => leftBelow(under, dir));
       if (signal?.aborted || left.includes('')) return;
       const args = ['lsf', '-R', '--dirs-only', '--dir-slash=false'];
       if (below === 0 && Number.isFinite(firstDepth)) args.push('--max-depth', String(firstDepth));
@@ -455,38 +456,14 @@ const timesFree = (source: TransferSource): boolean => source.source.kind !== 's
 const hashesFree = (source: TransferSource): boolean => source.source.kind === 's3';
 
 /**
- * Files are written without reserving their size first. Our destinations are cache file systems:
- * a tmpfs with huge pages, where a reservation makes the writes cost the kernel four times as much
- * (2 GiB: 2.7-3.9 s of system time against 0.5-0.7 s; a 2 GiB fill from the cluster tier took
- * 9.9-12.3 s instead of 7.7), or an ext4 image whose blocks are all reserved when it is made.
+ * A directory to leave out (from the root) as seen from `under`: '' when it holds `under` whole,
+ * nothing when it is elsewhere.
  */
-const NO_PREALLOCATION = ['--local-no-preallocate'];
-
-/** One attempt of the whole command (rclone's default is three). */
-const ONE_ATTEMPT = ['--retries', '1'];
-
-/** A few seconds to connect, one attempt: for a remote that has a slower one behind it. */
-const IMPATIENT = [
-  '--contimeout',
-  '5s',
-  '--timeout',
-  '20s',
-  ...ONE_ATTEMPT,
-  '--low-level-retries',
-  '2',
-];
-
-/**
- * Named files fetched by name, not found by listing their directories again; no HEAD for a size
- * the caller knows, and no checksum after the copy: a file of unknown size is read into rclone's
- * memory and written out, and rclone then hashed both (an HTTP server gives no hash to compare
- * with: a check of rclone against itself, a quarter of its CPU for 50,000 small files; the caller
- * checks each file's size against its listing). (Only for HTTP: other remotes answer a name with a request of its own,
- * which costs more than a listing holding many names. S3 without its HEAD before the GET,
- * `--s3-no-head-object`, was measured too: on s3rver a fill of 5,000 small files ran at 0.94-0.98
- * of `rclone copy` alone that way, 0.98-1.04 with the listing.)
- */
-const LISTED_HTTP = ['--no-traverse', '--http-no-head', '--ignore-checksum'];
+const leftBelow = (under: string, dir: string): string[] => {
+  if (under === '') return [dir];
+  if (dir === '' || dir === under || under.startsWith(`${dir}/`)) return [''];
+  return dir.startsWith(`${under}/`) ? [dir.slice(under.length + 1)] : [];
+};
 
 /** A path as an rclone filter pattern that matches only itself (its glob characters escaped). */
 const filterLiteral = (path: string): string => path.replace(/[\\*?[\]{}]/g, (c) => `\\${c}`);

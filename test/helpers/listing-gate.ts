@@ -1,4 +1,4 @@
-// An HTTP proxy on loopback that refuses chosen directory listings: a remote whose listings fail while reads by name still work.
+// An HTTP proxy on loopback that records requests and refuses chosen directory listings: a remote whose listings fail while reads by name still work.
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -8,6 +8,8 @@ export interface ListingGate {
   refuses: (path: string) => boolean;
   /** Listings refused so far. */
   refused: number;
+  /** Every request that passed, as "METHOD path". */
+  requests: string[];
   close(): Promise<void>;
 }
 
@@ -20,6 +22,7 @@ export async function listingGate(port: number): Promise<ListingGate> {
       response.writeHead(403).end('listings refused');
       return;
     }
+    gate.requests.push(`${request.method ?? ''} ${path}`);
     const upstream = httpRequest(
       {
         host: '127.0.0.1',
@@ -40,6 +43,7 @@ export async function listingGate(port: number): Promise<ListingGate> {
     port: 0,
     refuses: () => false,
     refused: 0,
+    requests: [],
     close: () =>
       new Promise<void>((resolve) => {
         proxy.close(() => resolve());

@@ -209,9 +209,12 @@ it('a kill -9 of the driver during a prefetch: no partial file enters the copy; 
     await kubelet.stage(volume);
     const [dataset] = await datasets(driver.stateDir);
     const root = dataset?.copy?.root as string;
-    await until('a few files in the copy', async () => {
+    // Between two waves: the transfer writes no log line for seconds, so it outlives the driver
+    // (a line written to the dead driver's pipe would end it).
+    await until('a few files in the copy, and none arriving', async () => {
       const n = (await readdir(root)).length;
-      return n >= 3 && n < 32 ? true : undefined;
+      await sleep(300);
+      return n >= 3 && n < 32 && (await readdir(root)).length === n ? true : undefined;
     });
     // The transfer the driver started, recorded by PID in its workspace.
     const incoming = join(dataset?.cacheDir as string, 'incoming');

@@ -306,12 +306,14 @@ it('directories a failed fill left unmade are outlined after all, ahead of the p
   // The fill's listing of one directory is refused once: the fill fails with the directories
   // below it unmade, which the stage's outline had left to it (prefetch '**' lists everything).
   const gate = await listingGate(server.port);
+  let staged: string | undefined;
   try {
     gate.refuses = (path) => path === '/gaps/split/g2/' && gate.refused === 0;
     const vol = await volume('gaps', {
       source: `http://127.0.0.1:${gate.port}/gaps/`,
       prefetch: '**',
     });
+    staged = vol.volume_id;
     await kubelet.run(vol, ['reader'], true);
     const { key, copy } = await datasetAt('/gaps');
     await until('the prefetch to fail', async () =>
@@ -325,11 +327,11 @@ it('directories a failed fill left unmade are outlined after all, ahead of the p
       (missing) => missing.length === 0,
       30_000,
     );
-    await kubelet.stop(vol.volume_id, ['reader']);
   } finally {
+    if (staged) await kubelet.stop(staged, ['reader']);
     await gate.close();
   }
-});
+}, 120_000);
 
 it('files read on demand are promoted: the second epoch never crosses FUSE nor the network', async () => {
   // Promotion alone: no sweep fill (autoPrefetch), whose downloads would be copies of their own.

@@ -13,6 +13,7 @@ import { S3Server } from '../../src/demo/s3-server.js';
 import { parseSource } from '../../src/dataset/source.js';
 import { RcloneTransfers } from '../../src/engines/rclone-transfer.js';
 import { type TransferSource } from '../../src/engines/transfer-source.js';
+import { listingGate } from '../helpers/listing-gate.js';
 
 let work: string;
 let from: TransferSource;
@@ -84,13 +85,14 @@ it('a named file that fails does not make rclone fetch again the files already h
   // Each file leaves the destination as soon as it is reported (a fill installs it): a second
   // attempt of the whole copy would find none of them there and fetch every one again.
   const server = await LoopbackServer.start(join(work, 'src'), 'http');
+  const gate = await listingGate(server.port);
   try {
     const list = join(work, 'list-with-a-gap');
     await writeFile(list, [...names, 'd0/gone.txt'].map((n) => `${n}\n`).join(''));
     const destination = join(work, 'moved-away');
     const reported: string[] = [];
     const result = await new RcloneTransfers().copy(
-      { ...from, source: parseSource(`http://127.0.0.1:${server.port}/`) },
+      { ...from, source: parseSource(`http://127.0.0.1:${gate.port}/`) },
       { localDir: destination },
       { listFile: list },
       {
@@ -104,7 +106,13 @@ it('a named file that fails does not make rclone fetch again the files already h
     );
     expect(result.ok).toBe(false);
     expect(reported.sort()).toEqual([...names].sort());
+    // Asked for once each, at the server.
+    const fetched = gate.requests.filter((r) => r.startsWith('GET ')).map((r) => r.slice(4));
+    expect(fetched.filter((path) => path !== '/d0/gone.txt').sort()).toEqual(
+      names.map((n) => `/${n}`).sort(),
+    );
   } finally {
+    await gate.close();
     await server.stop();
   }
 });
@@ -141,6 +149,22 @@ it('listDirectories names every directory of the source, nested ones included, a
   expect(below.sort()).toEqual(['d1/deeper', 'd1/deeper/deepest']);
   // Its levels counted from that directory, each told once.
   expect(levels.slice(3)).toEqual([1, 2]);
+  // What is left out is named from the root: below that directory (neither it nor what is below
+  // it told), or holding it (nothing told).
+  await mkdir(join(work, 'src', 'd1', 'other'));
+  await writeFile(join(work, 'src', 'd1', 'other', 'leaf.txt'), 'leaf\n');
+  const walkUnder = async (left: string[]) => {
+    const told: string[] = [];
+    await new RcloneTransfers().listDirectories(from, undefined, (dir) => told.push(dir), {
+      under: 'd1',
+      firstDepth: Number.POSITIVE_INFINITY,
+      leaveOut: () => Promise.resolve(left),
+    });
+    return told;
+  };
+  expect(await walkUnder(['d1/deeper', 'd0'])).toEqual(['d1/other']);
+  expect(await walkUnder([''])).toEqual([]);
+  await rm(join(work, 'src', 'd1', 'other'), { recursive: true });
 });
 
 it('listDirectories leaves out what it is told to, glob characters included, and ends where told', async () => {
