@@ -211,10 +211,11 @@ it('a kill -9 of the driver during a prefetch: no partial file enters the copy; 
     const root = dataset?.copy?.root as string;
     // Between two waves: the transfer writes no log line for seconds, so it outlives the driver
     // (a line written to the dead driver's pipe would end it).
-    await until('a few files in the copy, and none arriving', async () => {
+    const seen = { count: -1, since: Date.now() };
+    await until('a few files in the copy, and none arriving for 300 ms', async () => {
       const n = (await readdir(root)).length;
-      await sleep(300);
-      return n >= 3 && n < 32 && (await readdir(root)).length === n ? true : undefined;
+      if (n !== seen.count) Object.assign(seen, { count: n, since: Date.now() });
+      return n >= 3 && n < 32 && Date.now() - seen.since >= 300 ? true : undefined;
     });
     // The transfer the driver started, recorded by PID in its workspace.
     const incoming = join(dataset?.cacheDir as string, 'incoming');
