@@ -58,8 +58,8 @@ export class CopyLog {
     const copied = parsed.object;
     if (copied !== undefined && COPIED.test(parsed.msg ?? '')) {
       // A small file fetched without its size known (HTTP without HEAD) is logged twice: copied
-      // from memory, then "Copied (Rcat, new)". It is handed on once; a file copied again is not
-      // (big files of unknown size are logged by the second line only).
+      // from memory, then "Copied (Rcat, new)"; only that second line is folded (a big file of
+      // unknown size gets it alone, and a file rclone copies again is handed on again).
       if (RCAT.test(parsed.msg ?? '') && this.reported.has(copied)) return;
       this.reported.add(copied);
       this.handled = this.handled
