@@ -11,7 +11,16 @@ export interface StreamResult {
   longestOutageMs: number;
 }
 
-const RETRIABLE = new Set(['EIO', 'ENOTCONN', 'ENOENT', 'ESTALE', 'ENXIO', 'EBADF']);
+// A FUSE mount whose server was killed answers ENOTCONN or, caught mid-request, ECONNABORTED.
+const RETRIABLE = new Set([
+  'EIO',
+  'ENOTCONN',
+  'ECONNABORTED',
+  'ENOENT',
+  'ESTALE',
+  'ENXIO',
+  'EBADF',
+]);
 
 /**
  * Reads a file to the end in 1 MiB blocks, like a training job that survives a storage hiccup:
