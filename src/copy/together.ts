@@ -30,6 +30,54 @@ function admitWithin(
   }
 }
 
+/**
+ * Files of this node's share that the members filling before it may hold (inOthersHands): fetched
+ * last, once they stop arriving in the tier, that is once two takes begun after the last arrival
+ * brought none and two refresh intervals passed. A clock alone gave up on files a take was
+ * bringing: on a loaded node one take of a few packs lasts seconds (a CI run fetched 64 of 94 such
+ * files twice).
+ */
+class HeldBack {
+  /** The files still waited for; emptied when the wait ends. */
+  readonly files: Set<string>;
+  private left: number;
+  private since = performance.now();
+  private emptyTakes = 0;
+
+  constructor(
+    files: Set<string>,
+    private readonly admitted: ReadonlyMap<string, RemoteEntry>,
+    private readonly waitMs: number,
+  ) {
+    this.files = new Set(files);
+    this.left = files.size;
+  }
+
+  /** A take begun at `began` ended: did it bring any of them? */
+  taken(began: number): void {
+    if (this.files.size === 0) return;
+    const left = this.count();
+    if (left < this.left) {
+      Object.assign(this, { left, since: performance.now(), emptyTakes: 0 });
+    } else if (began >= this.since) {
+      this.emptyTakes += 1;
+    }
+  }
+
+  /** Whether they may still come (they are then fetched after the rest of the share). */
+  waiting(): boolean {
+    if (this.files.size === 0) return false;
+    const recent = performance.now() - this.since < this.waitMs;
+    if (this.count() > 0 && (recent || this.emptyTakes < 2)) return true;
+    this.files.clear();
+    return false;
+  }
+
+  private count(): number {
+    return [...this.files].filter((relative) => this.admitted.has(relative)).length;
+  }
+}
+
 const byPath = (a: RemoteEntry, b: RemoteEntry): number =>
   a.relative < b.relative ? -1 : a.relative > b.relative ? 1 : 0;
 
@@ -80,8 +128,10 @@ export async function fetchTogether(
    * is earlier than the others, see MemberView.earlier).
    */
   const firstTake = { pids: new Set<number>(), joined: false };
+  let heldBack: HeldBack | undefined;
   const take = (working = false): Promise<void> => {
     takes += 1;
+    let began = 0;
     const watch = working
       ? (pid: number) => {
           firstTake.pids.add(pid);
@@ -89,11 +139,15 @@ export async function fetchTogether(
         }
       : undefined;
     taking = taking
-      .then(() =>
-        timed('take', () => fromTier(options, tier, admitted, progress, held, undefined, watch)),
-      )
+      .then(() => {
+        began = performance.now();
+        return timed('take', () =>
+          fromTier(options, tier, admitted, progress, held, undefined, watch),
+        );
+      })
       .finally(() => {
         takes -= 1;
+        heldBack?.taken(began);
         if (!working) return;
         for (const pid of firstTake.pids) group.unwatch(pid);
         firstTake.pids.clear();
@@ -172,19 +226,11 @@ export async function fetchTogether(
     for (const pid of firstTake.pids) group.watch(pid);
     await taken;
     if (admitted.size === 0) return;
-    // Files of this node's share the members filling before it may hold: fetched last, once two
-    // refresh intervals pass with none of them arriving (a look for uploads comes once in each).
+    // Files of this node's share the members filling before it may hold: fetched last.
     const inHand = inOthersHands([...admitted.values()].sort(byPath), group.members);
-    const heldBack = new Set(inHand);
-    figures.heldBackFiles = heldBack.size;
-    const arriving = { left: inHand.size, at: performance.now() };
-    const stillArriving = (): boolean => {
-      const left = [...inHand].filter((relative) => admitted.has(relative)).length;
-      if (left < arriving.left) Object.assign(arriving, { left, at: performance.now() });
-      if (left > 0 && performance.now() - arriving.at < 2 * group.refreshMs) return true;
-      inHand.clear();
-      return false;
-    };
+    const waitFor = new HeldBack(inHand, admitted, 2 * group.refreshMs);
+    heldBack = waitFor;
+    figures.heldBackFiles = inHand.size;
     const pause = (ms = Math.min(POLL_MS, group.refreshMs / 2)) =>
       sleep(ms, undefined, { signal }).catch(() => undefined);
     if (gatherWithin && !tierDown) {
@@ -216,7 +262,12 @@ export async function fetchTogether(
         for (const member of view.members) seen.add(member);
         for (const claim of view.claims?.keys() ?? []) claimedElsewhere.add(claim);
         const early = performance.now() - joinedAt < 2 * group.refreshMs;
-        const { chunk } = nextChunk([...admitted.values()].sort(byPath), view, inHand, early);
+        const { chunk } = nextChunk(
+          [...admitted.values()].sort(byPath),
+          view,
+          waitFor.files,
+          early,
+        );
         // Files of a member gone or stalled: it may have uploaded them just before (a member
         // leaves once its uploads are in): the tier is asked first, once for each file. So are
         // files another member claimed (it may have let them go once they were in the tier).
@@ -233,8 +284,8 @@ export async function fetchTogether(
           await (unasked.length > 0 ? take() : taking);
           continue;
         }
-        const onlyInHand = chunk.length > 0 && chunk.every((e) => inHand.has(e.relative));
-        if (chunk.length === 0 || (onlyInHand && stillArriving())) {
+        const onlyHeld = chunk.length > 0 && chunk.every((e) => waitFor.files.has(e.relative));
+        if (chunk.length === 0 || (onlyHeld && waitFor.waiting())) {
           if (admitted.size === 0) return;
           const waiting = performance.now();
           await pause();
@@ -266,14 +317,15 @@ export async function fetchTogether(
         // Whose each file was among every member seen: one gone since is still its first owner.
         figures.takenOverFiles += others.length;
         figures.ownFiles += chunk.length - others.length;
-        figures.heldBackFetched += chunk.filter((e) => heldBack.has(e.relative)).length;
+        figures.heldBackFetched += chunk.filter((e) => inHand.has(e.relative)).length;
         await remote(new Map(chunk.map((e) => [e.relative, e])), true, big?.relative);
       }
     };
     const taker = async () => {
       while (!signal?.aborted && !tierDown && admitted.size > 0) {
-        // Alone, nothing new reaches the tier but what this node uploads.
-        if (group.members.members.length > 1) await take();
+        // Alone, nothing new reaches the tier but what this node uploads (and files held back,
+        // which members that left may have uploaded just before).
+        if (group.members.members.length > 1 || waitFor.waiting()) await take();
         if (!(await tier.check())) tierDown = true;
         else if (admitted.size > 0) {
           await pause(lookIntervalMs(group.members.members.length, group.refreshMs));
