@@ -154,8 +154,10 @@ export async function fromRemote(
 ): Promise<RemoteEntry[]> {
   let fetched = await transfer(options, admitted, progress, held, onStarted);
   // rclone makes one attempt (see ONE_ATTEMPT): a second one of its own would fetch again every
-  // file already taken away, so the second asks only for what is still missing.
-  if (!fetched.ok && admitted.size > 0 && !options.signal?.aborted) {
+  // file already taken away, so the second asks only for what is still missing, and only when the
+  // first got files through (one that got none met a remote down: a second doubles the wait).
+  const partly = fetched.installed.length > 0;
+  if (!fetched.ok && partly && admitted.size > 0 && !options.signal?.aborted) {
     const again = await transfer(options, admitted, progress, held, onStarted);
     fetched = { ...again, installed: [...fetched.installed, ...again.installed] };
   }

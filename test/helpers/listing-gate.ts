@@ -1,12 +1,12 @@
-// An HTTP proxy on loopback that records requests and refuses chosen directory listings: a remote whose listings fail while reads by name still work.
+// An HTTP proxy on loopback that records requests and refuses chosen ones: a remote whose listings (paths ending in '/') fail while reads by name still work, or whose reads fail.
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export interface ListingGate {
   port: number;
-  /** Whether the listing of this path (ending in '/') is answered with 403. */
-  refuses: (path: string) => boolean;
-  /** Listings refused so far. */
+  /** Whether a request for this path (a listing ends in '/') is answered with 403. */
+  refuses: (path: string, method: string) => boolean;
+  /** Requests refused so far. */
   refused: number;
   /** Every request that passed, as "METHOD path". */
   requests: string[];
@@ -17,9 +17,9 @@ export interface ListingGate {
 export async function listingGate(port: number): Promise<ListingGate> {
   const proxy = createServer((request, response) => {
     const path = (request.url ?? '').split('?')[0] ?? '';
-    if (path.endsWith('/') && gate.refuses(path)) {
+    if (gate.refuses(path, request.method ?? '')) {
       gate.refused += 1;
-      response.writeHead(403).end('listings refused');
+      response.writeHead(403).end('refused');
       return;
     }
     gate.requests.push(`${request.method ?? ''} ${path}`);

@@ -46,6 +46,7 @@ beforeAll(async () => {
   await writeTree(join(data, 'lean', 'train'), 10, 40);
   // Directories three levels down, below what a stage outlines itself.
   for (let g = 0; g < 4; g += 1) await writeTree(join(data, 'gaps', 'split', `g${g}`), 2, 3);
+  await writeTree(join(data, 'refused'), 2, 5);
   await writeRandomFile(join(data, 'hammer', 'big.bin'), 24 * MiB);
   // More than the copy's share of an 8 MiB cache once the small files are in, less than the cache.
   await writeRandomFile(join(data, 'quota', 'big.bin'), 7 * MiB);
@@ -327,6 +328,34 @@ it('directories a failed fill left unmade are outlined after all, ahead of the p
       (missing) => missing.length === 0,
       30_000,
     );
+  } finally {
+    if (staged) await kubelet.stop(staged, ['reader']);
+    await gate.close();
+  }
+}, 120_000);
+
+it('a fill whose remote refuses every file asks for each once: a second transfer follows only one that got files through', async () => {
+  // A remote that lists but serves no file (down behind its listings, or refusing the node):
+  // a second transfer of the same files would double the time until the fill gives up.
+  const gate = await listingGate(server.port);
+  let staged: string | undefined;
+  try {
+    const files = new Set(filesUnder('refused').map((p) => `/${p}`));
+    // Listings and HEADs answered (the listing asks for sizes): only the files' bytes refused.
+    gate.refuses = (path, method) => method === 'GET' && files.has(path);
+    const vol = await volume('refused', {
+      source: `http://127.0.0.1:${gate.port}/refused/`,
+      prefetch: '**',
+    });
+    staged = vol.volume_id;
+    await kubelet.run(vol, ['reader'], true);
+    const { key } = await datasetAt('/refused');
+    await until('the prefetch to fail', async () =>
+      ((await scrape()).dataset('prefetch_errors_total', key) ?? 0) >= 1 ? true : undefined,
+    );
+    // Each file asked for once (the fill's one transfer), and nothing else of it.
+    expect(gate.refused).toBe(files.size);
+    expect(gate.requests.filter((r) => r.startsWith('GET ') && files.has(r.slice(4)))).toEqual([]);
   } finally {
     if (staged) await kubelet.stop(staged, ['reader']);
     await gate.close();
