@@ -264,7 +264,7 @@ async function main(): Promise<number> {
 
       log(`${remote.protocol}: FUSE path: prefetch of the small files through the mount`);
       const prefetched = await bench.stage(remote, { ...fusePath, prefetch: 'small/**' });
-      const prefetchSeconds = await bench.waitForMetric('prefetch_completed', prefetched, 1);
+      const prefetchSeconds = await bench.prefetchSeconds(prefetched);
       const prefetchMBps =
         (await bench.metric('prefetch_bytes_total', prefetched)) / 1e6 / prefetchSeconds;
       const pod3 = await bench.publish(prefetched, 'pod3');
@@ -315,7 +315,7 @@ async function main(): Promise<number> {
 
       log(`${remote.protocol}: copy path: prefetch of the small files in bulk`);
       const bulk = await bench.stage(remote, { cacheQuota: copyQuota, prefetch: 'small/**' });
-      const copyPrefetchSeconds = await bench.waitForMetric('prefetch_completed', bulk, 1);
+      const copyPrefetchSeconds = await bench.prefetchSeconds(bulk);
       const copyPrefetchMBps = small.bytes / 1e6 / copyPrefetchSeconds;
       if ((await bench.metric('copy_files', bulk)) < small.paths.length) {
         throw new Error('the small-file prefetch did not fill the copy');
@@ -333,7 +333,7 @@ async function main(): Promise<number> {
 
       log(`${remote.protocol}: copy path: prefetch of the big file, then read from the copy`);
       const bigVolume = await bench.stage(remote, { cacheQuota: copyQuota, prefetch: 'big.bin' });
-      const bigPrefetchSeconds = await bench.waitForMetric('prefetch_completed', bigVolume, 1);
+      const bigPrefetchSeconds = await bench.prefetchSeconds(bigVolume);
       const bigPrefetchMBps = bigBytes / 1e6 / bigPrefetchSeconds;
       await sleep(1500);
       const bigPod = await bench.publish(bigVolume, 'bigpod');

@@ -370,10 +370,9 @@ export class RcloneTransfers {
         '--s3-no-check-bucket',
         // One attempt: the caller takes each file away as it is reported, so rclone's second
         // attempt of the whole copy (after one file failed) would fetch every other file again.
-        // Each request still has its own retries.
-        ...ONE_ATTEMPT,
+        // Each request still has its own retries (IMPATIENT makes one attempt too).
+        ...(options.impatient ? IMPATIENT : ONE_ATTEMPT),
         ...('localDir' in to ? NO_PREALLOCATION : []),
-        ...(options.impatient ? IMPATIENT : []),
         ...(options.listed && remote.source.kind === 'http' ? LISTED_HTTP : []),
         ...this.rateArgs(remote),
       ],

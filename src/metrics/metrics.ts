@@ -128,6 +128,9 @@ export class DriverMetrics {
           prefetchMatched.set(labels, d.prefetch.matched);
           prefetchRunning.set(labels, d.prefetch.running);
           prefetchDone.set(labels, d.prefetch.completed);
+          if (d.prefetch.lastCompletedAt !== undefined) {
+            prefetchLastDone.set(labels, d.prefetch.lastCompletedAt / 1000);
+          }
           for (const [field, metric] of sweepCounters) {
             metric.inc(labels, sweepTotals.get(field)!.add(d.key, 0, d.prefetch.sweeps[field]));
           }
@@ -202,6 +205,10 @@ export class DriverMetrics {
     const prefetchMatched = gauge('prefetch_matched_files', 'Files matched by prefetch patterns');
     const prefetchRunning = gauge('prefetch_running', 'Prefetch jobs running');
     const prefetchDone = gauge('prefetch_completed', 'Prefetch jobs finished');
+    const prefetchLastDone = gauge(
+      'prefetch_last_completed_timestamp_seconds',
+      'When the last prefetch job of the dataset finished (Unix time)',
+    );
     const copyFiles = gauge(
       'copy_files',
       'Files in the local copy (served by the kernel, no FUSE)',
@@ -328,6 +335,7 @@ export class DriverMetrics {
       prefetchMatched,
       prefetchRunning,
       prefetchDone,
+      prefetchLastDone,
       copyFiles,
       copyBytes,
       copyComplete,

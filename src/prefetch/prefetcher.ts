@@ -27,6 +27,8 @@ export interface PrefetchStatus {
   running: number;
   /** Prefetch jobs of the dataset that finished. */
   completed: number;
+  /** When the last of them finished (ms since the epoch). */
+  lastCompletedAt?: number;
   /** Fills started because pods swept a directory on demand (included in the figures above). */
   sweeps: { seen: number; filled: number; files: number; bytes: number };
 }
@@ -61,6 +63,8 @@ interface Job {
     transferSeconds?: number;
   };
   running: boolean;
+  /** When it ended (ms since the epoch). */
+  endedAt?: number;
   stop(): void;
   /** Told once when the job has ended. */
   onEnd?: () => void;
@@ -311,6 +315,7 @@ export class Prefetcher {
       })
       .finally(() => {
         job.running = false;
+        job.endedAt = Date.now();
         job.onEnd?.();
       });
     if (refresh) {
@@ -354,6 +359,7 @@ export class Prefetcher {
     }
     void child.then(() => {
       job.running = false;
+      job.endedAt = Date.now();
       job.onEnd?.();
     });
     return job;
@@ -375,7 +381,10 @@ export class Prefetcher {
       status.errors += job.progress.errors;
       status.noRoom += job.progress.noRoom ?? 0;
       if (job.running) status.running += 1;
-      else if (job.progress.done) status.completed += 1;
+      else if (job.progress.done) {
+        status.completed += 1;
+        status.lastCompletedAt = Math.max(status.lastCompletedAt ?? 0, job.endedAt ?? 0);
+      }
     }
     return status;
   }
@@ -437,6 +446,10 @@ function combine(parts: Job[], onEnd: () => void): Job {
     },
     get running() {
       return parts.some((p) => p.running);
+    },
+    get endedAt() {
+      const ends = parts.map((p) => p.endedAt);
+      return ends.every((t) => t !== undefined) ? Math.max(...ends) : undefined;
     },
     stop: () => parts.forEach((p) => p.stop()),
   };

@@ -220,6 +220,10 @@ it('prefetch: a 5,000-file tree is warmed once in the background; reading it fet
     const smallFiles = 50 * 100 + 1;
     const metaFiles = 10 * 50 + 1;
     expect(done.dataset('prefetch_running', key)).toBe(0);
+    // When it finished: after the stages began, by the time it was seen done.
+    const ended = 1000 * (done.dataset('prefetch_last_completed_timestamp_seconds', key) ?? NaN);
+    expect(ended).toBeGreaterThanOrEqual(started);
+    expect(ended).toBeLessThanOrEqual(Date.now());
     expect(done.dataset('prefetch_matched_files', key)).toBe(smallFiles + metaFiles);
     expect(done.dataset('prefetch_files_total', key)).toBe(smallFiles + metaFiles);
     const log = await driver.log();
