@@ -224,8 +224,8 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
       });
     },
   );
-  /** Whole-tree listings that ran to their end: the others' directories may be unmade. */
-  const listedToEnd = new Set<string>();
+  /** Whole-tree listings not run to their end (yet): their directories may be unmade. */
+  const unfinished = new Set(bases);
   try {
     if (options.refresh) progress.stale = await dropStale(copy, transfers, source, options.signal);
     room.left = await copy.room();
@@ -262,11 +262,11 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
           batches.add(entry);
         }
       });
-      if (maxDepth === undefined) listedToEnd.add(base);
+      if (maxDepth === undefined) unfinished.delete(base);
     }
   } finally {
     directories.flush();
-    for (const base of bases) if (!listedToEnd.has(base)) copy.fillGaveUp(base);
+    for (const base of unfinished) copy.fillGaveUp(base);
     progress.listSeconds = (Date.now() - listStarted) / 1000;
     report();
     // What was handed over is fetched (or given up) before the fill ends, listed whole or not.

@@ -45,12 +45,17 @@ class HeldBack {
   private emptyTakes = 0;
 
   constructor(
-    files: Set<string>,
     private readonly admitted: ReadonlyMap<string, RemoteEntry>,
     private readonly waitMs: number,
   ) {
-    this.files = new Set(files);
-    this.left = files.size;
+    this.files = new Set();
+    this.left = 0;
+  }
+
+  /** Waits for these from now on. */
+  hold(files: ReadonlySet<string>): void {
+    for (const relative of files) this.files.add(relative);
+    Object.assign(this, { left: this.files.size, since: performance.now(), emptyTakes: 0 });
   }
 
   /** A take begun at `began` ended: did it bring any of them? */
@@ -128,7 +133,7 @@ export async function fetchTogether(
    * is earlier than the others, see MemberView.earlier).
    */
   const firstTake = { pids: new Set<number>(), joined: false };
-  let heldBack: HeldBack | undefined;
+  const heldBack = new HeldBack(admitted, 2 * group.refreshMs);
   const take = (working = false): Promise<void> => {
     takes += 1;
     let began = 0;
@@ -147,7 +152,7 @@ export async function fetchTogether(
       })
       .finally(() => {
         takes -= 1;
-        heldBack?.taken(began);
+        heldBack.taken(began);
         if (!working) return;
         for (const pid of firstTake.pids) group.unwatch(pid);
         firstTake.pids.clear();
@@ -228,8 +233,7 @@ export async function fetchTogether(
     if (admitted.size === 0) return;
     // Files of this node's share the members filling before it may hold: fetched last.
     const inHand = inOthersHands([...admitted.values()].sort(byPath), group.members);
-    const waitFor = new HeldBack(inHand, admitted, 2 * group.refreshMs);
-    heldBack = waitFor;
+    heldBack.hold(inHand);
     figures.heldBackFiles = inHand.size;
     const pause = (ms = Math.min(POLL_MS, group.refreshMs / 2)) =>
       sleep(ms, undefined, { signal }).catch(() => undefined);
@@ -265,7 +269,7 @@ export async function fetchTogether(
         const { chunk } = nextChunk(
           [...admitted.values()].sort(byPath),
           view,
-          waitFor.files,
+          heldBack.files,
           early,
         );
         // Files of a member gone or stalled: it may have uploaded them just before (a member
@@ -284,8 +288,8 @@ export async function fetchTogether(
           await (unasked.length > 0 ? take() : taking);
           continue;
         }
-        const onlyHeld = chunk.length > 0 && chunk.every((e) => waitFor.files.has(e.relative));
-        if (chunk.length === 0 || (onlyHeld && waitFor.waiting())) {
+        const onlyHeld = chunk.length > 0 && chunk.every((e) => heldBack.files.has(e.relative));
+        if (chunk.length === 0 || (onlyHeld && heldBack.waiting())) {
           if (admitted.size === 0) return;
           const waiting = performance.now();
           await pause();
@@ -325,7 +329,7 @@ export async function fetchTogether(
       while (!signal?.aborted && !tierDown && admitted.size > 0) {
         // Alone, nothing new reaches the tier but what this node uploads (and files held back,
         // which members that left may have uploaded just before).
-        if (group.members.members.length > 1 || waitFor.waiting()) await take();
+        if (group.members.members.length > 1 || heldBack.waiting()) await take();
         if (!(await tier.check())) tierDown = true;
         else if (admitted.size > 0) {
           await pause(lookIntervalMs(group.members.members.length, group.refreshMs));
