@@ -1,13 +1,19 @@
 // Hands files to a transfer in batches while they are still being listed, so a fill's transfer does not wait for the end of a long listing.
 
 /** How a pipeline cuts batches. */
-export interface BatchShape {
+export interface BatchShape<T = unknown> {
   /** Items that must wait before a batch starts while the listing goes on. */
   minBatch: number;
   /** Items a batch takes at most (the rest waits for the next one). */
   maxBatch?: number;
   /** Batches running at once while items keep coming. */
   inFlight?: number;
+  /**
+   * Items of a group (a directory) arrive together, and a batch holds one group where it can: it
+   * takes a group once the listing has moved past it (or a full batch of it), and more than one
+   * only while they are smaller than `minBatch` together.
+   */
+  groupOf?: (item: T) => string;
 }
 
 /**
@@ -31,14 +37,16 @@ export class BatchPipeline<T> {
   private readonly minBatch: number;
   private readonly maxBatch: number;
   private readonly inFlight: number;
+  private readonly groupOf: ((item: T) => string) | undefined;
 
   constructor(
-    shape: BatchShape,
+    shape: BatchShape<T>,
     private readonly work: (batch: T[]) => Promise<void>,
   ) {
     this.minBatch = shape.minBatch;
     this.maxBatch = shape.maxBatch ?? Number.POSITIVE_INFINITY;
     this.inFlight = shape.inFlight ?? 1;
+    this.groupOf = shape.groupOf;
   }
 
   add(item: T): void {
@@ -54,14 +62,30 @@ export class BatchPipeline<T> {
     if (this.failure !== undefined) throw this.failure;
   }
 
+  /** How many of the pending items the next batch takes; 0 while it must wait for more. */
+  private cut(): number {
+    const available = Math.min(this.pending.length, this.maxBatch);
+    const { groupOf } = this;
+    if (groupOf === undefined) return this.ended || available >= this.minBatch ? available : 0;
+    let end = 0;
+    while (end < available) {
+      const group = groupOf(this.pending[end] as T);
+      while (end < available && groupOf(this.pending[end] as T) === group) end += 1;
+      if (end === this.maxBatch) return end;
+      // The listing may bring more of this group: the batch waits for it.
+      if (end === this.pending.length && !this.ended) return 0;
+      if (end >= this.minBatch) return end;
+    }
+    return this.ended ? end : 0;
+  }
+
   private next(): void {
     while (this.failure === undefined && this.pending.length > 0) {
       const last = this.ended && this.pending.length <= this.maxBatch;
-      const ready =
-        last ||
-        (this.running < this.inFlight && (this.ended || this.pending.length >= this.minBatch));
-      if (!ready) break;
-      const batch = this.pending.slice(0, this.maxBatch);
+      if (!last && this.running >= this.inFlight) break;
+      const size = last ? this.pending.length : this.cut();
+      if (size === 0) break;
+      const batch = this.pending.slice(0, size);
       this.pending = this.pending.slice(batch.length);
       this.running += 1;
       const done = () => {

@@ -81,6 +81,20 @@ async function recordOwner(copy: LocalCopy, workspace: string, pid: number): Pro
   if (startTime !== undefined) await copy.recordOwner(workspace, { pid, startTime });
 }
 
+/** The deepest directory holding every one of these files ('' for the root). */
+export function deepestCommonDirectory(files: Iterable<string>): string {
+  let common: string[] | undefined;
+  for (const file of files) {
+    const parts = file.split('/').slice(0, -1);
+    if (common === undefined) common = parts;
+    let same = 0;
+    while (same < common.length && same < parts.length && common[same] === parts[same]) same += 1;
+    common.length = same;
+    if (same === 0) break;
+  }
+  return (common ?? []).join('/');
+}
+
 /**
  * Copies the admitted files from the remote into a private workspace and installs each one as
  * soon as rclone reports it whole. What rclone reports copied leaves `admitted`, installed or
@@ -99,14 +113,16 @@ async function transfer(
   const installed: RemoteEntry[] = [];
   try {
     const list = join(workspace, 'files');
-    await writeFile(list, [...admitted.keys()].map((name) => `${name}\n`).join(''), {
+    const within = deepestCommonDirectory(admitted.keys());
+    const below = within === '' ? 0 : within.length + 1;
+    await writeFile(list, [...admitted.keys()].map((name) => `${name.slice(below)}\n`).join(''), {
       mode: 0o600,
     });
     const destination = join(workspace, 'data');
     const result = await transfers.copy(
       options.source,
       { localDir: destination },
-      { listFile: list },
+      { listFile: list, within },
       {
         transfers: options.concurrency,
         signal: options.signal,

@@ -10,6 +10,8 @@ export interface ListingGate {
   refused: number;
   /** Every request that passed, as "METHOD path". */
   requests: string[];
+  /** The same with their queries (an S3 listing names its prefix there), as "METHOD url". */
+  urls: string[];
   close(): Promise<void>;
 }
 
@@ -23,6 +25,7 @@ export async function listingGate(port: number): Promise<ListingGate> {
       return;
     }
     gate.requests.push(`${request.method ?? ''} ${path}`);
+    gate.urls.push(`${request.method ?? ''} ${request.url ?? ''}`);
     const upstream = httpRequest(
       {
         host: '127.0.0.1',
@@ -44,6 +47,7 @@ export async function listingGate(port: number): Promise<ListingGate> {
     refuses: () => false,
     refused: 0,
     requests: [],
+    urls: [],
     close: () =>
       new Promise<void>((resolve) => {
         proxy.close(() => resolve());

@@ -3,7 +3,8 @@
  * copied file runs one file at a time and is all done when copy() returns; a failure in it does not
  * stop the other files' work, and copy() rejects with it. `listDirectories` names every directory
  * of a source but those it is told to leave out, or says why it cannot. An object read other than the store says it is (s3rver on
- * loopback) is refused and named, without the copy failing.
+ * loopback) is refused and named, without the copy failing. A copy started within a directory
+ * lists no directory above it.
  */
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -116,6 +117,57 @@ it('a named file that fails does not make rclone fetch again the files already h
     await server.stop();
   }
 });
+
+it('a copy within a directory lists that directory alone (S3) or none (HTTP), and names its files from the root', async () => {
+  const inD1 = names.filter((n) => n.startsWith('d1/'));
+  const list = join(work, 'list-within-d1');
+  await writeFile(list, inD1.map((n) => `${n.slice('d1/'.length)}\n`).join(''));
+  const store = await S3Server.start(join(work, 's3-within'), ['bucket']);
+  const server = await LoopbackServer.start(join(work, 'src'), 'http');
+  const s3Gate = await listingGate(Number(new URL(store.endpoint).port));
+  const httpGate = await listingGate(server.port);
+  try {
+    await store.upload(join(work, 'src'), 'bucket/set');
+    const remotes: [string, TransferSource, boolean][] = [
+      [
+        's3',
+        {
+          source: parseSource('s3://bucket/set'),
+          secrets: { ...store.secrets(), endpoint: `http://127.0.0.1:${s3Gate.port}` },
+          runtimeDir: join(work, 'home'),
+        },
+        false,
+      ],
+      ['http', { ...from, source: parseSource(`http://127.0.0.1:${httpGate.port}/`) }, true],
+    ];
+    for (const [name, remote, listed] of remotes) {
+      const destination = join(work, `within-${name}`);
+      const copied: string[] = [];
+      const result = await new RcloneTransfers().copy(
+        remote,
+        { localDir: destination },
+        { listFile: list, within: 'd1' },
+        { transfers: 4, listed, onCopied: (relative) => void copied.push(relative) },
+      );
+      expect(result.ok).toBe(true);
+      expect(copied.sort()).toEqual([...inD1].sort());
+      for (const file of inD1) {
+        expect(await readFile(join(destination, file), 'utf8')).toBe(`content of ${file}\n`);
+      }
+    }
+    // S3: one listing, of d1 (not of set/ above it); HTTP: the files by name and nothing else.
+    const listings = s3Gate.urls.filter((url) => /^GET \/bucket\?/.test(url));
+    expect(
+      listings.map((url) => new URL(url.slice(4), 'http://s3').searchParams.get('prefix')),
+    ).toEqual(['set/d1/']);
+    expect(httpGate.requests.sort()).toEqual(inD1.map((n) => `GET /${n}`).sort());
+  } finally {
+    await s3Gate.close();
+    await httpGate.close();
+    await server.stop();
+    await store.stop();
+  }
+}, 60_000);
 
 it('listDirectories names every directory of the source, nested ones included, and no file', async () => {
   await mkdir(join(work, 'src', 'd1', 'deeper', 'deepest'), { recursive: true });

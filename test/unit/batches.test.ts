@@ -1,8 +1,9 @@
 /**
  * The batch pipeline between a fill's listing and its transfers: every listed item is handed over
  * exactly once and in order, no more batches at once than its shape says while the listing goes on
- * (the last one may start beside them), none below the minimum but the last nor above the cap, and
- * a failed batch stops the rest and is reported.
+ * (the last one may start beside them), none below the minimum but the last nor above the cap, a
+ * group (a directory) split only where it must be, and a failed batch stops the rest and is
+ * reported.
  */
 import { setImmediate as tick } from 'node:timers/promises';
 import fc from 'fast-check';
@@ -53,6 +54,49 @@ it('hands every item over once, in order, within its shape (size, batches in fli
           expect(batch.length).toBeGreaterThanOrEqual(minBatch);
         for (const batch of batches) expect(batch.length).toBeLessThanOrEqual(maxBatch ?? Infinity);
         expect(batches.every((batch) => batch.length > 0)).toBe(true);
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+it('with groups (directories), a batch holds one where it can: groups are split only by a full batch or the last', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 1, max: 12 }),
+      fc.integer({ min: 0, max: 20 }),
+      fc.integer({ min: 1, max: 3 }),
+      // The groups, as the listing brings them: one run of items each.
+      fc.array(fc.integer({ min: 1, max: 30 }), { maxLength: 12 }),
+      fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 1, maxLength: 10 }),
+      async (minBatch, extra, inFlight, runs, gaps) => {
+        const maxBatch = minBatch + extra;
+        const groupOf = runs.flatMap((length, group) => Array<number>(length).fill(group));
+        const batches: number[][] = [];
+        const pipeline = new BatchPipeline<number>(
+          { minBatch, maxBatch, inFlight, groupOf: (item) => String(groupOf[item]) },
+          async (batch) => {
+            batches.push(batch);
+            await tick();
+          },
+        );
+        for (const item of groupOf.keys()) {
+          for (let t = 0; t < (gaps[item % gaps.length] ?? 0); t += 1) await tick();
+          pipeline.add(item);
+        }
+        await pipeline.finish();
+        expect(batches.flat()).toEqual([...groupOf.keys()]);
+        const group = (item: number | undefined) => groupOf[item ?? -1];
+        for (const [i, batch] of batches.slice(0, -1).entries()) {
+          expect(batch.length).toBeGreaterThanOrEqual(minBatch);
+          expect(batch.length).toBeLessThanOrEqual(maxBatch);
+          // A group goes on into the next batch only after a full one.
+          if (group(batch.at(-1)) === group(batches[i + 1]?.[0]))
+            expect(batch.length).toBe(maxBatch);
+          // Several groups in a batch: those before its last were smaller than the minimum together.
+          const beforeLast = batch.filter((item) => group(item) !== group(batch.at(-1))).length;
+          expect(beforeLast).toBeLessThan(minBatch);
+        }
       },
     ),
     { numRuns: 300 },
