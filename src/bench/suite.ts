@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
+import { QUIET_INTERVAL_MS } from '../copy/copies.js';
 import { timedRead, writeRandomFile } from '../demo/files.js';
 import { MountTable } from '../kernel/mountinfo.js';
 import { sleep } from '../kernel/proc.js';
@@ -365,7 +366,8 @@ async function main(): Promise<number> {
         // Counters outlive a client of the same dataset: what this volume's reads added.
         const before = await bench.metric('sweeps_total', volume);
         const mbps = await randomReads(join(root, 'big.bin'), bigBytes, 7);
-        await sleep(2500); // two rounds of the copy keeper, which is where sweeps are seen
+        // A round of the copy keeper after the reads (where sweeps are seen), however quiet.
+        await sleep(QUIET_INTERVAL_MS + 500);
         const after = await bench.metric('sweeps_total', volume);
         await bench.unpublish(volume, pod);
         await bench.unstage(volume);

@@ -5,15 +5,16 @@ import type { LocalCopy } from './local-copy.js';
 
 /**
  * Links files that became complete in the engine's cache into the copy (within the bounds: the
- * rest at the next call); returns them.
+ * rest at the next call); returns them, and whether the engine's cache was quiet (see
+ * RcloneCacheIndex.scan).
  */
 export async function promoteComplete(
   copy: LocalCopy,
   index: RcloneCacheIndex,
   bounds?: ScanBounds,
-): Promise<HeldFile[]> {
+): Promise<{ promoted: HeldFile[]; quiet: boolean }> {
   const promoted: HeldFile[] = [];
-  await index.scan(async (file) => {
+  const quiet = await index.scan(async (file) => {
     const refused = await copy.installLinked(
       file.dataPath,
       file.relative,
@@ -24,5 +25,5 @@ export async function promoteComplete(
     // No room or a cache file being replaced: offered again at a later scan.
     return refused === undefined || refused === 'present' || refused === 'unsafe-name';
   }, bounds);
-  return promoted;
+  return { promoted, quiet };
 }

@@ -58,6 +58,12 @@ export interface ScanBounds {
 
 const UNBOUNDED: ScanBounds = { concurrency: 1, until: Number.POSITIVE_INFINITY };
 
+/** What a scan met: the bounds cut it short, or a directory had changed. */
+interface ScanSeen {
+  cut: boolean;
+  changed: boolean;
+}
+
 interface DirState {
   mtimeMs: number;
   subdirectories: string[];
@@ -110,13 +116,20 @@ export class RcloneCacheIndex {
     return lstatSync(meta, { throwIfNoEntry: false }) !== undefined;
   }
 
-  /** Files complete since the last scan that `take` did not take before (within the bounds). */
+  /**
+   * Files complete since the last scan that `take` did not take before (within the bounds).
+   * Returns whether the scan was quiet: it looked at every directory within the bounds, and none
+   * had changed since the scan before (no item came or went).
+   */
   async scan(
     take: (file: CompleteCacheFile) => Promise<boolean>,
     bounds: ScanBounds = UNBOUNDED,
-  ): Promise<void> {
+  ): Promise<boolean> {
     const roots = await this.roots();
-    if (roots) await this.scanDir(roots, '', take, bounds);
+    if (!roots) return true;
+    const seen: ScanSeen = { cut: false, changed: false };
+    await this.scanDir(roots, '', take, bounds, seen);
+    return !seen.cut && !seen.changed;
   }
 
   /** Whether rclone still describes the item as complete with this size (after it was linked). */
@@ -142,16 +155,21 @@ export class RcloneCacheIndex {
     relative: string,
     take: (file: CompleteCacheFile) => Promise<boolean>,
     bounds: ScanBounds,
+    seen: ScanSeen,
   ): Promise<void> {
-    if (performance.now() > bounds.until) return;
+    if (performance.now() > bounds.until) {
+      seen.cut = true;
+      return;
+    }
     const path = join(roots.meta, relative);
     const stats = await lstat(path).catch(() => undefined);
     if (!stats?.isDirectory()) {
-      this.dirs.delete(relative);
+      seen.changed ||= this.dirs.delete(relative);
       return;
     }
     let state = this.dirs.get(relative);
     if (!state || state.mtimeMs !== stats.mtimeMs) {
+      seen.changed = true;
       const previous = state;
       state = { mtimeMs: stats.mtimeMs, subdirectories: [], pending: new Set() };
       for await (const entry of await opendir(path)) {
@@ -170,7 +188,10 @@ export class RcloneCacheIndex {
     await pMap(
       [...pending],
       async (item) => {
-        if (performance.now() > bounds.until) return;
+        if (performance.now() > bounds.until) {
+          seen.cut = true;
+          return;
+        }
         if (await this.offer(roots, item, take)) {
           pending.delete(item);
           this.taken.add(item);
@@ -178,7 +199,7 @@ export class RcloneCacheIndex {
       },
       { concurrency: bounds.concurrency },
     );
-    for (const sub of state.subdirectories) await this.scanDir(roots, sub, take, bounds);
+    for (const sub of state.subdirectories) await this.scanDir(roots, sub, take, bounds, seen);
   }
 
   private async offer(
