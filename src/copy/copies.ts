@@ -79,8 +79,10 @@ interface Attached {
  */
 export class LocalCopies {
   private readonly attached = new Map<string, Attached>();
-  private timer?: NodeJS.Timeout;
+  private timer?: NodeJS.Timeout | undefined;
   private keeping = false;
+  /** Rounds in a row that found nothing to do: the next one waits the longer (see start). */
+  private quietRounds = 0;
   private round: Promise<void> = Promise.resolve();
 
   constructor(
@@ -119,6 +121,7 @@ export class LocalCopies {
       if (entry.leftOut?.delete(base)) void this.outline(entry, { under: base });
     };
     this.attached.set(host.key, entry);
+    this.wake();
     const { files, bytes } = copy.current();
     this.log.info({ dataset: host.key, files, bytes }, 'local copy attached');
     // The stage waits for the top levels only (the last level of a walk lists every directory to
@@ -237,19 +240,33 @@ export class LocalCopies {
   start(): void {
     if (this.keeping) return;
     this.keeping = true;
-    let interval = this.intervalMs;
-    const schedule = () => {
-      if (!this.keeping) return;
-      this.timer = setTimeout(() => {
-        this.round = this.keepAll()
-          .then((busy) => {
-            interval = busy ? this.intervalMs : Math.min(interval * 2, QUIET_INTERVAL_MS);
-          })
-          .finally(schedule);
-      }, interval);
-      this.timer.unref();
-    };
-    schedule();
+    this.quietRounds = 0;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (!this.keeping) return;
+    const interval = Math.min(this.intervalMs * 2 ** this.quietRounds, QUIET_INTERVAL_MS);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.round = this.keepAll()
+        .then((busy) => {
+          this.quietRounds = busy ? 0 : this.quietRounds + 1;
+        })
+        .finally(() => this.schedule());
+    }, interval);
+    this.timer.unref();
+  }
+
+  /**
+   * Rounds at the keeper's interval again, from now: a copy was just attached, and its pods may
+   * start reading at once (a sweep is then seen a round or two into their first epoch).
+   */
+  private wake(): void {
+    this.quietRounds = 0;
+    if (this.timer === undefined) return; // a round runs: the next one follows it soon
+    clearTimeout(this.timer);
+    this.schedule();
   }
 
   async stop(): Promise<void> {

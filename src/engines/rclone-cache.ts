@@ -118,18 +118,19 @@ export class RcloneCacheIndex {
 
   /**
    * Files complete since the last scan that `take` did not take before (within the bounds).
-   * Returns whether the scan was quiet: it looked at every directory within the bounds, and none
-   * had changed since the scan before (no item came or went).
+   * Returns whether the scan was quiet: it looked at every directory within the bounds, none had
+   * changed since the scan before (no item came or went), and files were taken before (a cache
+   * nothing was read from yet costs a scan next to nothing, and pods may start reading any time).
    */
   async scan(
     take: (file: CompleteCacheFile) => Promise<boolean>,
     bounds: ScanBounds = UNBOUNDED,
   ): Promise<boolean> {
     const roots = await this.roots();
-    if (!roots) return true;
+    if (!roots) return false;
     const seen: ScanSeen = { cut: false, changed: false };
     await this.scanDir(roots, '', take, bounds, seen);
-    return !seen.cut && !seen.changed;
+    return !seen.cut && !seen.changed && this.taken.size > 0;
   }
 
   /** Whether rclone still describes the item as complete with this size (after it was linked). */

@@ -38,7 +38,7 @@ async function cached(relative: string, content: string): Promise<void> {
   );
 }
 
-it('takes each complete file once, and is quiet only when nothing came or went and it looked at everything', async () => {
+it('takes each complete file once, and is quiet only when it took files before, nothing came or went and it looked at everything', async () => {
   const spec = { source: parseSource('http://127.0.0.1:1/') } as DatasetSpec;
   const index = new RcloneCacheIndex(cacheDir, spec);
   const taken: string[] = [];
@@ -50,6 +50,11 @@ it('takes each complete file once, and is quiet only when nothing came or went a
       },
       { concurrency: 4, until },
     );
+  // Nothing read yet (no cache, then an empty one): never quiet, pods may start any moment.
+  expect(await scan()).toBe(false);
+  await mkdir(join(cacheDir, 'vfsMeta', 'SRC'), { recursive: true });
+  expect(await scan()).toBe(false);
+  expect(await scan()).toBe(false);
   await cached('a/f1', 'one');
   await cached('a/b/f2', 'two');
   expect(await scan()).toBe(false);
