@@ -1,7 +1,7 @@
 // The two sources of a fill's files: the cluster tier (what it holds, checked against the remote's listing) and the remote itself (rclone copy into a workspace); each file installed whole as it arrives.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { RemoteEntry } from '../engines/rclone-transfer.js';
+import { copyListsDirectories, type RemoteEntry } from '../engines/rclone-transfer.js';
 import { processStartTime } from '../kernel/proc.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import type { Room } from '../tier/layout.js';
@@ -113,7 +113,10 @@ async function transfer(
   const installed: RemoteEntry[] = [];
   try {
     const list = join(workspace, 'files');
-    const within = deepestCommonDirectory(admitted.keys());
+    // Over HTTP files are fetched by name (nothing is listed): the copy starts at the root there.
+    const within = copyListsDirectories(options.source)
+      ? deepestCommonDirectory(admitted.keys())
+      : '';
     const below = within === '' ? 0 : within.length + 1;
     await writeFile(list, [...admitted.keys()].map((name) => `${name.slice(below)}\n`).join(''), {
       mode: 0o600,
