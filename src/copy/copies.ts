@@ -24,8 +24,8 @@ const REMOUNT_SPACING_MS = 1000;
 /**
  * Rounds that found nothing to do (rclone's cache unchanged, looked at whole) come ever further
  * apart, up to this: a round looks at every directory of rclone's cache, and with a dataset of
- * 50,000 files in 500 directories promoted, rounds every 250 ms cost the idle driver 6% of a core
- * (0.63 CPU s in 10 s). A round that finds work brings the next one back to the keeper's
+ * 50,000 files in 500 directories promoted, rounds every 250 ms cost the idle driver 6-8% of a core
+ * (0.63-0.82 CPU s in 10 s). A round that finds work brings the next one back to the keeper's
  * interval; a sweep after a quiet spell is seen within this much more.
  */
 export const QUIET_INTERVAL_MS = 2000;
