@@ -354,6 +354,13 @@ async function main(): Promise<number> {
       await bench.waitForMetric('prefetch_running', swept, 0, 300_000, 'at most');
       const epoch1RemoteBytes = (await link.receivedBytes()) - linkBefore;
       const sweepFills = await bench.metric('sweep_fills_total', swept);
+      // Epoch 2 of the default: what the sweep fill and promotions left in the copy, beside tmpfs.
+      await sleep(1500);
+      const sweptLater = await besideTmpfs(
+        1,
+        (round) => readEpoch(join(sweptPod, 'small'), small.paths, round + 2),
+        (round) => readEpoch(join(tmpfs, 'small'), small.paths, round + 2),
+      );
       await bench.unpublish(swept, 'swept');
       await bench.unstage(swept);
 
@@ -424,6 +431,7 @@ async function main(): Promise<number> {
           epoch1WithSweeps: sweptEpoch1,
           epoch1RemoteBytes,
           epoch1SweepFills: sweepFills,
+          epoch2AfterSweeps: sweptLater.samples[0] ?? NaN,
           randomReads: {
             mbps: randomDefault.mbps,
             sweeps: randomDefault.sweeps,
@@ -434,6 +442,7 @@ async function main(): Promise<number> {
             bigPromotedMBps: copyWarm.tmpfs,
             bigPrefetchedMBps: copyBigWarm.tmpfs,
             laterEpochs: laterEpochs.tmpfs,
+            epoch2AfterSweeps: sweptLater.tmpfs,
             epochsAfterPrefetch: afterPrefetch.tmpfs,
           },
         },
@@ -449,6 +458,8 @@ async function main(): Promise<number> {
           smallFilesTmpfsOverUncached: afterPrefetch.bestTmpfs / uncachedFilesPerSec,
           smallFilesWarmToTmpfs: afterPrefetch.best / afterPrefetch.bestTmpfs,
           smallFilesEpoch2ToTmpfs: (laterEpochs.samples[0] ?? NaN) / (laterEpochs.tmpfs[0] ?? NaN),
+          smallFilesEpoch2AfterSweepsToTmpfs:
+            (sweptLater.samples[0] ?? NaN) / (sweptLater.tmpfs[0] ?? NaN),
           prefetchToLink: copyPrefetchMBps / linkMBps,
           prefetchToRcloneCopy: copyPrefetchMBps / rcloneCopyMBps,
           smallFilesEpoch1ToRcloneCopy: sweptEpoch1 / rcloneCopyFilesPerSec,
@@ -572,6 +583,7 @@ async function main(): Promise<number> {
         ? Math.min(...wan.protocols.map((p) => p.ratios.smallFilesEpoch1ToRcloneCopyWan))
         : NaN,
       smallFilesEpoch2ToTmpfs: worst('smallFilesEpoch2ToTmpfs'),
+      smallFilesEpoch2AfterSweepsToTmpfs: worst('smallFilesEpoch2AfterSweepsToTmpfs'),
       bigPrefetchToLink: worst('bigPrefetchToLink'),
       nodeMemoryPerCachedByte:
         perProtocol.length === 0

@@ -11,6 +11,7 @@ import type { TransferSource } from '../engines/transfer-source.js';
 import { globBase } from '../dataset/patterns.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import type { Room } from '../tier/layout.js';
+import { settleLeftToPods } from './left-to-pods.js';
 import { BatchPipeline, type BatchShape } from './batches.js';
 import { DirectoryMaker, removeEmptyDirectories } from './directory-maker.js';
 import { canBeTold, fromRemote, fromTier } from './fetch.js';
@@ -211,8 +212,15 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   const heldBefore: RemoteEntry[] = [];
   // The copy's room, measured once stale copies are gone. A fill from the tier alone takes room
   // only for what the tier holds (see takeFromTier).
-  const room: Room = { left: 0 };
+  const room = copy.roomForFill();
+  /** Files pods had opened when the fill came to them (see FillOptions.skip). */
+  const leftToPods: RemoteEntry[] = [];
   let transferStarted: number | undefined;
+  const fetchWithinBudget = (admitted: Map<string, RemoteEntry>, leftBehind: RemoteEntry[]) =>
+    (options.transferBudget ?? ((work) => work()))(() => {
+      transferStarted ??= Date.now();
+      return fetchAdmitted(options, admitted, progress, held, room, leftBehind);
+    });
   // Without a tier, files go to the remote's transfer while the listing goes on. With one, the
   // whole listing first: the tier's packs are taken once each, for every file they hold.
   const batches = new BatchPipeline<RemoteEntry>(
@@ -223,70 +231,82 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
           ? { ...BESIDE_READERS, groupOf: (entry) => dirname(entry.relative) }
           : BESIDE_READERS
         : { minBatch: FIRST_BATCH },
-    async (batch) => {
-      const fetch = () =>
-        fetchAdmitted(options, new Map(batch.map((e) => [e.relative, e])), progress, held, room);
-      await (options.transferBudget ?? ((work) => work()))(() => {
-        transferStarted ??= Date.now();
-        return fetch();
-      });
-    },
+    (batch) => fetchWithinBudget(new Map(batch.map((e) => [e.relative, e])), leftToPods),
   );
   /** Whole-tree listings not run to their end (yet): their directories may be unmade. */
   const unfinished = new Set(bases);
   try {
-    if (options.refresh) progress.stale = await dropStale(copy, transfers, source, options.signal);
-    room.left = await copy.room();
-    for (const { base, maxDepth } of listings) {
-      const listing = { dir: base, maxDepth, checkers: options.concurrency };
-      await transfers.list(source, listing, options.signal, (entry) => {
-        if (maxDepth === undefined) {
-          listed.push(entry.relative);
-          directories.holding(entry.relative);
-        }
-        if (seen.has(entry.relative)) return;
-        seen.add(entry.relative);
-        if (!matches(entry.relative)) return;
-        if (!isSafeRelativePath(entry.relative)) {
-          progress.unsafeNames += 1;
-          copy.countUnsafe();
-          return;
-        }
-        progress.matched += 1;
-        if (copy.holds(entry.relative, entry)) {
-          progress.files += 1;
-          progress.alreadyHeld += 1;
-          held.add(entry.relative);
-          heldBefore.push(entry);
-        } else if (options.skip?.(entry.relative)) {
-          progress.readOnDemand += 1;
-        } else if (options.tierOnly) {
-          batches.add(entry);
-        } else if (entry.size > room.left) {
-          progress.noRoom += 1;
-          copy.countNoRoom();
-        } else {
-          room.left -= entry.size;
-          batches.add(entry);
-        }
-      });
-      if (maxDepth === undefined) unfinished.delete(base);
+    try {
+      if (options.refresh)
+        progress.stale = await dropStale(copy, transfers, source, options.signal);
+      room.measured(await copy.room());
+      for (const { base, maxDepth } of listings) {
+        const listing = { dir: base, maxDepth, checkers: options.concurrency };
+        await transfers.list(source, listing, options.signal, (entry) => {
+          if (maxDepth === undefined) {
+            listed.push(entry.relative);
+            directories.holding(entry.relative);
+          }
+          if (seen.has(entry.relative)) return;
+          seen.add(entry.relative);
+          if (!matches(entry.relative)) return;
+          if (!isSafeRelativePath(entry.relative)) {
+            progress.unsafeNames += 1;
+            copy.countUnsafe();
+            return;
+          }
+          progress.matched += 1;
+          if (copy.holds(entry.relative, entry)) {
+            progress.files += 1;
+            progress.alreadyHeld += 1;
+            held.add(entry.relative);
+            heldBefore.push(entry);
+          } else if (options.skip?.(entry.relative)) {
+            progress.readOnDemand += 1;
+            leftToPods.push(entry);
+          } else if (options.tierOnly || room.take(entry)) {
+            batches.add(entry);
+          } else {
+            progress.noRoom += 1;
+            copy.countNoRoom();
+          }
+        });
+        if (maxDepth === undefined) unfinished.delete(base);
+      }
+    } finally {
+      directories.flush();
+      for (const base of unfinished) copy.fillGaveUp(base);
+      progress.listSeconds = (Date.now() - listStarted) / 1000;
+      report();
+      // What was handed over is fetched (or given up) before the fill ends, listed whole or not.
+      await batches.finish();
     }
-  } finally {
-    directories.flush();
-    for (const base of unfinished) copy.fillGaveUp(base);
-    progress.listSeconds = (Date.now() - listStarted) / 1000;
+    await settleLeftToPods(leftToPods, {
+      holds: (entry) => copy.holds(entry.relative, entry),
+      withEngine: (relative) => options.skip?.(relative) ?? false,
+      room,
+      fetch: fetchWithinBudget,
+      onHeld: (entry) => held.add(entry.relative),
+      onTakenBack: (_, admitted) => {
+        progress.readOnDemand -= 1;
+        if (admitted) return;
+        progress.noRoom += 1;
+        copy.countNoRoom();
+      },
+      signal: options.signal,
+    });
+    progress.transferSeconds =
+      transferStarted === undefined ? 0 : (Date.now() - transferStarted) / 1000;
+    progress.completeDirectories = await copy.markComplete(
+      completeDirectories(bases, listed, held),
+    );
+    if (options.tier) await offerAgain(options, options.tier, heldBefore);
+    progress.done = true;
     report();
-    // What was handed over is fetched (or given up) before the fill ends, listed whole or not.
-    await batches.finish();
+    return progress;
+  } finally {
+    room.close();
   }
-  progress.transferSeconds =
-    transferStarted === undefined ? 0 : (Date.now() - transferStarted) / 1000;
-  progress.completeDirectories = await copy.markComplete(completeDirectories(bases, listed, held));
-  if (options.tier) await offerAgain(options, options.tier, heldBefore);
-  progress.done = true;
-  report();
-  return progress;
 }
 
 /**
@@ -299,6 +319,7 @@ async function fetchAdmitted(
   progress: FillProgress,
   held: Set<string>,
   room: Room,
+  leftBehind: RemoteEntry[],
 ): Promise<void> {
   if (options.signal?.aborted) return;
   // Pods reading on demand while the fill ran may have had files promoted since the listing: a
@@ -312,6 +333,7 @@ async function fetchAdmitted(
     } else if (options.skip?.(relative)) {
       admitted.delete(relative);
       progress.readOnDemand += 1;
+      leftBehind.push(entry);
     }
   }
   const { tier } = options;

@@ -1,17 +1,16 @@
 // A dataset's local copy: complete files of a read-only dataset in its cache file system, each made visible by one rename.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   chownSync,
-  createReadStream,
   lstatSync,
   mkdirSync,
   renameSync,
   unlinkSync,
   utimesSync,
   type Stats,
+  type StatsFs,
 } from 'node:fs';
-import { pipeline } from 'node:stream/promises';
 import {
   link,
   lstat,
@@ -29,8 +28,9 @@ import { isSameProcess } from '../kernel/proc.js';
 import type { ProcessRunner } from '../kernel/runner.js';
 import { setXattr } from '../kernel/xattr.js';
 import { copyRoot, ENGINE_SHARE } from '../supervisor/cache-volume.js';
-import { sameTime, sameTimeOrUnlisted } from '../dataset/fingerprint.js';
+import { isIdentical, type RemoteFile, sameTimeOrUnlisted } from '../dataset/fingerprint.js';
 import type { Ownership } from '../dataset/params.js';
+import { type FillRoom, RoomLedger } from './room.js';
 
 /** Files being written or linked before their rename into the copy: never seen by readers. */
 const incomingRoot = (cacheDir: string): string => join(cacheDir, 'incoming');
@@ -61,14 +61,6 @@ export function isSafeRelativePath(path: string): boolean {
         segment !== '..' &&
         Buffer.byteLength(segment) <= MAX_NAME_BYTES,
     );
-}
-
-/** What the remote says a file is: a copy is current only when both match (NaN: time not known). */
-export interface RemoteFile {
-  size: number;
-  mtimeMs: number;
-  /** The content's MD5 (hex), when the remote's listing gave it. */
-  md5?: string;
 }
 
 export interface CopyFigures {
@@ -108,6 +100,8 @@ export class LocalCopy {
   private readonly directories = new Set<string>();
   /** Files the engine holds that were refused for room once (counted once each). */
   private readonly refusedLinks = new Set<string>();
+  /** Room fills admitted files into and have not installed them yet. */
+  private readonly ledger = new RoomLedger();
   /** Called after files were installed: the overlay must drop names it cached from the engine. */
   onChanged: () => void = () => undefined;
   /**
@@ -191,14 +185,20 @@ export class LocalCopy {
 
   /**
    * Bytes the copy may still add: its files (linked ones included: the engine may drop its own
-   * name of them at any time) stay within the cache file system less the engine's share.
+   * name of them at any time) and what fills admitted and are fetching stay within the cache file
+   * system less the engine's share. Beyond it the engine meets a full file system that its own
+   * eviction cannot free, and a pod's read fails.
    */
   async room(options: { linked?: boolean } = {}): Promise<number> {
-    const fs = await statfs(this.cacheDir);
+    return this.roomIn(await statfs(this.cacheDir), options.linked ?? false);
+  }
+
+  /** The room, from the file system's figures (synchronous: what is held cannot change meanwhile). */
+  private roomIn(fs: StatsFs, linked: boolean): number {
     const capacity = fs.blocks * fs.bsize;
-    const budget = capacity * (1 - ENGINE_SHARE) - this.figures.bytes;
+    const budget = capacity * (1 - ENGINE_SHARE) - this.figures.bytes - this.ledger.holding();
     // A hard link takes no space: the engine's file already does.
-    return Math.max(0, options.linked ? budget : Math.min(budget, fs.bavail * fs.bsize));
+    return Math.max(0, linked ? budget : Math.min(budget, fs.bavail * fs.bsize));
   }
 
   /**
@@ -214,6 +214,11 @@ export class LocalCopy {
       stats.size === remote.size &&
       sameTimeOrUnlisted(stats.mtimeMs, remote.mtimeMs)
     );
+  }
+
+  /** The room a fill takes its files' bytes from (see FillRoom); closed when the fill ends. */
+  roomForFill(): FillRoom {
+    return this.ledger.open();
   }
 
   countUnsafe(): void {
@@ -270,14 +275,20 @@ export class LocalCopy {
       return 'unsafe-name';
     }
     if (this.holds(relative, remote)) return 'present';
-    if (remote.size > (await this.room({ linked: true }))) {
+    const fs = await statfs(this.cacheDir);
+    // Held at once, so that promotions at the same time do not count the same room twice. A file a
+    // fill admitted and a pod read meanwhile: its promotion takes the room held for it.
+    const room = this.ledger.open();
+    room.measured(this.roomIn(fs, true) + this.ledger.heldFor(relative));
+    if (!room.take({ relative, size: remote.size })) {
+      room.close();
       if (!this.refusedLinks.has(relative)) this.countNoRoom();
       this.refusedLinks.add(relative);
       return 'no-room';
     }
     const linked = join(this.incoming, `link-${randomBytes(8).toString('hex')}`);
-    await link(engineFile, linked);
     try {
+      await link(engineFile, linked);
       const [ours, theirs] = await Promise.all([lstat(linked), lstat(engineFile)]);
       // The same inode as the engine's current file, of the full size, with every block present:
       // the engine recreates (never rewrites) a cache file it resets, so this cannot change later.
@@ -297,6 +308,8 @@ export class LocalCopy {
     } catch (err) {
       await unlink(linked).catch(() => undefined);
       throw err;
+    } finally {
+      room.close();
     }
   }
 
@@ -393,6 +406,7 @@ export class LocalCopy {
       this.figures.files += 1;
     }
     this.figures.bytes += stats.size;
+    this.ledger.settle(relative);
     this.onChanged();
   }
 
@@ -473,16 +487,4 @@ function discard(path: string): void {
   } catch {
     // nothing to remove
   }
-}
-
-/**
- * Whether a file of the remote's size is the remote's file: the same time when the remote listed
- * one, else the same MD5 when it listed that; a remote file with neither cannot be told apart.
- */
-async function isIdentical(path: string, stats: Stats, remote: RemoteFile): Promise<boolean> {
-  if (!Number.isNaN(remote.mtimeMs)) return sameTime(stats.mtimeMs, remote.mtimeMs);
-  if (remote.md5 === undefined) return false;
-  const hash = createHash('md5');
-  await pipeline(createReadStream(path), hash);
-  return hash.digest('hex') === remote.md5.toLowerCase();
 }

@@ -20,9 +20,7 @@ function admitWithin(
   copy: FillOptions['copy'],
 ): void {
   for (const entry of [...admitted.values()].sort(byPath)) {
-    if (entry.size <= room.left) {
-      room.left -= entry.size;
-    } else {
+    if (!room.take(entry)) {
       admitted.delete(entry.relative);
       progress.noRoom += 1;
       copy.countNoRoom();

@@ -56,6 +56,7 @@ interface Job {
     noRoom?: number;
     alreadyHeld?: number;
     readOnDemand?: number;
+    completeDirectories?: number;
     stale?: number;
     tierFiles?: number;
     tierBytes?: number;
@@ -203,7 +204,8 @@ export class Prefetcher {
       shares: BUDGET / (BESIDE_READERS.inFlight ?? 1),
     });
     job.onEnd = () => {
-      const { files, bytes, noRoom, errors, done, readOnDemand } = job.progress;
+      const { files, bytes, noRoom, errors, done, readOnDemand, completeDirectories } =
+        job.progress;
       // A fill that failed (the remote down, say) is tried again at the next sweep of its
       // directory: pods reading it whole on demand again say the remote answers. A dataset whose
       // volumes are gone (its jobs dropped) is not.
@@ -220,6 +222,7 @@ export class Prefetcher {
           bytes,
           noRoom,
           readOnDemand,
+          completeDirectories,
           errors,
           done,
           ...(again ? { again: 'at the next sweep of the directory' } : {}),

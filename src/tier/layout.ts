@@ -48,8 +48,11 @@ export interface TakeResult {
 
 /** Bytes a take may still install; each file the tier holds takes its size from it. */
 export interface Room {
-  left: number;
+  /** Takes the file's size from the room, if it has that much left. */
+  take(entry: { relative: string; size: number }): boolean;
 }
+
+const UNBOUNDED: Room = { take: () => true };
 
 export interface UploadResult {
   ok: boolean;
@@ -144,17 +147,14 @@ export async function takeFromTier(
   install: (written: string, entry: RemoteEntry) => Promise<boolean>,
   options: TierTransferOptions,
   known: PackIndexes = new PackIndexes(),
-  room: Room = { left: Number.POSITIVE_INFINITY },
+  room: Room = UNBOUNDED,
 ): Promise<TakeResult> {
   const outcome: TakeResult = { ok: true, reason: '', rejected: 0, noRoom: 0 };
   /** Whether a file the tier holds fits in what is left of the room (which it then takes). */
   const fits = (entry: RemoteEntry): boolean => {
-    if (entry.size > room.left) {
-      outcome.noRoom += 1;
-      return false;
-    }
-    room.left -= entry.size;
-    return true;
+    if (room.take(entry)) return true;
+    outcome.noRoom += 1;
+    return false;
   };
   const fail = (reason: string) => {
     outcome.ok = false;

@@ -14,6 +14,7 @@ import { execa } from 'execa';
 import { fileURLToPath } from 'node:url';
 import { LoopbackServer, waitForPort } from '../../src/demo/loopback-server.js';
 import { freePort } from '../../src/util/net.js';
+import { ENGINE_SHARE } from '../../src/supervisor/cache-volume.js';
 import { processIo, terminateChild } from '../../src/kernel/proc.js';
 import { recordedClients } from '../helpers/cleanup.js';
 import {
@@ -320,6 +321,8 @@ it('a copy out of room stops the fill and says so; every read stays correct', as
       promoted: of('copy_promoted_files_total'),
       noRoom: of('copy_no_room_total'),
       copied: of('copy_files'),
+      copyBytes: of('copy_bytes'),
+      errors: of('prefetch_errors_total'),
     };
   };
   const metrics = await untilHolds(
@@ -328,6 +331,13 @@ it('a copy out of room stops the fill and says so; every read stays correct', as
     (f) => (f.fills ?? 0) >= 1 && f.running === 0,
   );
   expect(metrics.noRoom ?? 0).toBeGreaterThan(0);
+  // Files the fill admitted, those promoted meanwhile and those it fetched again once rclone let
+  // them go all stay within the copy's share of the quota (beyond it rclone cannot free room).
+  expect(metrics.copyBytes).toBeLessThanOrEqual(8 * MiB * (1 - ENGINE_SHARE));
+  // Every file of the tree is in the copy, or was counted as left out for want of room or as an
+  // error of the fill (a transfer that met the file system full while rclone had not evicted yet).
+  const accounted = (metrics.copied ?? 0) + (metrics.noRoom ?? 0) + (metrics.errors ?? 0);
+  expect(accounted).toBeGreaterThanOrEqual(8 * 20);
   const stats = await driver.client.node.NodeGetVolumeStats({
     volume_id: staged.at(-1)!.volumeId,
     volume_path: root,
