@@ -8,14 +8,15 @@ import {
   type RemoteEntry,
 } from '../engines/rclone-transfer.js';
 import type { TransferSource } from '../engines/transfer-source.js';
-import { globBase } from '../dataset/patterns.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import type { Room } from '../tier/layout.js';
 import { settleLeftToPods } from './left-to-pods.js';
+import type { FillRoom } from './room.js';
 import { BatchPipeline, type BatchShape } from './batches.js';
 import { DirectoryMaker, removeEmptyDirectories } from './directory-maker.js';
 import { canBeTold, fromRemote, fromTier } from './fetch.js';
 import { fetchTogether } from './together.js';
+import { completeDirectories, listingsFor } from './listings.js';
 import { isSafeRelativePath, type LocalCopy } from './local-copy.js';
 
 export interface FillProgress {
@@ -95,85 +96,22 @@ const FIRST_BATCH = 1000;
  */
 export const BESIDE_READERS: BatchShape = { minBatch: 64, maxBatch: 256, inFlight: 2 };
 
-/** A directory to list for the globs, and how deep below it they can match (undefined: any depth). */
-export interface Listing {
-  base: string;
-  maxDepth?: number;
-}
-
-/** How many directory levels below its base a glob can match; undefined when any (`**`, braces). */
-function globDepth(glob: string): number | undefined {
-  const base = globBase(glob);
-  const rest = base === '' ? glob : glob.slice(base.length + 1);
-  return /\*\*|\{/.test(rest) ? undefined : rest.split('/').length;
-}
-
-/**
- * What to list for the globs: each base once, as deep as its deepest glob needs (a literal path
- * lists one directory, not the dataset), without the bases another listing already covers.
- */
-export function listingsFor(globs: string[]): Listing[] {
-  const byBase = new Map<string, Listing>();
-  for (const glob of globs) {
-    const base = globBase(glob);
-    const depth = globDepth(glob);
-    const known = byBase.get(base);
-    const maxDepth =
-      known === undefined
-        ? depth
-        : known.maxDepth === undefined || depth === undefined
-          ? undefined
-          : Math.max(known.maxDepth, depth);
-    byBase.set(base, { base, ...(maxDepth === undefined ? {} : { maxDepth }) });
-  }
-  const listings = [...byBase.values()].sort((a, b) => a.base.localeCompare(b.base));
-  const levels = (dir: string) => (dir === '' ? 0 : dir.split('/').length);
-  const covers = (outer: Listing, inner: Listing): boolean => {
-    if (outer === inner) return false;
-    if (outer.base !== '' && !inner.base.startsWith(`${outer.base}/`)) return false;
-    if (outer.maxDepth === undefined) return true;
-    return (
-      inner.maxDepth !== undefined &&
-      outer.maxDepth >= levels(inner.base) - levels(outer.base) + inner.maxDepth
-    );
-  };
-  return listings.filter((inner) => !listings.some((outer) => covers(outer, inner)));
-}
-
-/**
- * The outermost directories below a listing base whose every listed file the copy holds: the
- * overlay need not look below the copy there. (A remote directory with no file in it is not in a
- * files-only listing: inside a complete directory it is not shown.)
- */
-export function completeDirectories(
-  bases: string[],
-  listed: string[],
-  held: Set<string>,
-): string[] {
-  const incomplete = new Set<string>();
-  const known = new Set<string>();
-  for (const file of listed) {
-    const base = bases.find((b) => b === '' || file.startsWith(`${b}/`));
-    if (base === undefined) continue;
-    const parts = file.split('/');
-    const first = base === '' ? 1 : base.split('/').length;
-    for (let depth = first; depth < parts.length; depth += 1) {
-      const dir = parts.slice(0, depth).join('/');
-      known.add(dir);
-      if (!held.has(file)) incomplete.add(dir);
-    }
-  }
-  const complete = [...known].filter((dir) => !incomplete.has(dir));
-  const completeSet = new Set(complete);
-  return complete.filter((dir) => !completeSet.has(dir.split('/').slice(0, -1).join('/'))).sort();
-}
-
 /**
  * Fills the copy with the remote files matching `globs`: one listing, then `rclone copy` of what
  * the copy lacks (as much as its room allows) into a private workspace, each file renamed into the
  * copy as soon as rclone reports it whole.
  */
 export async function fillCopy(options: FillOptions): Promise<FillProgress> {
+  const room = options.copy.roomForFill();
+  try {
+    return await fillWithin(options, room);
+  } finally {
+    room.close();
+  }
+}
+
+/** The fill, its files' bytes held in `room` until each is installed. */
+async function fillWithin(options: FillOptions, room: FillRoom): Promise<FillProgress> {
   const { copy, transfers, source } = options;
   const progress: FillProgress = {
     matched: 0,
@@ -210,9 +148,8 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   const held = new Set<string>();
   /** Files the copy held already, as listed: offered to the tier again where it lacks them. */
   const heldBefore: RemoteEntry[] = [];
-  // The copy's room, measured once stale copies are gone. A fill from the tier alone takes room
+  // The copy's room is measured once stale copies are gone. A fill from the tier alone takes room
   // only for what the tier holds (see takeFromTier).
-  const room = copy.roomForFill();
   /** Files pods had opened when the fill came to them (see FillOptions.skip). */
   const leftToPods: RemoteEntry[] = [];
   let transferStarted: number | undefined;
@@ -236,77 +173,70 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   /** Whole-tree listings not run to their end (yet): their directories may be unmade. */
   const unfinished = new Set(bases);
   try {
-    try {
-      if (options.refresh)
-        progress.stale = await dropStale(copy, transfers, source, options.signal);
-      room.measured(await copy.room());
-      for (const { base, maxDepth } of listings) {
-        const listing = { dir: base, maxDepth, checkers: options.concurrency };
-        await transfers.list(source, listing, options.signal, (entry) => {
-          if (maxDepth === undefined) {
-            listed.push(entry.relative);
-            directories.holding(entry.relative);
-          }
-          if (seen.has(entry.relative)) return;
-          seen.add(entry.relative);
-          if (!matches(entry.relative)) return;
-          if (!isSafeRelativePath(entry.relative)) {
-            progress.unsafeNames += 1;
-            copy.countUnsafe();
-            return;
-          }
-          progress.matched += 1;
-          if (copy.holds(entry.relative, entry)) {
-            progress.files += 1;
-            progress.alreadyHeld += 1;
-            held.add(entry.relative);
-            heldBefore.push(entry);
-          } else if (options.skip?.(entry.relative)) {
-            progress.readOnDemand += 1;
-            leftToPods.push(entry);
-          } else if (options.tierOnly || room.take(entry)) {
-            batches.add(entry);
-          } else {
-            progress.noRoom += 1;
-            copy.countNoRoom();
-          }
-        });
-        if (maxDepth === undefined) unfinished.delete(base);
-      }
-    } finally {
-      directories.flush();
-      for (const base of unfinished) copy.fillGaveUp(base);
-      progress.listSeconds = (Date.now() - listStarted) / 1000;
-      report();
-      // What was handed over is fetched (or given up) before the fill ends, listed whole or not.
-      await batches.finish();
+    if (options.refresh) progress.stale = await dropStale(copy, transfers, source, options.signal);
+    room.measured(await copy.room());
+    for (const { base, maxDepth } of listings) {
+      const listing = { dir: base, maxDepth, checkers: options.concurrency };
+      await transfers.list(source, listing, options.signal, (entry) => {
+        if (maxDepth === undefined) {
+          listed.push(entry.relative);
+          directories.holding(entry.relative);
+        }
+        if (seen.has(entry.relative)) return;
+        seen.add(entry.relative);
+        if (!matches(entry.relative)) return;
+        if (!isSafeRelativePath(entry.relative)) {
+          progress.unsafeNames += 1;
+          copy.countUnsafe();
+          return;
+        }
+        progress.matched += 1;
+        if (copy.holds(entry.relative, entry)) {
+          progress.files += 1;
+          progress.alreadyHeld += 1;
+          held.add(entry.relative);
+          heldBefore.push(entry);
+        } else if (options.skip?.(entry.relative)) {
+          progress.readOnDemand += 1;
+          leftToPods.push(entry);
+        } else if (options.tierOnly || room.take(entry)) {
+          batches.add(entry);
+        } else {
+          progress.noRoom += 1;
+          copy.countNoRoom();
+        }
+      });
+      if (maxDepth === undefined) unfinished.delete(base);
     }
-    await settleLeftToPods(leftToPods, {
-      holds: (entry) => copy.holds(entry.relative, entry),
-      withEngine: (relative) => options.skip?.(relative) ?? false,
-      room,
-      fetch: fetchWithinBudget,
-      onHeld: (entry) => held.add(entry.relative),
-      onTakenBack: (_, admitted) => {
-        progress.readOnDemand -= 1;
-        if (admitted) return;
-        progress.noRoom += 1;
-        copy.countNoRoom();
-      },
-      signal: options.signal,
-    });
-    progress.transferSeconds =
-      transferStarted === undefined ? 0 : (Date.now() - transferStarted) / 1000;
-    progress.completeDirectories = await copy.markComplete(
-      completeDirectories(bases, listed, held),
-    );
-    if (options.tier) await offerAgain(options, options.tier, heldBefore);
-    progress.done = true;
-    report();
-    return progress;
   } finally {
-    room.close();
+    directories.flush();
+    for (const base of unfinished) copy.fillGaveUp(base);
+    progress.listSeconds = (Date.now() - listStarted) / 1000;
+    report();
+    // What was handed over is fetched (or given up) before the fill ends, listed whole or not.
+    await batches.finish();
   }
+  await settleLeftToPods(leftToPods, {
+    holds: (entry) => copy.holds(entry.relative, entry),
+    withEngine: (relative) => options.skip?.(relative) ?? false,
+    room,
+    fetch: fetchWithinBudget,
+    onHeld: (entry) => held.add(entry.relative),
+    onTakenBack: (_, admitted) => {
+      progress.readOnDemand -= 1;
+      if (admitted) return;
+      progress.noRoom += 1;
+      copy.countNoRoom();
+    },
+    signal: options.signal,
+  });
+  progress.transferSeconds =
+    transferStarted === undefined ? 0 : (Date.now() - transferStarted) / 1000;
+  progress.completeDirectories = await copy.markComplete(completeDirectories(bases, listed, held));
+  if (options.tier) await offerAgain(options, options.tier, heldBefore);
+  progress.done = true;
+  report();
+  return progress;
 }
 
 /**

@@ -8,7 +8,7 @@ import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/pr
 import { join, posix } from 'node:path';
 import fc from 'fast-check';
 import picomatch from 'picomatch';
-import { completeDirectories, listingsFor } from '../../src/copy/fill.js';
+import { completeDirectories, listingsFor } from '../../src/copy/listings.js';
 import { isSafeRelativePath, LocalCopy } from '../../src/copy/local-copy.js';
 import { copyRoot } from '../../src/supervisor/cache-volume.js';
 import { fingerprintTime } from '../../src/engines/rclone-cache.js';
