@@ -64,8 +64,7 @@ export async function fromTier(
       room,
     );
     tier.rejected(result.rejected);
-    progress.noRoom += result.noRoom;
-    for (let i = 0; i < result.noRoom; i += 1) copy.countNoRoom();
+    leftOutForRoom(copy, progress, result.noRoom);
     if (!result.ok && !options.signal?.aborted) tier.failed(result.reason);
   } finally {
     await copy.releaseWorkspace(workspace);
@@ -73,6 +72,12 @@ export async function fromTier(
   progress.tierFiles += taken.files;
   progress.tierBytes += taken.bytes;
   tier.read(taken.files, taken.bytes);
+}
+
+/** Counts files a fill left out for want of room, in its progress and in the copy's figures. */
+export function leftOutForRoom(copy: LocalCopy, progress: FillProgress, files = 1): void {
+  progress.noRoom += files;
+  copy.countNoRoom(files);
 }
 
 /** Names the process writing into a workspace, so a restarted driver can end it by PID. */

@@ -14,7 +14,7 @@ import { settleLeftToPods } from './left-to-pods.js';
 import type { FillRoom } from './room.js';
 import { BatchPipeline, type BatchShape } from './batches.js';
 import { DirectoryMaker, removeEmptyDirectories } from './directory-maker.js';
-import { canBeTold, fromRemote, fromTier } from './fetch.js';
+import { canBeTold, fromRemote, fromTier, leftOutForRoom } from './fetch.js';
 import { fetchTogether } from './together.js';
 import { completeDirectories, listingsFor } from './listings.js';
 import { isSafeRelativePath, type LocalCopy } from './local-copy.js';
@@ -202,8 +202,7 @@ async function fillWithin(options: FillOptions, room: FillRoom): Promise<FillPro
         } else if (options.tierOnly || room.take(entry)) {
           batches.add(entry);
         } else {
-          progress.noRoom += 1;
-          copy.countNoRoom();
+          leftOutForRoom(copy, progress);
         }
       });
       if (maxDepth === undefined) unfinished.delete(base);
@@ -224,9 +223,7 @@ async function fillWithin(options: FillOptions, room: FillRoom): Promise<FillPro
     onHeld: (entry) => held.add(entry.relative),
     onTakenBack: (_, admitted) => {
       progress.readOnDemand -= 1;
-      if (admitted) return;
-      progress.noRoom += 1;
-      copy.countNoRoom();
+      if (!admitted) leftOutForRoom(copy, progress);
     },
     signal: options.signal,
   });

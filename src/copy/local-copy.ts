@@ -225,8 +225,8 @@ export class LocalCopy {
     this.figures.unsafeNames += 1;
   }
 
-  countNoRoom(): void {
-    this.figures.refusedForRoom += 1;
+  countNoRoom(files = 1): void {
+    this.figures.refusedForRoom += files;
   }
 
   /**

@@ -6,7 +6,7 @@ import type { Room } from '../tier/layout.js';
 import { claimOf, lookIntervalMs, MAX_CLAIMS } from '../tier/members.js';
 import { claimed, inOthersHands, nextChunk, ownerOf, UPLOAD_LAG } from '../tier/split.js';
 import { messageOf } from '../util/errors.js';
-import { canBeTold, fromRemote, fromTier } from './fetch.js';
+import { canBeTold, fromRemote, fromTier, leftOutForRoom } from './fetch.js';
 import type { FillOptions, FillProgress } from './fill.js';
 
 /** How often a node waiting for the others sees again who fills what (no request: its view). */
@@ -22,8 +22,7 @@ function admitWithin(
   for (const entry of [...admitted.values()].sort(byPath)) {
     if (!room.take(entry)) {
       admitted.delete(entry.relative);
-      progress.noRoom += 1;
-      copy.countNoRoom();
+      leftOutForRoom(copy, progress);
     }
   }
 }
