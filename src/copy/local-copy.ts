@@ -277,10 +277,11 @@ export class LocalCopy {
     if (this.holds(relative, remote)) return 'present';
     const fs = await statfs(this.cacheDir);
     // Held at once, so that promotions at the same time do not count the same room twice. A file a
-    // fill admitted and a pod read meanwhile: its promotion takes the room held for it.
+    // fill admitted and a pod read meanwhile is promoted within the room the fill holds for it.
     const room = this.ledger.open();
-    room.measured(this.roomIn(fs, true) + this.ledger.heldFor(relative));
-    if (!room.take({ relative, size: remote.size })) {
+    const heldByFill = this.ledger.heldFor(relative);
+    room.measured(this.roomIn(fs, true) + heldByFill);
+    if (heldByFill < remote.size && !room.take({ relative, size: remote.size })) {
       room.close();
       if (!this.refusedLinks.has(relative)) this.countNoRoom();
       this.refusedLinks.add(relative);
