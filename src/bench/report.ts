@@ -50,6 +50,8 @@ export interface BenchResult {
       smallPrefetchMBps: number;
       /** `rclone copy` alone of the same small files over the same link: the tool's ceiling. */
       rcloneCopyMBps: number;
+      /** Pairs of that copy (seconds) and a fresh prefetch of the same files beside it. */
+      prefetchBesideRcloneCopy?: { toolSeconds: number[]; fillSeconds: number[]; ratios: number[] };
       /** Epoch 1 without prefetch on a fresh client with sweep fills asked for (files/s). */
       epoch1WithSweeps?: number;
       /** Bytes that crossed the link in that epoch (reads on demand and the sweep fill). */
@@ -68,6 +70,9 @@ export interface BenchResult {
         laterEpochs: number[];
         epochsAfterPrefetch: number[];
         epoch2AfterSweeps?: number[];
+        /** The tmpfs epochs read just before each epoch 2 (beside the one after it). */
+        beforeEpoch2?: number[];
+        beforeEpoch2AfterSweeps?: number[];
       };
     };
     /** Headline ratios of the copy path (what the driver serves by default). */
