@@ -133,16 +133,8 @@ async function fillBesideTool(
   return { toolSeconds, fillSeconds, ratios };
 }
 
-/** Pairs of the fill beside `rclone copy` alone (prefetchToRcloneCopy is their median). */
+/** Pairs of the fill beside `rclone copy` alone (prefetchToRcloneCopy is their median): odd. */
 const FILL_PAIRS = 3;
-
-const median = (values: number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[middle] ?? NaN)
-    : ((sorted[middle - 1] ?? NaN) + (sorted[middle] ?? NaN)) / 2;
-};
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
@@ -459,7 +451,7 @@ async function main(): Promise<number> {
           return seconds;
         },
       });
-      const rcloneCopySeconds = median(pairs.toolSeconds);
+      const rcloneCopySeconds = percentile(pairs.toolSeconds, 50);
       const rcloneCopyMBps = small.bytes / 1e6 / rcloneCopySeconds;
       const rcloneCopyFilesPerSec = small.paths.length / rcloneCopySeconds;
 
@@ -522,7 +514,7 @@ async function main(): Promise<number> {
           smallFilesEpoch2ToTmpfs: besideBoth(laterEpochs, tmpfsBeforeEpoch2),
           smallFilesEpoch2AfterSweepsToTmpfs: besideBoth(sweptLater, tmpfsBeforeSweptEpoch2),
           prefetchToLink: copyPrefetchMBps / linkMBps,
-          prefetchToRcloneCopy: median(pairs.ratios),
+          prefetchToRcloneCopy: percentile(pairs.ratios, 50),
           smallFilesEpoch1ToRcloneCopy: sweptEpoch1 / rcloneCopyFilesPerSec,
           smallFilesEpoch1WithoutSweepsToRcloneCopy: (copyEpochs[0] ?? NaN) / rcloneCopyFilesPerSec,
           epoch1RemoteBytesPerDatasetByte: epoch1RemoteBytes / small.bytes,
