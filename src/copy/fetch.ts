@@ -1,6 +1,7 @@
 // The two sources of a fill's files: the cluster tier (what it holds, checked against the remote's listing) and the remote itself (rclone copy into a workspace); each file installed whole as it arrives.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { CopyResult } from '../engines/rclone-copy-log.js';
 import { copyListsDirectories, type RemoteEntry } from '../engines/rclone-transfer.js';
 import { processStartTime } from '../kernel/proc.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
@@ -34,7 +35,13 @@ export async function fromTier(
   if (eligible.length === 0) return;
   const { copy } = options;
   const taken = { files: 0, bytes: 0 };
-  const workspace = await copy.workspace();
+  // A full cache file system has no room for a workspace: the files stay admitted, and the
+  // remote's transfer counts them left out for want of room.
+  const workspace = await copy.workspace().catch((err: unknown) => {
+    if (isFull(err)) return undefined;
+    throw err;
+  });
+  if (workspace === undefined) return;
   try {
     const result = await tier.take(
       eligible,
@@ -74,6 +81,12 @@ export async function fromTier(
   tier.read(taken.files, taken.bytes);
 }
 
+/** Whether a write failed because the cache file system (or its quota) is full. */
+const isFull = (err: unknown): boolean => {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+};
+
 /** Counts files a fill left out for want of room, in its progress and in the copy's figures. */
 export function leftOutForRoom(copy: LocalCopy, progress: FillProgress, files = 1): void {
   progress.noRoom += files;
@@ -111,7 +124,7 @@ async function transfer(
   progress: FillProgress,
   held: Set<string>,
   onStarted?: (pid: number) => void,
-): Promise<{ ok: boolean; reason: string; installed: RemoteEntry[] }> {
+): Promise<CopyResult & { installed: RemoteEntry[] }> {
   const { copy, transfers } = options;
   const report = () => options.onProgress?.({ ...progress });
   const workspace = await copy.workspace();
@@ -176,15 +189,30 @@ export async function fromRemote(
   held: Set<string>,
   { offer = true, onStarted }: { offer?: boolean; onStarted?: (pid: number) => void } = {},
 ): Promise<RemoteEntry[]> {
-  let fetched = await transfer(options, admitted, progress, held, onStarted);
+  // The cache file system full (the engine went past its share between its own polls) is no
+  // failure of the fill: what could not be written is left out for want of room, as the room
+  // would have left it out, and the next batch goes on (the engine may have freed room by then).
+  const attempt = () =>
+    transfer(options, admitted, progress, held, onStarted).catch((err: unknown) => {
+      if (!isFull(err)) throw err;
+      return { ok: true, reason: '', corrupted: [], noSpace: [...admitted.keys()], installed: [] };
+    });
+  let fetched = await attempt();
   // rclone makes one attempt (see ONE_ATTEMPT): a second one of its own would fetch again every
   // file already taken away, so the second asks only for what is still missing, and only when the
   // first got files through (one that got none met a remote down: a second doubles the wait).
   const partly = fetched.installed.length > 0;
   if (!fetched.ok && partly && admitted.size > 0 && !options.signal?.aborted) {
-    const again = await transfer(options, admitted, progress, held, onStarted);
-    fetched = { ...again, installed: [...fetched.installed, ...again.installed] };
+    const again = await attempt();
+    fetched = {
+      ...again,
+      installed: [...fetched.installed, ...again.installed],
+      noSpace: [...fetched.noSpace, ...again.noSpace],
+    };
   }
+  let outOfRoom = 0;
+  for (const relative of fetched.noSpace) if (admitted.delete(relative)) outOfRoom += 1;
+  leftOutForRoom(options.copy, progress, outOfRoom);
   // Whatever rclone did not report copied is not in the copy; the engine still serves it.
   progress.errors += admitted.size;
   if (!fetched.ok && admitted.size === 0 && progress.errors === 0) progress.errors += 1;

@@ -15,6 +15,11 @@ export interface CopyResult {
    * source, which answered.
    */
   corrupted: string[];
+  /**
+   * Files rclone could not write for want of room (the destination's file system full): not in
+   * the destination either, and no failure of the source, which answered.
+   */
+  noSpace: string[];
 }
 
 interface JsonLogLine {
@@ -32,6 +37,9 @@ const RCAT = /\(Rcat\b/;
 /** rclone's error for a file read whole whose size or hash differs from the source's. */
 const CORRUPTED = /corrupted on transfer/;
 
+/** The destination's file system (or its quota) is full. */
+const NO_SPACE = /no space left on device|disk quota exceeded/i;
+
 /**
  * Reads one copy's log (`--use-json-log`). The work `onCopied` returns for each file runs one file
  * at a time in rclone's order; a failure does not stop the rest, and the first one is what
@@ -41,6 +49,7 @@ export class CopyLog {
   private lastError = '';
   private otherError = '';
   private readonly corrupted = new Set<string>();
+  private readonly noSpace = new Set<string>();
   private readonly reported = new Set<string>();
   private handled: Promise<void> = Promise.resolve();
   private handlerFailure: { error: unknown } | undefined;
@@ -70,8 +79,14 @@ export class CopyLog {
     } else if (parsed.level === 'error') {
       this.lastError = [parsed.object, parsed.msg].filter((part) => part).join(': ');
       // rclone's closing "Attempt 1/1 failed with N errors and: <last error>" repeats one.
-      if (!CORRUPTED.test(parsed.msg ?? '')) this.otherError = this.lastError;
-      else if (parsed.object !== undefined) this.corrupted.add(parsed.object);
+      const msg = parsed.msg ?? '';
+      const refused = CORRUPTED.test(msg)
+        ? this.corrupted
+        : NO_SPACE.test(msg)
+          ? this.noSpace
+          : undefined;
+      if (refused === undefined) this.otherError = this.lastError;
+      else if (parsed.object) refused.add(parsed.object);
     }
   }
 
@@ -79,11 +94,13 @@ export class CopyLog {
   async result(succeeded: boolean): Promise<CopyResult> {
     await this.handled;
     if (this.handlerFailure) throw this.handlerFailure.error;
-    const answered = succeeded || (this.otherError === '' && this.corrupted.size > 0);
+    const answered =
+      succeeded || (this.otherError === '' && this.corrupted.size + this.noSpace.size > 0);
     return {
       ok: answered,
       reason: this.otherError || this.lastError,
       corrupted: [...this.corrupted],
+      noSpace: [...this.noSpace],
     };
   }
 }

@@ -418,7 +418,11 @@ export class RcloneTransfers {
     if (child.stderr) createInterface({ input: child.stderr }).on('line', (line) => log.read(line));
     const result = await child;
     const copied = await log.result(result.exitCode === 0);
-    return { ...copied, corrupted: copied.corrupted.map(fromRoot) };
+    return {
+      ...copied,
+      corrupted: copied.corrupted.map(fromRoot),
+      noSpace: copied.noSpace.map(fromRoot),
+    };
   }
 
   /**

@@ -211,7 +211,10 @@ export class Prefetcher {
       // volumes are gone (its jobs dropped) is not.
       const again = !done && this.datasets.get(target.key)?.get(signature) === job;
       if (again) {
+        // Its figures stay (it was started; what it installed is in the copy, its errors count),
+        // under a name of its own: the next sweep of the directory starts a fill again.
         jobs.delete(signature);
+        jobs.set(`${signature}#${started}:${jobs.size}`, job);
         target.copy?.forgetSweep?.(sweep.directory);
       }
       this.log.info(

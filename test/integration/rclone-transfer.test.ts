@@ -272,7 +272,12 @@ it('an object whose bytes are not what the store says is refused and named, and 
       { listFile: join(work, 'list') },
       { transfers: 4, onCopied: (relative) => void copied.push(relative) },
     );
-    expect(result).toEqual({ ok: true, reason: expect.any(String), corrupted: [damaged] });
+    expect(result).toEqual({
+      ok: true,
+      reason: expect.any(String),
+      corrupted: [damaged],
+      noSpace: [],
+    });
     expect(copied.sort()).toEqual(names.filter((n) => n !== damaged).sort());
     await expect(readFile(join(work, 'from-s3', damaged))).rejects.toThrow(/ENOENT/);
 

@@ -334,8 +334,9 @@ it('a copy out of room stops the fill and says so; every read stays correct', as
   // Files the fill admitted, those promoted meanwhile and those it fetched again once rclone let
   // them go all stay within the copy's share of the quota (beyond it rclone cannot free room).
   expect(metrics.copyBytes).toBeLessThanOrEqual(8 * MiB * (1 - ENGINE_SHARE));
-  // Every file of the tree is in the copy, or was counted as left out for want of room or as an
-  // error of the fill (a transfer that met the file system full while rclone had not evicted yet).
+  // Every file of the tree is in the copy, or was counted as left out for want of room (by the
+  // room, or by a transfer that met the file system full while rclone had not evicted yet), or as
+  // an error of the fill.
   const accounted = (metrics.copied ?? 0) + (metrics.noRoom ?? 0) + (metrics.errors ?? 0);
   expect(accounted).toBeGreaterThanOrEqual(8 * 20);
   const stats = await driver.client.node.NodeGetVolumeStats({

@@ -22,14 +22,33 @@ it('hands on each copied file once, however rclone logs it', async () => {
   log.read(line('Copied (new)', 'again.bin'));
   log.read(line('Copied (replaced existing)', 'again.bin'));
   log.read('not json');
-  expect(await log.result(true)).toEqual({ ok: true, reason: '', corrupted: [] });
+  expect(await log.result(true)).toEqual({ ok: true, reason: '', corrupted: [], noSpace: [] });
   expect(handed).toEqual(['small.bin', 'big.bin', 'huge.bin', 'again.bin', 'again.bin']);
 });
 
-it('names what rclone refused as corrupted, and fails on any other error', async () => {
+it('names what rclone refused as corrupted or could not write for want of room, and fails on any other error', async () => {
   const refused = new CopyLog(() => undefined);
   refused.read(line('corrupted on transfer: sizes differ 10 vs 12', 'cut.bin', 'error'));
-  expect(await refused.result(false)).toMatchObject({ ok: true, corrupted: ['cut.bin'] });
+  refused.read(
+    line(
+      'Failed to copy: write /cache/incoming/ab/data/f4.bin: no space left on device',
+      'f4.bin',
+      'error',
+    ),
+  );
+  // rclone's closing line repeats its last error.
+  refused.read(
+    line(
+      'Attempt 1/1 failed with 2 errors and: write /cache/incoming/ab/data/f4.bin: no space left on device',
+      '',
+      'error',
+    ),
+  );
+  expect(await refused.result(false)).toMatchObject({
+    ok: true,
+    corrupted: ['cut.bin'],
+    noSpace: ['f4.bin'],
+  });
   const failed = new CopyLog(() => undefined);
   failed.read(line('Failed to copy: HTTP Error: 404 Not Found', 'gone.bin', 'error'));
   expect(await failed.result(false)).toMatchObject({
