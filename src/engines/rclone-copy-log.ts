@@ -54,7 +54,11 @@ export class CopyLog {
   private handled: Promise<void> = Promise.resolve();
   private handlerFailure: { error: unknown } | undefined;
 
-  constructor(private readonly onCopied: (relative: string) => void | Promise<void>) {}
+  constructor(
+    private readonly onCopied: (relative: string) => void | Promise<void>,
+    /** The name the caller knows a file by, from rclone's (relative to where the copy started). */
+    private readonly nameOf: (name: string) => string = (name) => name,
+  ) {}
 
   read(line: string): void {
     let parsed: JsonLogLine;
@@ -72,7 +76,7 @@ export class CopyLog {
       if (RCAT.test(parsed.msg ?? '') && this.reported.has(copied)) return;
       this.reported.add(copied);
       this.handled = this.handled
-        .then(() => this.onCopied(copied))
+        .then(() => this.onCopied(this.nameOf(copied)))
         .catch((error: unknown) => {
           this.handlerFailure ??= { error };
         });
@@ -86,7 +90,7 @@ export class CopyLog {
           ? this.noSpace
           : undefined;
       if (refused === undefined) this.otherError = this.lastError;
-      else if (parsed.object) refused.add(parsed.object);
+      else if (parsed.object) refused.add(this.nameOf(parsed.object));
     }
   }
 

@@ -414,15 +414,10 @@ export class RcloneTransfers {
       },
     );
     if (child.pid !== undefined) await options.onStarted?.(child.pid);
-    const log = new CopyLog((name) => options.onCopied(fromRoot(name)));
+    const log = new CopyLog(options.onCopied, fromRoot);
     if (child.stderr) createInterface({ input: child.stderr }).on('line', (line) => log.read(line));
     const result = await child;
-    const copied = await log.result(result.exitCode === 0);
-    return {
-      ...copied,
-      corrupted: copied.corrupted.map(fromRoot),
-      noSpace: copied.noSpace.map(fromRoot),
-    };
+    return log.result(result.exitCode === 0);
   }
 
   /**
