@@ -110,26 +110,29 @@ export async function fillCopy(options: FillOptions): Promise<FillProgress> {
   }
 }
 
+/** A fill's progress before it started. */
+export const noProgress = (): FillProgress => ({
+  matched: 0,
+  files: 0,
+  alreadyHeld: 0,
+  readOnDemand: 0,
+  bytes: 0,
+  tierFiles: 0,
+  tierBytes: 0,
+  errors: 0,
+  noRoom: 0,
+  unsafeNames: 0,
+  stale: 0,
+  completeDirectories: 0,
+  listSeconds: 0,
+  transferSeconds: 0,
+  done: false,
+});
+
 /** The fill, its files' bytes held in `room` until each is installed. */
 async function fillWithin(options: FillOptions, room: FillRoom): Promise<FillProgress> {
   const { copy, transfers, source } = options;
-  const progress: FillProgress = {
-    matched: 0,
-    files: 0,
-    alreadyHeld: 0,
-    readOnDemand: 0,
-    bytes: 0,
-    tierFiles: 0,
-    tierBytes: 0,
-    errors: 0,
-    noRoom: 0,
-    unsafeNames: 0,
-    stale: 0,
-    completeDirectories: 0,
-    listSeconds: 0,
-    transferSeconds: 0,
-    done: false,
-  };
+  const progress = noProgress();
   const listStarted = Date.now();
   const report = () => options.onProgress?.({ ...progress });
   const listings = listingsFor(options.globs);

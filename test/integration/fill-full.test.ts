@@ -9,7 +9,7 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { fromRemote } from '../../src/copy/fetch.js';
-import type { FillProgress } from '../../src/copy/fill.js';
+import { noProgress } from '../../src/copy/fill.js';
 import { LocalCopy } from '../../src/copy/local-copy.js';
 import { parseSource } from '../../src/dataset/source.js';
 import { RcloneTransfers, type RemoteEntry } from '../../src/engines/rclone-transfer.js';
@@ -38,24 +38,6 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-const fresh = (): FillProgress => ({
-  matched: 0,
-  files: 0,
-  alreadyHeld: 0,
-  readOnDemand: 0,
-  bytes: 0,
-  tierFiles: 0,
-  tierBytes: 0,
-  errors: 0,
-  noRoom: 0,
-  unsafeNames: 0,
-  stale: 0,
-  completeDirectories: 0,
-  listSeconds: 0,
-  transferSeconds: 0,
-  done: false,
-});
-
 it('a transfer into a full cache leaves out what it cannot write, for want of room, and fetches it once room is back', async () => {
   const copy = new LocalCopy(cacheDir);
   await copy.prepare();
@@ -75,7 +57,7 @@ it('a transfer into a full cache leaves out what it cannot write, for want of ro
   await expect(writeFile(filler, Buffer.alloc(2 << 20))).rejects.toMatchObject({
     code: 'ENOSPC',
   });
-  const full = fresh();
+  const full = noProgress();
   const admitted = new Map(listed.map((e) => [e.relative, e]));
   await expect(fromRemote(options, admitted, full, new Set())).resolves.toEqual([]);
   expect(full).toMatchObject({ noRoom: names.length, errors: 0, files: 0 });
@@ -88,7 +70,7 @@ it('a transfer into a full cache leaves out what it cannot write, for want of ro
   // the rest (its own error, per file).
   await rm(filler);
   await writeFile(filler, Buffer.alloc((1 << 20) - 96 * 1024));
-  const partly = fresh();
+  const partly = noProgress();
   const held = new Set<string>();
   await fromRemote(options, new Map(listed.map((e) => [e.relative, e])), partly, held);
   expect(partly.errors).toBe(0);
@@ -100,7 +82,7 @@ it('a transfer into a full cache leaves out what it cannot write, for want of ro
   // Room is back: the next batch fetches the rest.
   await rm(filler);
   const rest = listed.filter((e) => !held.has(e.relative));
-  const again = fresh();
+  const again = noProgress();
   const installed = await fromRemote(
     options,
     new Map(rest.map((e) => [e.relative, e])),
