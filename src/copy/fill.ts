@@ -290,7 +290,9 @@ async function offerAgain(
 ): Promise<void> {
   const tellable = held.filter(canBeTold);
   if (tellable.length === 0 || options.signal?.aborted || !(await tier.check())) return;
-  const scratch = await options.copy.workspace();
+  // Nor does a cache file system too full for a scratch directory: the fill's work is done.
+  const scratch = await options.copy.workspace().catch(() => undefined);
+  if (scratch === undefined) return;
   try {
     const lacking = await tier.lacking(tellable, scratch).catch(() => []);
     tier.offer(lacking.filter((e) => options.copy.holds(e.relative, e)));
