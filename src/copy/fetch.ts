@@ -82,7 +82,7 @@ export async function fromTier(
 }
 
 /** Whether a write failed because the cache file system (or its quota) is full. */
-const isFull = (err: unknown): boolean => {
+export const isFull = (err: unknown): boolean => {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   return code === 'ENOSPC' || code === 'EDQUOT';
 };

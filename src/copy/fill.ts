@@ -14,7 +14,7 @@ import { settleLeftToPods } from './left-to-pods.js';
 import type { FillRoom } from './room.js';
 import { BatchPipeline, type BatchShape } from './batches.js';
 import { DirectoryMaker, removeEmptyDirectories } from './directory-maker.js';
-import { canBeTold, fromRemote, fromTier, leftOutForRoom } from './fetch.js';
+import { canBeTold, fromRemote, fromTier, isFull, leftOutForRoom } from './fetch.js';
 import { fetchTogether } from './together.js';
 import { completeDirectories, listingsFor } from './listings.js';
 import { isSafeRelativePath, type LocalCopy } from './local-copy.js';
@@ -291,7 +291,10 @@ async function offerAgain(
   const tellable = held.filter(canBeTold);
   if (tellable.length === 0 || options.signal?.aborted || !(await tier.check())) return;
   // Nor does a cache file system too full for a scratch directory: the fill's work is done.
-  const scratch = await options.copy.workspace().catch(() => undefined);
+  const scratch = await options.copy.workspace().catch((err: unknown) => {
+    if (isFull(err)) return undefined;
+    throw err;
+  });
   if (scratch === undefined) return;
   try {
     const lacking = await tier.lacking(tellable, scratch).catch(() => []);
