@@ -7,12 +7,14 @@ import { RcloneCacheIndex } from '../engines/rclone-cache.js';
 import type { DirectoryWalk, RcloneTransfers } from '../engines/rclone-transfer.js';
 import type { TransferSource } from '../engines/transfer-source.js';
 import type { Mounter } from '../kernel/mounter.js';
+import { readDirectories } from '../kernel/directory-entries.js';
 import { dropCachedPages } from '../kernel/page-cache.js';
 import type { ProcessRunner } from '../kernel/runner.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
 import { DirectoryMaker } from './directory-maker.js';
 import { LocalCopy } from './local-copy.js';
 import { promoteComplete } from './promote.js';
+import { PromotedDirectories } from './promoted-directories.js';
 import { DEFAULT_SWEEP_RULE, SweepDetector, type Sweep, type SweepRule } from './sweeps.js';
 
 /** Files from this size on have their page-cache-layer pages dropped once promoted. */
@@ -29,6 +31,13 @@ const REMOUNT_SPACING_MS = 1000;
  * interval; a sweep after a quiet spell is seen within this much more.
  */
 export const QUIET_INTERVAL_MS = 2000;
+
+/**
+ * How long a keeper round waits, at most, for rclone to show it the directories promoted into (it
+ * answers from its own listing in milliseconds; a remote that must be asked again and is slow
+ * holds no round longer: those directories are read again at their next promotion).
+ */
+const READ_DIRECTORIES_MS = 5000;
 
 /** Files a keeper round promotes at once, and for how long at most per dataset. */
 const PROMOTIONS_AT_ONCE = 16;
@@ -70,6 +79,8 @@ interface Attached {
   /** What the outline left to fills below the stage's levels (once it walked them) and still does. */
   leftOut?: Set<string>;
   remountedAt: number;
+  /** Where no fill lists what pods read (sweeps off): directories found complete by promotion. */
+  promotedDirectories?: PromotedDirectories;
 }
 
 /**
@@ -214,6 +225,19 @@ export class LocalCopies {
     };
   }
 
+  /**
+   * No fill lists what pods of the dataset read (sweeps are off): directories whose every file was
+   * promoted are found complete from the engine's mount (see PromotedDirectories).
+   */
+  completeByPromotion(key: string): void {
+    const entry = this.attached.get(key);
+    if (!entry || entry.promotedDirectories) return;
+    const { fuseMount } = entry.host;
+    entry.promotedDirectories = new PromotedDirectories(entry.copy, (directories) =>
+      readDirectories(this.runner, fuseMount, directories, READ_DIRECTORIES_MS),
+    );
+  }
+
   /** A sweep of the directory may be seen again (its fill failed). */
   forgetSweep(key: string, directory: string): void {
     this.attached.get(key)?.sweeps.forget(directory);
@@ -294,6 +318,17 @@ export class LocalCopies {
           concurrency: PROMOTIONS_AT_ONCE,
           until: performance.now() + PROMOTION_SLICE_MS,
         });
+        const { promotedDirectories } = entry;
+        if (promotedDirectories) {
+          promotedDirectories.promoted(promoted.map((file) => file.relative));
+          const marked = await promotedDirectories.settle();
+          if (marked > 0) {
+            this.log.debug(
+              { dataset: entry.host.key, directories: marked, durationMs: Date.now() - started },
+              'directories promoted whole marked complete',
+            );
+          }
+        }
         busy ||= !quiet || promoted.length > 0 || entry.changed;
         // A remount makes the overlay forget every name no pod holds: looked up again, they find
         // the copy's files. Not more often than REMOUNT_SPACING_MS, as pods look them up anew.

@@ -43,6 +43,7 @@ export async function fillTarget(
       tier,
       openedOnDemand: (relative) => copies.openedOnDemand(client.key, relative),
       forgetSweep: (directory) => copies.forgetSweep(client.key, directory),
+      withoutSweeps: () => copies.completeByPromotion(client.key),
     };
   }
   return target;

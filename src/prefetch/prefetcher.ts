@@ -48,6 +48,8 @@ export interface PrefetchTarget {
     openedOnDemand?: (relative: string) => boolean;
     /** A sweep of the directory failed to fill: pods sweeping it again make a new sweep. */
     forgetSweep?: (directory: string) => void;
+    /** No fill lists what pods read (sweeps are off): the copy finds its complete directories. */
+    withoutSweeps?: () => void;
   };
 }
 
@@ -126,7 +128,10 @@ export class Prefetcher {
   ): void {
     // Sweep fills only where no volume of the dataset turned them off, and none has a prefetch
     // list (a list says exactly what to warm).
-    if (patterns.length > 0 || !autoPrefetch) this.noSweeps.add(target.key);
+    if (patterns.length > 0 || !autoPrefetch) {
+      this.noSweeps.add(target.key);
+      target.copy?.withoutSweeps?.();
+    }
     const tierOnly = patterns.length === 0 && target.copy?.tier !== undefined;
     if (patterns.length === 0 && !tierOnly) return;
     const wanted = tierOnly ? [EVERYTHING] : patterns;
