@@ -33,11 +33,11 @@ const REMOUNT_SPACING_MS = 1000;
 export const QUIET_INTERVAL_MS = 2000;
 
 /**
- * How long a keeper round waits, at most, for rclone to show it the directories promoted into (it
- * answers from its own listing in milliseconds; a remote that must be asked again and is slow
- * holds no round longer: those directories are read again at their next promotion).
+ * How long a keeper round waits, at most, for rclone to show it the directories promoted into: it
+ * answers from its own listing in milliseconds; a remote it must ask again and that is slow holds
+ * no round longer (those directories are read again at their next promotion).
  */
-const READ_DIRECTORIES_MS = 5000;
+const READ_DIRECTORIES_MS = 2000;
 
 /** Files a keeper round promotes at once, and for how long at most per dataset. */
 const PROMOTIONS_AT_ONCE = 16;

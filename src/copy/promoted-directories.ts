@@ -1,37 +1,46 @@
 // Directories a copy filled by promotion alone (no fill lists them): found complete from the engine's own view of them, and marked so.
-import { lstatSync } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { DirectoryEntries } from '../kernel/directory-entries.js';
 import type { LocalCopy } from './local-copy.js';
 
-/** A directory being watched: the names of its files the copy lacks, and its directories. */
+/** A directory being watched: its files' names, and those the copy lacks. */
 interface Watched {
+  names: string[];
   missing: Set<string>;
-  directories: string[];
 }
 
 /** Directories read at most at once (one process). */
-const READ_AT_ONCE = 256;
+const READ_AT_ONCE = 64;
+/** Directories with more files than this are left merged: their names would sit in memory. */
+const MAX_FILES = 10_000;
 
 /**
  * Without a fill, no listing ever proves a directory of the copy complete: the overlay keeps
- * merging it with the engine's, so every look-up below it after a remount asks the engine too
- * (measured on epochs of 50,000 files in 500 directories promoted in epoch 1: rclone's mount
- * worked 0.14-0.78 CPU s an epoch; with the directories marked, 0.05-0.11). Here a directory is read once through the engine's mount when the
- * first file of it is promoted (rclone answers from the listing it made when pods looked it up,
- * so the remote is not asked again), then each promotion takes a name off what the copy lacks;
- * once none is left and each directory below is complete, it is marked complete, and its parent
- * is read in turn. A directory of which pods read a file in part, or none, stays merged.
+ * merging it with the engine's, so look-ups below it ask the engine too (measured on epochs of
+ * 50,000 files in 500 directories promoted in epoch 1: rclone's mount worked 0.14-0.78 CPU s an
+ * epoch; with the directories marked, 0.05-0.11). Here a directory is read once through the
+ * engine's mount when a file of it is first promoted (rclone answers from the listing it made
+ * when pods looked it up, so the remote is not asked again); each later promotion takes a name off
+ * what the copy lacks, and once none is left the directory is marked complete. Only directories
+ * without directories below them: a parent's mark would stand on its children's, which a refresh
+ * may take back meanwhile (one merged parent costs rclone a look-up per second at most). Every
+ * name is looked for in the copy again just before and just after marking, so a file a refresh
+ * removed meanwhile is never hidden (a mark it overtook is taken back, as a refresh takes back
+ * the marks above what it removes). A directory of which pods read a file in part, or none,
+ * stays merged.
  */
 export class PromotedDirectories {
-  private readonly toRead = new Set<string>();
+  /** Directories to read, each with the name of a file just promoted into it. */
+  private readonly toRead = new Map<string, string>();
   private readonly watched = new Map<string, Watched>();
-  private readonly complete = new Set<string>();
-  /** Watched directories that may be complete now: none of their files missing, read or not. */
+  /** Marked, or never to be (directories below them, or too many files). */
+  private readonly settled = new Set<string>();
+  /** Watched directories none of whose files the copy lacked when last told. */
   private readonly ready = new Set<string>();
 
   constructor(
-    private readonly copy: Pick<LocalCopy, 'root' | 'markComplete'>,
+    private readonly copy: Pick<LocalCopy, 'root' | 'markComplete' | 'unmarkAbove'>,
     /** Reads directories of the engine's mount (relative to the dataset root). */
     private readonly read: (directories: string[]) => Promise<Map<string, DirectoryEntries>>,
   ) {}
@@ -41,10 +50,11 @@ export class PromotedDirectories {
     for (const file of files) {
       const dir = parentOf(file);
       // The root is never marked: it stays merged, as every fill leaves it.
-      if (dir === '' || this.complete.has(dir)) continue;
+      if (dir === '' || this.settled.has(dir)) continue;
       const watched = this.watched.get(dir);
-      if (!watched) this.toRead.add(dir);
-      else if (watched.missing.delete(posix.basename(file)) && watched.missing.size === 0) {
+      if (!watched) {
+        if (!this.toRead.has(dir)) this.toRead.set(dir, posix.basename(file));
+      } else if (watched.missing.delete(posix.basename(file)) && watched.missing.size === 0) {
         this.ready.add(dir);
       }
     }
@@ -56,36 +66,58 @@ export class PromotedDirectories {
    */
   async settle(): Promise<number> {
     const reading = [...this.toRead].slice(0, READ_AT_ONCE);
-    for (const dir of reading) this.toRead.delete(dir);
-    const read = await this.read(reading);
-    for (const [dir, entries] of read) {
-      this.watched.set(dir, {
-        missing: new Set(entries.others.filter((name) => !this.holds(`${dir}/${name}`))),
-        directories: entries.directories.map((name) => `${dir}/${name}`),
-      });
-      this.ready.add(dir);
+    for (const [dir] of reading) this.toRead.delete(dir);
+    const read = await this.read(reading.map(([dir]) => dir));
+    for (const [dir, promoted] of reading) {
+      const entries = read.get(dir);
+      // Not read (read again at its next promotion), or read without the file just promoted
+      // into it: not a listing to trust.
+      if (!entries?.others.includes(promoted)) continue;
+      if (entries.directories.length > 0 || entries.others.length > MAX_FILES) {
+        this.settled.add(dir);
+        continue;
+      }
+      const missing = new Set(await this.lacking(dir, entries.others));
+      this.watched.set(dir, { names: entries.others, missing });
+      if (missing.size === 0) this.ready.add(dir);
     }
-    const marked: string[] = [];
-    // Deepest first: a directory is complete only once every directory below it is.
-    for (let dir = deepest(this.ready); dir !== undefined; dir = deepest(this.ready)) {
-      this.ready.delete(dir);
+    const complete: string[] = [];
+    for (const dir of this.ready) {
       const watched = this.watched.get(dir);
-      if (!watched || watched.missing.size > 0) continue;
-      if (!watched.directories.every((below) => this.complete.has(below))) continue;
-      this.watched.delete(dir);
-      this.complete.add(dir);
-      marked.push(dir);
-      const parent = parentOf(dir);
-      if (parent === '' || this.complete.has(parent)) continue;
-      if (this.watched.has(parent)) this.ready.add(parent);
-      else this.toRead.add(parent);
+      if (!watched) continue;
+      // A refresh may have removed files meanwhile (the copy's, or another process's).
+      watched.missing = new Set(await this.lacking(dir, watched.names));
+      if (watched.missing.size === 0) complete.push(dir);
     }
-    return marked.length === 0 ? 0 : this.copy.markComplete(marked);
+    this.ready.clear();
+    if (complete.length === 0) return 0;
+    const marked = await this.copy.markComplete(complete);
+    for (const dir of complete) {
+      const watched = this.watched.get(dir)!;
+      const gone = await this.lacking(dir, watched.names);
+      if (gone.length > 0) {
+        // Removed while it was being marked: the mark goes, as a refresh's own would.
+        await this.copy.unmarkAbove(gone.map((name) => `${dir}/${name}`));
+        watched.missing = new Set(gone);
+        continue;
+      }
+      this.watched.delete(dir);
+      this.settled.add(dir);
+    }
+    return marked;
   }
 
-  /** Whether the copy holds a file of that name (one lstat). */
-  private holds(relative: string): boolean {
-    return lstatSync(join(this.copy.root, relative), { throwIfNoEntry: false })?.isFile() ?? false;
+  /** The names of the directory's files the copy lacks (one lstat each, in parallel). */
+  private async lacking(dir: string, names: string[]): Promise<string[]> {
+    const held = await Promise.all(
+      names.map((name) =>
+        lstat(join(this.copy.root, dir, name)).then(
+          (stats) => stats.isFile(),
+          () => false,
+        ),
+      ),
+    );
+    return names.filter((_, i) => !held[i]);
   }
 }
 
@@ -93,14 +125,3 @@ const parentOf = (relative: string): string => {
   const dir = posix.dirname(relative);
   return dir === '.' ? '' : dir;
 };
-
-/** The deepest of these directories (undefined when there is none). */
-function deepest(directories: Set<string>): string | undefined {
-  let found: string | undefined;
-  let foundDepth = 0;
-  for (const dir of directories) {
-    const depth = dir.split('/').length;
-    if (depth > foundDepth) [found, foundDepth] = [dir, depth];
-  }
-  return found;
-}

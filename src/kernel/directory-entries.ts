@@ -11,12 +11,16 @@ export interface DirectoryEntries {
 /** `./` before a relative path keeps a name starting with `-` from being read as an option. */
 const argument = (path: string) => (path.startsWith('/') ? path : `./${path}`);
 
+/** Directories read alone, at most, after a read of several failed for one of them. */
+const ALONE_AT_MOST = 16;
+
 /**
- * The entries of each directory below `root` that could be read (those missing or unreadable are
- * left out), by their names relative to it.
- * One `find` for them all, at the lowest priority: a FUSE directory whose listing hangs blocks that
- * process only, which the timeout ends. Names are NUL-separated, so any name a file can have is
- * read as it is.
+ * The entries of each directory below `root` that could be read whole (those missing, unreadable
+ * or failing midway are left out), by their names relative to it. One `find` for them all, at the
+ * lowest priority: a FUSE directory whose listing hangs blocks that process only, which the
+ * timeout ends. Names are NUL-separated, so any name a file can have is read as it is. find tells
+ * a directory before it reads it, and its error messages escape odd names: only a read that ended
+ * without any error is taken; after one that failed for some directory, each is read alone.
  */
 export async function readDirectories(
   runner: ProcessRunner,
@@ -32,8 +36,16 @@ export async function readDirectories(
     ['-n', '19', 'find', ...byArgument.keys(), '-maxdepth', '1', '-printf', '%H\\0%d\\0%y\\0%f\\0'],
     timeoutMs,
   );
-  // Killed (timed out) or worse: any directory's entries may be cut short.
-  if (result.exitCode !== 0 && result.exitCode !== 1) return found;
+  if (result.exitCode === 1 && directories.length > 1) {
+    // find went on past the failure (a directory missing or unreadable): the others may be whole.
+    for (const dir of directories.slice(0, ALONE_AT_MOST)) {
+      const alone = await readDirectories(runner, root, [dir], timeoutMs);
+      for (const [name, entries] of alone) found.set(name, entries);
+    }
+    return found;
+  }
+  // Killed (timed out), or a directory that could not be read whole.
+  if (result.exitCode !== 0) return found;
   const fields = result.stdout.split('\0');
   for (let i = 0; i + 3 < fields.length; i += 4) {
     const dir = byArgument.get(fields[i]!);
@@ -45,10 +57,6 @@ export async function readDirectories(
     }
     const entries = found.get(dir);
     entries?.[fields[i + 2] === 'd' ? 'directories' : 'others'].push(fields[i + 3]!);
-  }
-  // A directory find could not read (missing, or failing midway) is named in its error output.
-  for (const [path, dir] of byArgument) {
-    if (result.stderr.includes(`'${path}`)) found.delete(dir);
   }
   return found;
 }
