@@ -335,6 +335,8 @@ async function dropStale(
   });
   await copy.unmarkAbove(stale);
   for (const relative of stale) await copy.remove(relative);
+  // Once more: a directory marked complete meanwhile (promotions) must not hide what went.
+  await copy.unmarkAbove(stale);
   // Directories the remote no longer has (none of its files is below them) go too.
   const remoteDirectories = new Set<string>();
   for (const relative of remote.keys()) {

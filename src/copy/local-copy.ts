@@ -323,8 +323,11 @@ export class LocalCopy {
     return this.changeOpaque(directories, 'y');
   }
 
-  /** Unmarks every directory above these files, so that what the copy lacks shows through again. */
-  async unmarkAbove(files: string[]): Promise<void> {
+  /**
+   * Unmarks every directory above these files, so that what the copy lacks shows through again;
+   * whether every mark went.
+   */
+  async unmarkAbove(files: string[]): Promise<boolean> {
     const ancestors = new Set<string>();
     for (const file of files) {
       const parts = file.split('/');
@@ -332,7 +335,7 @@ export class LocalCopy {
         ancestors.add(parts.slice(0, depth).join('/'));
       }
     }
-    await this.changeOpaque([...ancestors], undefined);
+    return (await this.changeOpaque([...ancestors], undefined)) === ancestors.size;
   }
 
   private async changeOpaque(directories: string[], value: string | undefined): Promise<number> {

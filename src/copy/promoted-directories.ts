@@ -1,5 +1,5 @@
 // Directories a copy filled by promotion alone (no fill lists them): found complete from the engine's own view of them, and marked so.
-import { lstat } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { DirectoryEntries } from '../kernel/directory-entries.js';
 import type { LocalCopy } from './local-copy.js';
@@ -14,6 +14,8 @@ interface Watched {
 const READ_AT_ONCE = 64;
 /** Directories with more files than this are left merged: their names would sit in memory. */
 const MAX_FILES = 10_000;
+/** Names held at most for every directory watched at once; directories beyond are left merged. */
+const MAX_NAMES = 500_000;
 
 /**
  * Without a fill, no listing ever proves a directory of the copy complete: the overlay keeps
@@ -27,8 +29,9 @@ const MAX_FILES = 10_000;
  * may take back meanwhile (one merged parent costs rclone a look-up per second at most). Every
  * name is looked for in the copy again just before and just after marking, so a file a refresh
  * removed meanwhile is never hidden (a mark it overtook is taken back, as a refresh takes back
- * the marks above what it removes). A directory of which pods read a file in part, or none,
- * stays merged.
+ * the marks above what it removes). A directory in which the copy has a directory (made from a
+ * newer listing of the remote than rclone's) is not marked either. A directory of which pods read
+ * a file in part, or none, stays merged.
  */
 export class PromotedDirectories {
   /** Directories to read, each with the name of a file just promoted into it. */
@@ -38,6 +41,9 @@ export class PromotedDirectories {
   private readonly settled = new Set<string>();
   /** Watched directories none of whose files the copy lacked when last told. */
   private readonly ready = new Set<string>();
+  /** Marks to take back (a file went as they were set) that could not be yet. */
+  private readonly toUnmark = new Map<string, string[]>();
+  private names = 0;
 
   constructor(
     private readonly copy: Pick<LocalCopy, 'root' | 'markComplete' | 'unmarkAbove'>,
@@ -65,6 +71,9 @@ export class PromotedDirectories {
    * returns how many were marked.
    */
   async settle(): Promise<number> {
+    for (const [dir, gone] of this.toUnmark) {
+      if (await this.copy.unmarkAbove(gone)) this.toUnmark.delete(dir);
+    }
     const reading = [...this.toRead].slice(0, READ_AT_ONCE);
     for (const [dir] of reading) this.toRead.delete(dir);
     const read = await this.read(reading.map(([dir]) => dir));
@@ -73,12 +82,15 @@ export class PromotedDirectories {
       // Not read (read again at its next promotion), or read without the file just promoted
       // into it: not a listing to trust.
       if (!entries?.others.includes(promoted)) continue;
-      if (entries.directories.length > 0 || entries.others.length > MAX_FILES) {
+      const { others } = entries;
+      if (entries.directories.length > 0 || others.length > MAX_FILES) {
         this.settled.add(dir);
         continue;
       }
-      const missing = new Set(await this.lacking(dir, entries.others));
-      this.watched.set(dir, { names: entries.others, missing });
+      if (this.names + others.length > MAX_NAMES) continue;
+      this.names += others.length;
+      const missing = new Set(await this.lacking(dir, others));
+      this.watched.set(dir, { names: others, missing });
       if (missing.size === 0) this.ready.add(dir);
     }
     const complete: string[] = [];
@@ -87,7 +99,11 @@ export class PromotedDirectories {
       if (!watched) continue;
       // A refresh may have removed files meanwhile (the copy's, or another process's).
       watched.missing = new Set(await this.lacking(dir, watched.names));
-      if (watched.missing.size === 0) complete.push(dir);
+      if (watched.missing.size > 0) continue;
+      // The copy's directories are made from the remote's own listing (see LocalCopies.outline):
+      // one below it says rclone's listing was older, and a mark would hide what is below it.
+      if (await this.hasDirectories(dir)) this.forget(dir);
+      else complete.push(dir);
     }
     this.ready.clear();
     if (complete.length === 0) return 0;
@@ -97,14 +113,29 @@ export class PromotedDirectories {
       const gone = await this.lacking(dir, watched.names);
       if (gone.length > 0) {
         // Removed while it was being marked: the mark goes, as a refresh's own would.
-        await this.copy.unmarkAbove(gone.map((name) => `${dir}/${name}`));
+        const paths = gone.map((name) => `${dir}/${name}`);
+        if (!(await this.copy.unmarkAbove(paths))) this.toUnmark.set(dir, paths);
         watched.missing = new Set(gone);
         continue;
       }
-      this.watched.delete(dir);
-      this.settled.add(dir);
+      this.forget(dir);
     }
     return marked;
+  }
+
+  /** The directory is settled: marked, or never to be. */
+  private forget(dir: string): void {
+    this.names -= this.watched.get(dir)?.names.length ?? 0;
+    this.watched.delete(dir);
+    this.settled.add(dir);
+  }
+
+  /** Whether the copy has a directory in this one. */
+  private async hasDirectories(dir: string): Promise<boolean> {
+    const entries = await readdir(join(this.copy.root, dir), { withFileTypes: true }).catch(
+      () => [],
+    );
+    return entries.some((entry) => entry.isDirectory());
   }
 
   /** The names of the directory's files the copy lacks (one lstat each, in parallel). */

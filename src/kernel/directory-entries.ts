@@ -30,6 +30,7 @@ export async function readDirectories(
 ): Promise<Map<string, DirectoryEntries>> {
   const found = new Map<string, DirectoryEntries>();
   if (directories.length === 0) return found;
+  const deadline = Date.now() + timeoutMs;
   const byArgument = new Map(directories.map((dir) => [argument(join(root, dir)), dir]));
   const result = await runner.run(
     'nice',
@@ -38,8 +39,11 @@ export async function readDirectories(
   );
   if (result.exitCode === 1 && directories.length > 1) {
     // find went on past the failure (a directory missing or unreadable): the others may be whole.
+    // Within the one deadline: a caller waits no longer for a failure than for a success.
     for (const dir of directories.slice(0, ALONE_AT_MOST)) {
-      const alone = await readDirectories(runner, root, [dir], timeoutMs);
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      const alone = await readDirectories(runner, root, [dir], left);
       for (const [name, entries] of alone) found.set(name, entries);
     }
     return found;

@@ -168,6 +168,15 @@ describe('PromotedDirectories', () => {
     expect(await during.opaque('q')).toBe('y');
   });
 
+  it('never marks a directory in which the copy has a directory (a listing older than the remote)', async () => {
+    const { promote, marked, root } = await setUp(['w/a', 'w/b']);
+    // The outline made w/new from the remote's listing; rclone's listing of w predates it.
+    await mkdir(join(root, 'w', 'new'), { recursive: true });
+    await promote('w/a', 'w/b');
+    await promote();
+    expect(marked).toEqual([]);
+  });
+
   it('trusts no listing that lacks the file just promoted into its directory', async () => {
     const { promote, marked, root } = await setUp(['u/f', 'u/g'], {
       listing: (entries) => ({ ...entries, others: entries.others.filter((n) => n !== 'g') }),
