@@ -131,6 +131,23 @@ it("an idle node takes the far end of another's share only when it is over two c
   expect(nextChunk(one, view(idle, group)).chunk).toEqual([]);
 });
 
+it('idle members taking from the same share take different files', () => {
+  const group = ['a1', 'b2', 'c3'].map(memberName);
+  const [owner, ...idle] = group as [string, string, string];
+  const files = Array.from({ length: 900 }, (_, i) =>
+    entry(`f${String(i).padStart(3, '0')}`, CHUNK_BYTES / 40),
+  );
+  // What is left is the owner's share alone (the others are done with theirs).
+  const theirs = files.filter((e) => ownerOf(e.relative, group) === owner);
+  const taken = idle.map((self) => nextChunk(theirs, view(self, group)));
+  for (const { chunk, takenFrom } of taken) {
+    expect(takenFrom).toBe(owner);
+    expect(chunk.length).toBeGreaterThan(0);
+  }
+  const [first, second] = taken.map(({ chunk }) => new Set(chunk.map((e) => e.relative)));
+  expect([...first!].filter((name) => second!.has(name))).toEqual([]);
+});
+
 it("members are fresh by the store's times: within two refresh intervals of this node's own write", () => {
   const a = memberName('node-a');
   const b = memberName('node-b');
