@@ -39,7 +39,7 @@ export class PromotedDirectories {
   private readonly watched = new Map<string, Watched>();
   /** Marked, or never to be (directories below them, or too many files). */
   private readonly settled = new Set<string>();
-  /** Watched directories none of whose files the copy lacked when last told. */
+  /** Watched directories just read, or none of whose files the copy lacked when last told. */
   private readonly ready = new Set<string>();
   /** Marks to take back (a file went as they were set) that could not be yet. */
   private readonly toUnmark = new Map<string, string[]>();
@@ -89,9 +89,9 @@ export class PromotedDirectories {
       }
       if (this.names + others.length > MAX_NAMES) continue;
       this.names += others.length;
-      const missing = new Set(await this.lacking(dir, others));
-      this.watched.set(dir, { names: others, missing });
-      if (missing.size === 0) this.ready.add(dir);
+      // What the copy lacks is looked for once, below, with the directories ready before.
+      this.watched.set(dir, { names: others, missing: new Set(others) });
+      this.ready.add(dir);
     }
     const complete: string[] = [];
     for (const dir of this.ready) {

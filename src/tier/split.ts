@@ -161,19 +161,18 @@ export function nextChunk(
     if (!biggest || bytes > biggest.bytes) biggest = { owner, list, bytes };
   }
   if (!biggest) return { chunk: [] };
-  // Idle members take from the same share each from their own part of it: else all of them fetch
-  // the same far end (the share of a member killed mid-fill went to both survivors: 11 MiB of a
-  // 31.9 MiB dataset fetched twice).
-  const owner = biggest.owner;
-  const idle = view.members.filter((m) => m !== owner && (!view.stalled.has(m) || m === view.self));
-  const part = idle.includes(view.self)
-    ? biggest.list.filter((e) => ownerOf(e.relative, idle) === view.self)
-    : biggest.list;
   // Two chunks of the share or less: waited for (its owner is at work on them).
   const far = headChunk([...biggest.list].reverse());
   if (bytesOf(far) * 2 >= biggest.bytes || far.length * 2 >= biggest.list.length) {
     return { chunk: [] };
   }
-  const tail = headChunk([...part].reverse());
-  return { chunk: tail.reverse(), takenFrom: biggest.owner };
+  // Idle members take from the same share each from their own part of it: else all of them fetch
+  // the same far end (the share of a member killed mid-fill went to both survivors: 11 MiB of a
+  // 31.9 MiB dataset fetched twice).
+  const { owner, list } = biggest;
+  const idle = view.members.filter((m) => m !== owner && (!view.stalled.has(m) || m === view.self));
+  const part = idle.includes(view.self)
+    ? list.filter((e) => ownerOf(e.relative, idle) === view.self)
+    : list;
+  return { chunk: headChunk([...part].reverse()).reverse(), takenFrom: owner };
 }
