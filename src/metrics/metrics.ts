@@ -2,7 +2,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { DatasetStatus } from '../mount/dataset-status.js';
 import type { NodeCacheFigures } from '../mount/node-caches.js';
-import type { PrefetchStatus } from '../prefetch/prefetcher.js';
+import type { PrefetchStatus } from '../prefetch/jobs.js';
 import type { TierFigures } from '../tier/cluster-tier.js';
 
 /** Where dataset figures come from at scrape time (the node's mount manager). */

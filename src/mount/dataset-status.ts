@@ -1,7 +1,8 @@
 // The figures of every dataset client on the node, gathered for metrics: client, cache, prefetch, local copy, cluster tier and remote.
 import type { LocalCopies } from '../copy/copies.js';
 import type { CopyFigures } from '../copy/local-copy.js';
-import type { Prefetcher, PrefetchStatus } from '../prefetch/prefetcher.js';
+import type { PrefetchStatus } from '../prefetch/jobs.js';
+import type { Prefetcher } from '../prefetch/prefetcher.js';
 import type { ClientRecord, ClientState, ClientStats } from '../supervisor/client-record.js';
 import type { CacheClients } from '../supervisor/clients.js';
 import type { ClusterTier, TierFigures } from '../tier/cluster-tier.js';

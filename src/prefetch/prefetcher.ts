@@ -11,27 +11,20 @@ import type { PrefetchPattern } from '../dataset/patterns.js';
 import type { RcloneTransfers } from '../engines/rclone-transfer.js';
 import type { TransferSource } from '../engines/transfer-source.js';
 import type { TierAccess } from '../tier/cluster-tier.js';
+import {
+  addFailed,
+  combine,
+  REFRESH,
+  statusOf,
+  SWEEP,
+  type FailedSweeps,
+  type Job,
+  type PrefetchStatus,
+} from './jobs.js';
 import type { PrefetchProgress } from './walk.js';
 
 /** dist/ and src/ are siblings, so this resolves to the built worker from either. */
 const WORKER = fileURLToPath(new URL('../../dist/prefetch/worker.js', import.meta.url));
-
-export interface PrefetchStatus {
-  matched: number;
-  files: number;
-  bytes: number;
-  errors: number;
-  /** Matched files the local copy had no room for. */
-  noRoom: number;
-  /** Prefetch jobs of the dataset still running. */
-  running: number;
-  /** Prefetch jobs of the dataset that finished. */
-  completed: number;
-  /** When the last of them finished (ms since the epoch). */
-  lastCompletedAt?: number;
-  /** Fills started because pods swept a directory on demand (included in the figures above). */
-  sweeps: { seen: number; filled: number; files: number; bytes: number };
-}
 
 /**
  * Where a dataset's prefetch goes: its engine's own mount, and its local copy when it has one
@@ -53,37 +46,12 @@ export interface PrefetchTarget {
   };
 }
 
-interface Job {
-  progress: PrefetchProgress & {
-    noRoom?: number;
-    alreadyHeld?: number;
-    readOnDemand?: number;
-    completeDirectories?: number;
-    stale?: number;
-    tierFiles?: number;
-    tierBytes?: number;
-    listSeconds?: number;
-    transferSeconds?: number;
-  };
-  running: boolean;
-  /** When it ended (ms since the epoch). */
-  endedAt?: number;
-  stop(): void;
-  /** Told once when the job has ended. */
-  onEnd?: () => void;
-}
-
-/** The job key of a dataset's copy check (prefetch jobs are keyed by their patterns). */
-const REFRESH = 'refresh';
 /** What a dataset with a tier and no prefetch takes from the tier: all it holds. */
 const EVERYTHING: PrefetchPattern = { glob: '**', metadataOnly: false };
 const TIER_ONLY = 'tier-only:';
 
 /** Shares of the node's transfer budget (see Prefetcher.budget). */
 const BUDGET = 1024;
-
-/** Sweep fills are keyed by the directory they fill. */
-const SWEEP = 'sweep:';
 
 const signatureOf = (patterns: PrefetchPattern[]): string =>
   JSON.stringify(patterns.map((p) => `${p.metadataOnly ? 'meta:' : ''}${p.glob}`).sort());
@@ -101,6 +69,11 @@ export class Prefetcher {
   /** Datasets whose volumes keep exactly their prefetch list, or turned sweeps off. */
   private readonly noSweeps = new Set<string>();
   private readonly sweepsSeen = new Map<string, number>();
+  /**
+   * Per dataset, what its sweep fills that failed did: their jobs are dropped (pods sweeping the
+   * directory again start a new one), so a remote that keeps failing grows no list of them.
+   */
+  private readonly failedSweeps = new Map<string, FailedSweeps>();
   /**
    * The node's transfer budget. Prefetches and warm-ups take one share each and run side by side,
    * as they always did; a sweep fill's batch takes its part of all of it (its batches in flight
@@ -217,9 +190,9 @@ export class Prefetcher {
       const again = !done && this.datasets.get(target.key)?.get(signature) === job;
       if (again) {
         // Its figures stay (it was started; what it installed is in the copy, its errors count),
-        // under a name of its own: the next sweep of the directory starts a fill again.
+        // folded into the dataset's failed sweeps: the next sweep of the directory starts a fill.
         jobs.delete(signature);
-        jobs.set(`${signature}#${started}:${jobs.size}`, job);
+        this.failedSweeps.set(target.key, addFailed(this.failedSweeps.get(target.key), job));
         target.copy?.forgetSweep?.(sweep.directory);
       }
       this.log.info(
@@ -377,39 +350,11 @@ export class Prefetcher {
   }
 
   status(key: string): PrefetchStatus | undefined {
-    const jobs = this.datasets.get(key);
-    if (!jobs || [...jobs.keys()].every((signature) => signature === REFRESH)) {
-      return this.sweepsSeen.has(key)
-        ? { ...EMPTY_STATUS, sweeps: this.sweepFigures(key) }
-        : undefined;
-    }
-    const status: PrefetchStatus = { ...EMPTY_STATUS, sweeps: this.sweepFigures(key) };
-    for (const [signature, job] of jobs) {
-      if (signature === REFRESH) continue; // a check of the copy, not a prefetch
-      status.matched += job.progress.matched;
-      status.files += job.progress.files;
-      status.bytes += job.progress.bytes;
-      status.errors += job.progress.errors;
-      status.noRoom += job.progress.noRoom ?? 0;
-      if (job.running) status.running += 1;
-      else if (job.progress.done) {
-        status.completed += 1;
-        status.lastCompletedAt = Math.max(status.lastCompletedAt ?? 0, job.endedAt ?? 0);
-      }
-    }
-    return status;
-  }
-
-  /** What sweeps of the dataset did: seen, filled, and what their fills installed. */
-  private sweepFigures(key: string): PrefetchStatus['sweeps'] {
-    const figures = { seen: this.sweepsSeen.get(key) ?? 0, filled: 0, files: 0, bytes: 0 };
-    for (const [signature, job] of this.datasets.get(key) ?? []) {
-      if (!signature.startsWith(SWEEP)) continue;
-      figures.filled += 1;
-      figures.files += job.progress.files - (job.progress.alreadyHeld ?? 0);
-      figures.bytes += job.progress.bytes;
-    }
-    return figures;
+    const jobs = this.datasets.get(key) ?? new Map<string, Job>();
+    const failed = this.failedSweeps.get(key);
+    const prefetched = failed !== undefined || [...jobs.keys()].some((s) => s !== REFRESH);
+    if (!prefetched && !this.sweepsSeen.has(key)) return undefined;
+    return statusOf(jobs, failed, this.sweepsSeen.get(key) ?? 0);
   }
 
   /** The dataset's client is gone: stop its jobs; a later stage prefetches again. */
@@ -419,57 +364,10 @@ export class Prefetcher {
     this.checks.delete(key);
     this.noSweeps.delete(key);
     this.sweepsSeen.delete(key);
+    this.failedSweeps.delete(key);
   }
 
   close(): void {
     for (const key of [...this.datasets.keys()]) this.forget(key);
   }
-}
-
-const EMPTY_STATUS: PrefetchStatus = {
-  matched: 0,
-  files: 0,
-  bytes: 0,
-  errors: 0,
-  noRoom: 0,
-  running: 0,
-  completed: 0,
-  sweeps: { seen: 0, filled: 0, files: 0, bytes: 0 },
-};
-
-/** One job made of parts (copy and metadata walk): its progress is their sum. */
-function combine(parts: Job[], onEnd: () => void): Job {
-  const sum = (): Job['progress'] => ({
-    matched: parts.reduce((n, p) => n + p.progress.matched, 0),
-    files: parts.reduce((n, p) => n + p.progress.files, 0),
-    bytes: parts.reduce((n, p) => n + p.progress.bytes, 0),
-    errors: parts.reduce((n, p) => n + p.progress.errors, 0),
-    noRoom: parts.reduce((n, p) => n + (p.progress.noRoom ?? 0), 0),
-    done: parts.every((p) => p.progress.done),
-    tierFiles: parts.reduce((n, p) => n + (p.progress.tierFiles ?? 0), 0),
-    tierBytes: parts.reduce((n, p) => n + (p.progress.tierBytes ?? 0), 0),
-    listSeconds: parts.reduce((n, p) => n + (p.progress.listSeconds ?? 0), 0),
-    transferSeconds: parts.reduce((n, p) => n + (p.progress.transferSeconds ?? 0), 0),
-  });
-  const job = {
-    get progress() {
-      return sum();
-    },
-    get running() {
-      return parts.some((p) => p.running);
-    },
-    get endedAt() {
-      const ends = parts.map((p) => p.endedAt);
-      return ends.every((t) => t !== undefined) ? Math.max(...ends) : undefined;
-    },
-    stop: () => parts.forEach((p) => p.stop()),
-  };
-  let left = parts.length;
-  for (const part of parts) {
-    part.onEnd = () => {
-      left -= 1;
-      if (left === 0) onEnd();
-    };
-  }
-  return job;
 }

@@ -108,9 +108,10 @@ export function freshMembers(
 }
 
 /**
- * Who holds each claim among `members` (fresh, not stalled): the earliest made (the store's
- * times), ties to the lower name. A node that saw no other claim before it made its own goes
- * ahead; one that sees an earlier claim after making its own leaves the file to it.
+ * Who holds each claim among `members` (fresh, not stalled), as the others see it: the earliest
+ * made (the store's times), ties to the lower name. Two claims show together only for a moment
+ * (see FillGroup.claim, which decides whether a node holds its own); meanwhile the others wait
+ * for the file in the tier.
  */
 export function claimHolders(
   fresh: Map<string, { claims: Map<string, number> }>,
@@ -152,6 +153,8 @@ export class FillGroup {
   private refreshing: Promise<void> = Promise.resolve();
   /** Files making a chunk alone this node fetches now (claimOf): named in its member object. */
   private readonly claims = new Set<string>();
+  /** Claims working members other than this node named at the last look, held or not. */
+  private othersClaims = new Set<string>();
   private stopped = false;
   /** Set once the join's second look is done: `earlier` is decided then. */
   private joined = false;
@@ -220,22 +223,40 @@ export class FillGroup {
    * staged a moment before the others (its listing was faster) may have started on a file their
    * split gives to one of them, which would fetch it whole again (a chunk's waste at most, but a
    * big file is a chunk alone). The folder is listed first (a claim seen then is its holder's),
-   * then this node's object names the claim and the folder is listed again: a claim made earlier
-   * wins. False when another member holds it: its file, for the tier. Four requests a big file.
+   * then this node's object names the claim and the folder is listed again: held only if no other
+   * member's claim of it shows then. Of two claims made in the same moment, the one written last
+   * sees the other (listings show every write completed before them), so at most one member holds
+   * a file; when each saw the other's, neither does, and each waits a random part of a refresh
+   * interval before its fetcher may claim it again (the store's times cannot decide: an object
+   * may show a time before the moment it became visible). False when another member claimed it:
+   * its file, for the tier. Four requests a big file, seven when two nodes claim it at once.
    */
   async claim(relative: string): Promise<boolean> {
     const claim = claimOf(relative);
-    return this.serially(async () => {
-      if (this.stopped) return false;
+    const outcome = await this.serially(async () => {
+      if (this.stopped) return 'theirs';
       await this.look();
-      if (this.view.claims?.has(claim)) return false;
+      if (this.othersClaims.has(claim)) return 'theirs';
       this.claims.add(claim);
-      await this.refresh();
-      if (!this.view.claims?.has(claim)) return true;
+      // A claim is work: members that counted this node stalled see its claim from now on.
+      this.worked = true;
+      try {
+        await this.refresh();
+      } catch (err) {
+        this.claims.delete(claim); // never left named for a file this node will not fetch
+        throw err;
+      }
+      if (this.stopped) {
+        this.claims.delete(claim); // left meanwhile: its object is gone, it fetches nothing more
+        return 'theirs';
+      }
+      if (!this.othersClaims.has(claim)) return 'held';
       this.claims.delete(claim);
       await this.refresh();
-      return false;
+      return 'both';
     });
+    if (outcome === 'both') await sleep(Math.random() * this.refreshMs);
+    return outcome === 'held';
   }
 
   /** Claims this node holds now (see MAX_CLAIMS). */
@@ -345,6 +366,11 @@ export class FillGroup {
     for (const [claim, { member }] of claimHolders(fresh, working)) {
       if (member !== self) claims.set(claim, member);
     }
+    this.othersClaims = new Set(
+      [...fresh]
+        .filter(([member]) => member !== self && working.has(member))
+        .flatMap(([, { claims: theirs }]) => [...theirs.keys()]),
+    );
     if (!this.joined) {
       const before = [...fresh].filter(([m, { progress }]) => m !== self && progress >= 2);
       this.earlier = new Set(before.map(([member]) => member));
