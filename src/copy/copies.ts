@@ -79,6 +79,13 @@ interface Attached {
   /** What the outline left to fills below the stage's levels (once it walked them) and still does. */
   leftOut?: Set<string>;
   remountedAt: number;
+  /**
+   * The copy's top levels were made after the stage returned: pods may have looked one up first
+   * and hold it from the engine alone as long as they keep a file below it open (see attach).
+   * Every round remounts the overlay then, whether or not the copy changed, so that the first
+   * pause of the pods' reads lets the overlay find the copy's directory.
+   */
+  lateTopLevels: boolean;
   /** Where no fill lists what pods read (sweeps off): directories found complete by promotion. */
   promotedDirectories?: PromotedDirectories;
 }
@@ -123,6 +130,7 @@ export class LocalCopies {
       changed: false,
       outlining: new AbortController(),
       remountedAt: 0,
+      lateTopLevels: false,
     };
     copy.onChanged = () => {
       entry.changed = true;
@@ -145,7 +153,15 @@ export class LocalCopies {
     const topLevels = new Promise<void>((resolve) => {
       void this.outline(entry, { onTopLevels: resolve }).finally(resolve);
     });
-    await Promise.race([topLevels, sleep(OUTLINE_WAIT_MS, undefined, { ref: false })]);
+    const late = await Promise.race([
+      topLevels.then(() => false),
+      sleep(OUTLINE_WAIT_MS, true, { ref: false }),
+    ]);
+    // Measured at 50,000 files in 500 directories on s3rver (its listings walk every object
+    // below a prefix): the top levels took 29.7 s, pods reading from the start held `small/`
+    // from the engine alone for both epochs, and the remote sent the tree twice (the fill's copy
+    // unseen, rclone's evicted). Remounts go on until one comes while pods hold nothing below.
+    entry.lateTopLevels = late;
     return copy;
   }
 
@@ -332,7 +348,8 @@ export class LocalCopies {
         busy ||= !quiet || promoted.length > 0 || entry.changed;
         // A remount makes the overlay forget every name no pod holds: looked up again, they find
         // the copy's files. Not more often than REMOUNT_SPACING_MS, as pods look them up anew.
-        if (entry.changed && Date.now() - entry.remountedAt >= REMOUNT_SPACING_MS) {
+        const remount = entry.changed || entry.lateTopLevels;
+        if (remount && Date.now() - entry.remountedAt >= REMOUNT_SPACING_MS) {
           entry.changed = false;
           entry.remountedAt = Date.now();
           await this.mounter.remount(entry.host.overlay).catch((err: unknown) => {

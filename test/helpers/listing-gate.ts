@@ -1,11 +1,18 @@
-// An HTTP proxy on loopback that records requests and refuses chosen ones: a remote whose listings (paths ending in '/') fail while reads by name still work, or whose reads fail.
-import { createServer, request as httpRequest } from 'node:http';
+// An HTTP proxy on loopback that records requests, and delays or refuses chosen ones: a remote whose listings (paths ending in '/') fail while reads by name still work, or whose reads fail.
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type ServerResponse,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export interface ListingGate {
   port: number;
   /** Whether a request for this path (a listing ends in '/') is answered with 403. */
   refuses: (path: string, method: string) => boolean;
+  /** Milliseconds a request for this path waits before it is passed on (0: none). */
+  delays: (path: string, method: string) => number;
   /** Requests refused so far. */
   refused: number;
   /** Every request that passed, as "METHOD path". */
@@ -15,10 +22,17 @@ export interface ListingGate {
   close(): Promise<void>;
 }
 
-/** A proxy in front of the HTTP server on `port`; it refuses nothing until told. */
+/** A proxy in front of the HTTP server on `port`; it delays and refuses nothing until told. */
 export async function listingGate(port: number): Promise<ListingGate> {
   const proxy = createServer((request, response) => {
     const path = (request.url ?? '').split('?')[0] ?? '';
+    const delay = gate.delays(path, request.method ?? '');
+    if (delay > 0) {
+      request.pause();
+      setTimeout(() => pass(path, request, response), delay);
+    } else pass(path, request, response);
+  });
+  const pass = (path: string, request: IncomingMessage, response: ServerResponse): void => {
     if (gate.refuses(path, request.method ?? '')) {
       gate.refused += 1;
       response.writeHead(403).end('refused');
@@ -41,10 +55,11 @@ export async function listingGate(port: number): Promise<ListingGate> {
     );
     upstream.on('error', () => response.destroy());
     request.pipe(upstream);
-  });
+  };
   const gate: ListingGate = {
     port: 0,
     refuses: () => false,
+    delays: () => 0,
     refused: 0,
     requests: [],
     urls: [],

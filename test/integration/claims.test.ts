@@ -53,16 +53,8 @@ async function joined(
 it('a claim seen first is its holder’s; two at once leave at most one holder; a released claim can be made again; a stalled holder’s claim counts for nothing', async () => {
   const a = await joined('node-a');
   const b = await joined('node-b');
-  // Both at work, as fetchers are (a member whose progress stops is stalled).
-  const working = {
-    a: setInterval(() => a.noteWork(), 100),
-    b: setInterval(() => b.noteWork(), 100),
-  };
+  const working = await atWork(a, b);
   try {
-    await until('both members to see each other', async () =>
-      a.members.members.length === 2 && b.members.members.length === 2 ? true : undefined,
-    );
-
     expect(await a.claim('big/first.bin')).toBe(true);
     expect(await b.claim('big/first.bin')).toBe(false);
     expect(b.members.claims?.get(claimOf('big/first.bin'))).toBe(a.members.self);
@@ -83,16 +75,32 @@ it('a claim seen first is its holder’s; two at once leave at most one holder; 
     expect(await a.claim('big/first.bin')).toBe(false);
 
     // b holds it but its progress stops: once a sees b stalled, the claim is nobody's.
-    clearInterval(working.b);
+    clearInterval(working[1]);
     await until('a to see b stalled', async () =>
       a.members.stalled.has(b.members.self) ? true : undefined,
     );
     expect(await a.claim('big/first.bin')).toBe(true);
   } finally {
-    clearInterval(working.a);
-    clearInterval(working.b);
+    working.forEach(clearInterval);
   }
 }, 60_000);
+
+/**
+ * Keeps the members at work, as fetchers are (a member whose progress stops is stalled), until
+ * each sees the others; returns their timers, to stop.
+ */
+async function atWork(...members: FillGroup[]): Promise<NodeJS.Timeout[]> {
+  const timers = members.map((member) => setInterval(() => member.noteWork(), 100));
+  try {
+    await until('the members to see each other', async () =>
+      members.every((m) => m.members.members.length === members.length) ? true : undefined,
+    );
+  } catch (err) {
+    timers.forEach(clearInterval);
+    throw err;
+  }
+  return timers;
+}
 
 /**
  * The store's transfers as one node sees them, with two faults a store may show: its listings
@@ -130,14 +138,8 @@ it('a claim the store shows with an earlier time than the moment another node co
   const bStore = new StoreSeenLate();
   const a = await joined('node-a', where, aStore);
   const b = await joined('node-b', where, bStore);
-  const working = {
-    a: setInterval(() => a.noteWork(), 100),
-    b: setInterval(() => b.noteWork(), 100),
-  };
+  const working = await atWork(a, b);
   try {
-    await until('both members to see each other', async () =>
-      a.members.members.length === 2 && b.members.members.length === 2 ? true : undefined,
-    );
     // b writes its claim first (the store's earlier time) and lists only after a has decided;
     // a's listings do not show b's claim yet.
     bStore.holdAfter = (name) => name.includes(claim);
@@ -153,8 +155,7 @@ it('a claim the store shows with an earlier time than the moment another node co
     expect(aHolds).toBe(true);
     expect(bHolds).toBe(false);
   } finally {
-    clearInterval(working.a);
-    clearInterval(working.b);
+    working.forEach(clearInterval);
     bStore.release();
   }
 }, 90_000);

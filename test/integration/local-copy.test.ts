@@ -6,9 +6,10 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, rm, stat, writeFile, utimes } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rm, stat, writeFile, utimes } from 'node:fs/promises';
 import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import { LoopbackServer } from '../../src/demo/loopback-server.js';
@@ -44,6 +45,8 @@ beforeAll(async () => {
     await writeTree(join(data, tree), 10, 40);
   // Files two levels down, as in most datasets (a split, then classes): below a stage's outline.
   await writeTree(join(data, 'lean', 'train'), 10, 40);
+  // A dataset whose first listing comes late (see the test of late top levels).
+  await writeTree(join(data, 'late', 'train'), 6, 20);
   // Directories three levels down, below what a stage outlines itself.
   for (let g = 0; g < 4; g += 1) await writeTree(join(data, 'gaps', 'split', `g${g}`), 2, 3);
   await writeTree(join(data, 'refused'), 2, 5);
@@ -325,6 +328,53 @@ it('directories a failed fill left unmade are outlined after all, ahead of the p
     await untilHolds(
       'the directories below the refused listing in the copy',
       async () => deep.filter((dir) => !existsSync(join(copy.root, dir))),
+      (missing) => missing.length === 0,
+      30_000,
+    );
+  } finally {
+    if (staged) await kubelet.stop(staged, ['reader']);
+    await gate.close();
+  }
+}, 120_000);
+
+it('a top directory pods looked up before the stage outlined it is found in the copy once they let go of it', async () => {
+  // The remote lists the dataset's top only after 2.5 s: the stage stops waiting for its outline
+  // after one, and the pod looks `train/` up before the copy has it, from the engine alone.
+  const gate = await listingGate(server.port);
+  let staged: string | undefined;
+  try {
+    let slow = true;
+    gate.delays = (path) => (slow && path === '/late/' ? 2500 : 0);
+    const vol = await volume('late', {
+      source: `http://127.0.0.1:${gate.port}/late/`,
+      autoPrefetch: 'false',
+    });
+    staged = vol.volume_id;
+    await kubelet.run(vol, ['reader'], true);
+    const target = kubelet.target('reader');
+    const files = filesUnder('late/train').map((p) => p.slice('late/'.length));
+    const { copy } = await datasetAt('/late');
+    // The pod keeps one file below `train/` open (as readers that never pause do) and reads
+    // every file whole: each is promoted into the copy.
+    const held = await open(join(target, files[0] as string), 'r');
+    try {
+      slow = false;
+      for (const name of files)
+        expect(await sha256(join(target, name))).toBe(digests[`late/${name}`]);
+      await until('every file in the copy', async () =>
+        (await copied(copy.root)).length === files.length ? true : undefined,
+      );
+      // A remount the last promotion asked for comes while the file is still held.
+      await sleep(3000);
+      // Held, `train/` stays the engine's: the overlay shows none of the copy's files there.
+      expect(await notShownFromCopy(target, copy.root, files)).toEqual(files);
+    } finally {
+      await held.close();
+    }
+    // Let go, the next remount finds `train/` in the copy, though the copy no longer changes.
+    await untilHolds(
+      "the copy's files shown through the overlay",
+      () => notShownFromCopy(target, copy.root, files),
       (missing) => missing.length === 0,
       30_000,
     );
