@@ -338,13 +338,13 @@ it('directories a failed fill left unmade are outlined after all, ahead of the p
 }, 120_000);
 
 it('a top directory pods looked up before the stage outlined it is found in the copy once they let go of it', async () => {
-  // The remote lists the dataset's top only after 2.5 s: the stage stops waiting for its outline
+  // The remote lists the dataset's top only after 5 s: the stage stops waiting for its outline
   // after one, and the pod looks `train/` up before the copy has it, from the engine alone.
   const gate = await listingGate(server.port);
   let staged: string | undefined;
   try {
     let slow = true;
-    gate.delays = (path) => (slow && path === '/late/' ? 2500 : 0);
+    gate.delays = (path) => (slow && path === '/late/' ? 5000 : 0);
     const vol = await volume('late', {
       source: `http://127.0.0.1:${gate.port}/late/`,
       autoPrefetch: 'false',
